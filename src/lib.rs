@@ -1,2 +1,7 @@
 //! lvs-operator: LVS Direct Routing load balancing, run declaratively from `LvsService` objects.
+//!
+//! `api` holds the types users write; `core` the pure logic from objects to kernel operations.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod core;

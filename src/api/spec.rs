@@ -1,0 +1,315 @@
+//! `LvsService.spec`: one virtual service (a VIP and its ports) and where its real servers come from.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::LvsServiceStatus;
+
+/// An LVS Direct Routing virtual service: a virtual IP on a director node, balanced with IPVS over
+/// real servers that answer clients directly.
+///
+/// The director holds the VIP on its LAN interface and forwards each new connection to a real
+/// server by rewriting only the destination MAC address (`ipvsadm -g`). Every real server holds the
+/// VIP on `lo` with `arp_ignore=1` and `arp_announce=2`, so only the director answers ARP for it,
+/// and replies go from the real server straight to the client.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "lvs-operator.io",
+    version = "v1alpha1",
+    kind = "LvsService",
+    plural = "lvsservices",
+    shortname = "lvs",
+    namespaced,
+    status = "LvsServiceStatus",
+    derive = "PartialEq",
+    printcolumn(name = "VIP", type_ = "string", json_path = ".spec.vip"),
+    printcolumn(name = "Ports", type_ = "string", json_path = ".spec.ports[*].port"),
+    printcolumn(name = "Scheduler", type_ = "string", json_path = ".spec.scheduler"),
+    printcolumn(name = "Director", type_ = "string", json_path = ".status.director"),
+    printcolumn(
+        name = "Backends",
+        type_ = "string",
+        description = "Usable real servers out of all resolved ones",
+        json_path = ".status.backendSummary"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("[has(self.backends), has(self.backendNodeSelector), has(self.backendService)].filter(x, x).size() == 1")
+        .message("exactly one of spec.backends, spec.backendNodeSelector or spec.backendService must be set"),
+    validation = Rule::new("!has(self.backends) || !isIP(self.vip) || self.backends.all(b, !isIP(b.address) || ip(b.address).family() == ip(self.vip).family())")
+        .message("every backend address must be of the same address family as spec.vip")
+        .field_path(".backends"),
+    validation = Rule::new("!has(self.schedulerFlags) || self.scheduler == 'sh' || self.scheduler == 'mh'")
+        .message("scheduler flags exist only for the sh and mh schedulers")
+        .field_path(".schedulerFlags"),
+    validation = Rule::new("!has(self.persistence) || !has(self.persistence.netmask) || !isIP(self.vip) || (ip(self.vip).family() == 4 ? (isIP(self.persistence.netmask) && ip(self.persistence.netmask).family() == 4) : self.persistence.netmask.matches('^([1-9]|[1-9][0-9]|1[01][0-9]|12[0-8])$'))")
+        .message("for an IPv4 vip, netmask is a dotted mask such as 255.255.255.0; for an IPv6 vip, a prefix length 1..128")
+        .field_path(".persistence.netmask"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LvsServiceSpec {
+    /// The virtual IP address clients connect to (IPv4 or IPv6, canonical form, e.g. 10.10.24.88).
+    /// The active director holds it on its LAN interface as a /32 (/128); every real server holds
+    /// it on `lo`.
+    #[x_kube(validation = Rule::new("isIP(self) && ip.isCanonical(self) && ip(self).isGlobalUnicast()").message("must be a unicast IPv4 or IPv6 address in canonical form, such as 10.10.24.88 or 2001:db8::88"))]
+    pub vip: String,
+
+    /// The ports served on the VIP, one IPVS virtual service each (`ipvsadm -A -t VIP:PORT`).
+    /// Direct Routing forwards a packet to the same port on the real server, unchanged: there is
+    /// no target port, so each real server must listen on these ports (on the VIP or on any address).
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["port".into(), "protocol".into()]))]
+    pub ports: Vec<ServicePort>,
+
+    /// The IPVS scheduling algorithm, as `ipvsadm -s` names it. Default `wlc`, as in ipvsadm.
+    #[serde(default)]
+    pub scheduler: Scheduler,
+
+    /// Scheduler flags (`ipvsadm -b`), only for the `sh` and `mh` schedulers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_flags: Option<SchedulerFlags>,
+
+    /// Client persistence (`ipvsadm -p TIMEOUT -M NETMASK`): connections from the same client
+    /// (or client network) go to the same real server while the persistence entry lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<Persistence>,
+
+    /// Real servers listed by address (`ipvsadm -a ... -r ADDRESS -g`). Exactly one of
+    /// `backends`, `backendNodeSelector` and `backendService` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["address".into()]))]
+    pub backends: Option<Vec<Backend>>,
+
+    /// Real servers from Kubernetes: the InternalIP of every Node matching this label selector.
+    /// Each of these nodes gets the real-server setup (VIP on `lo`, ARP sysctls) from its agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_node_selector: Option<LabelSelector>,
+
+    /// Real servers from Kubernetes: the ready endpoints of a Service in this namespace, from
+    /// its EndpointSlices. Direct Routing needs the real servers on the director's L2 segment,
+    /// which in practice means hostNetwork endpoints (node addresses). A terminating endpoint
+    /// drains (weight 0) instead of vanishing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_service: Option<BackendServiceRef>,
+
+    /// Which nodes may be directors, and where the VIP goes on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directors: Option<Directors>,
+}
+
+/// One port of the virtual service.
+#[derive(
+    KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePort {
+    /// The port clients connect to on the VIP, 1..65535. Real servers receive traffic on this
+    /// same port (Direct Routing does not rewrite ports).
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// TCP (default), UDP or SCTP: `ipvsadm -t`, `-u` or `--sctp-service`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// Transport protocol of a virtual service.
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
+pub enum Protocol {
+    #[default]
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+/// An IPVS scheduler, named as `ipvsadm -s` names it (each is the kernel module `ip_vs_<name>`).
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduler {
+    /// Round robin.
+    Rr,
+    /// Weighted round robin.
+    Wrr,
+    /// Least connections.
+    Lc,
+    /// Weighted least connections (the default, as in ipvsadm).
+    #[default]
+    Wlc,
+    /// Locality-based least connections.
+    Lblc,
+    /// Locality-based least connections with replication.
+    Lblcr,
+    /// Destination hashing.
+    Dh,
+    /// Source hashing.
+    Sh,
+    /// Shortest expected delay.
+    Sed,
+    /// Never queue.
+    Nq,
+    /// Weighted failover.
+    Fo,
+    /// Weighted overflow.
+    Ovf,
+    /// Maglev hashing.
+    Mh,
+    /// Weighted random twos choice.
+    Twos,
+}
+
+impl Scheduler {
+    /// Every scheduler, in the order the CRD lists them.
+    pub const ALL: [Scheduler; 14] = [
+        Self::Rr,
+        Self::Wrr,
+        Self::Lc,
+        Self::Wlc,
+        Self::Lblc,
+        Self::Lblcr,
+        Self::Dh,
+        Self::Sh,
+        Self::Sed,
+        Self::Nq,
+        Self::Fo,
+        Self::Ovf,
+        Self::Mh,
+        Self::Twos,
+    ];
+
+    /// The name the kernel and ipvsadm use (`rr`, `wlc`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rr => "rr",
+            Self::Wrr => "wrr",
+            Self::Lc => "lc",
+            Self::Wlc => "wlc",
+            Self::Lblc => "lblc",
+            Self::Lblcr => "lblcr",
+            Self::Dh => "dh",
+            Self::Sh => "sh",
+            Self::Sed => "sed",
+            Self::Nq => "nq",
+            Self::Fo => "fo",
+            Self::Ovf => "ovf",
+            Self::Mh => "mh",
+            Self::Twos => "twos",
+        }
+    }
+}
+
+/// Flags of the source-hashing (`sh`) and Maglev (`mh`) schedulers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulerFlags {
+    /// When the hashed real server is unavailable (weight 0 or overloaded), pick another
+    /// instead of dropping the connection (`-b sh-fallback` / `-b mh-fallback`).
+    #[serde(default)]
+    pub fallback: bool,
+    /// Include the client's source port in the hash (`-b sh-port` / `-b mh-port`).
+    #[serde(default)]
+    pub port: bool,
+}
+
+/// Client persistence of a virtual service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Persistence {
+    /// How long, in seconds, a client stays with its real server after its last connection
+    /// ends (`ipvsadm -p`). 1..31536000; ipvsadm's default is 300.
+    #[schemars(range(min = 1, max = 31536000))]
+    pub timeout_seconds: i64,
+    /// Clients grouped for persistence (`ipvsadm -M`): for an IPv4 vip a dotted netmask such as
+    /// 255.255.255.0 (default 255.255.255.255, each client on its own); for an IPv6 vip a prefix
+    /// length such as 64 (default 128).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netmask: Option<String>,
+}
+
+/// A real server given by address.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Backend {
+    /// The real server's address on the director's L2 segment (canonical form, same address
+    /// family as the vip). It must hold the VIP on `lo` (its agent does that) and serve the ports.
+    #[x_kube(validation = Rule::new("isIP(self) && ip.isCanonical(self) && ip(self).isGlobalUnicast()").message("must be a unicast IPv4 or IPv6 address in canonical form, such as 10.10.24.21"))]
+    pub address: String,
+    /// Relative share of new connections for weighted schedulers, 0..65535 (`ipvsadm -w`).
+    /// Default 1. 0 sends no new connections to this real server but keeps the existing ones.
+    #[serde(default = "default_weight")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub weight: i32,
+}
+
+/// The weight of a real server that does not say otherwise (as ipvsadm).
+pub fn default_weight() -> i32 {
+    1
+}
+
+/// A Service in the same namespace whose endpoints are the real servers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendServiceRef {
+    /// Name of the Service.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("must be a DNS-1035 label, such as web"))]
+    pub name: String,
+}
+
+/// Which nodes may hold the VIP. Exactly one of them holds it at a time; the others keep IPVS
+/// programmed as hot standby.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Directors {
+    /// Nodes eligible to be directors. Default: nodes labelled `lvs-operator.io/director=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<LabelSelector>,
+    /// Network interface that gets the VIP on the director (like `ip addr add VIP/32 dev eth0`).
+    /// Default: the interface holding an address in the VIP's subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9_.:@-]{1,15}$')").message("must be a network interface name of 1 to 15 characters, such as eth0"))]
+    pub interface: Option<String>,
+}
+
+/// Label nodes carry when `spec.directors.nodeSelector` is not set.
+pub const DEFAULT_DIRECTOR_LABEL: &str = "lvs-operator.io/director";

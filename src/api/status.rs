@@ -1,0 +1,103 @@
+//! `LvsService.status`: what the controller and the agents report back.
+//!
+//! See the parent module for who writes which part.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of an LvsService.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LvsServiceStatus {
+    /// The generation of the spec the controller last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Accepted (valid and not in conflict), Programmed (every selected node applied the current
+    /// generation), Ready (programmed, with an active director and at least one usable backend)
+    /// and Degraded (some nodes or backends are failing; the reason says which).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The node that holds the VIP now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub director: Option<String>,
+
+    /// Usable real servers out of all resolved ones, e.g. `3/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_summary: Option<String>,
+
+    /// Every resolved real server and its state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["address".into()]))]
+    pub backends: Vec<BackendStatus>,
+
+    /// One entry per node that has a role for this service, each written by that node's agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["node".into()]))]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// State of one real server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendStatus {
+    /// The real server's address.
+    pub address: String,
+    /// The node that has this address, when it is a node of the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The weight the director uses; 0 while draining.
+    #[serde(default)]
+    pub weight: i32,
+    /// The active director has this real server in its IPVS table at the current generation.
+    #[serde(default)]
+    pub programmed: bool,
+    /// The real server's agent has verified the VIP on `lo` and the ARP sysctls. False when the
+    /// address is not a node running an agent (for example a server outside the cluster).
+    #[serde(default)]
+    pub arp_verified: bool,
+    /// The endpoint is terminating and the real server is being drained.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+/// The role a node plays for one LvsService.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+pub enum NodeRole {
+    /// The node may hold the VIP and runs IPVS for it.
+    Director,
+    /// The node is a real server: VIP on `lo` and ARP sysctls.
+    Backend,
+}
+
+/// What one node's agent reports for one LvsService.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// Node name.
+    pub node: String,
+    /// The roles this node plays for the service.
+    #[serde(default)]
+    pub roles: Vec<NodeRole>,
+    /// The spec generation this node applied last.
+    #[serde(default)]
+    pub observed_generation: i64,
+    /// For a director: it holds the VIP now (false on a hot standby).
+    #[serde(default)]
+    pub active: bool,
+    /// Everything for this node's roles is in the kernel at `observedGeneration`.
+    #[serde(default)]
+    pub programmed: bool,
+    /// For a real server: the VIP is on `lo` and the ARP sysctls hold their values.
+    #[serde(default)]
+    pub arp_verified: bool,
+    /// What failed on this node, empty when nothing did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -1,0 +1,124 @@
+//! Every manifest under tests/invalid is rejected by the Rust validation with the field its
+//! `# expect:` header names; every manifest under tests/valid is accepted. The control-plane e2e
+//! applies the same files to a real API server.
+
+use std::path::Path;
+
+use lvs_operator::api::{manifest, validate};
+
+fn expected_field(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("# expect: "))
+        .expect("an invalid manifest names the field its error must name")
+        .trim()
+        .to_string()
+}
+
+/// An error on `spec.backends[1]` names `spec.backends`; only the whole-spec rules name `spec` itself.
+fn names_field(actual: &str, expected: &str) -> bool {
+    actual == expected
+        || (expected != "spec"
+            && (actual.starts_with(&format!("{expected}."))
+                || actual.starts_with(&format!("{expected}["))))
+}
+
+#[test]
+fn every_invalid_manifest_is_rejected_naming_its_field() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 20,
+        "at least 20 invalid manifests, found {}",
+        files.len()
+    );
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let field = expected_field(&text);
+        let docs = manifest::parse_documents(&file.display().to_string(), &text);
+        assert_eq!(docs.len(), 1, "{}", file.display());
+        let err = match &docs[0] {
+            Err(e) => e.clone(),
+            Ok(obj) => validate(obj).expect_err(&format!("{} must be rejected", file.display())),
+        };
+        let name = file
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split_once('-')
+            .unwrap()
+            .1
+            .to_string();
+        assert_eq!(
+            err.object,
+            name,
+            "{}: the error names the object",
+            file.display()
+        );
+        let text = err.to_string();
+        assert!(
+            err.errors.iter().any(|e| names_field(&e.field, &field)),
+            "{}: expected an error on {field}, got:\n{text}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn out_of_range_port_reads_as_the_standalone_agent_prints_it() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid/07-port-70000.yaml"),
+    )
+    .unwrap();
+    let mut text = text.replace("port-70000", "web");
+    text.push('\n');
+    let obj = manifest::parse_documents("x", &text).remove(0).unwrap();
+    assert_eq!(
+        validate(&obj).unwrap_err().to_string(),
+        "web: spec.ports[0].port: 70000 is out of range 1..65535"
+    );
+}
+
+#[test]
+fn unknown_scheduler_names_the_field_and_the_choices() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid/11-unknown-scheduler.yaml"),
+    )
+    .unwrap();
+    let err = manifest::parse_documents("x", &text).remove(0).unwrap_err();
+    let line = err.to_string();
+    assert!(
+        line.starts_with("unknown-scheduler: spec.scheduler: unknown variant `random`"),
+        "{line}"
+    );
+    assert!(line.contains("`wlc`") && line.contains("`twos`"), "{line}");
+}
+
+#[test]
+fn every_valid_manifest_is_accepted() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/valid");
+    let docs = manifest::read_path(&dir).unwrap();
+    assert_eq!(docs.len(), 5);
+    for doc in docs {
+        let obj = doc.unwrap();
+        validate(&obj).unwrap();
+    }
+}
+
+#[test]
+fn one_bad_document_does_not_hide_the_good_ones_in_the_same_file() {
+    let text = "apiVersion: lvs-operator.io/v1alpha1\nkind: LvsService\nmetadata: {name: bad}\nspec: {vip: 10.10.24.88, ports: [{port: x}], backends: [{address: 10.10.24.21}]}\n---\n\
+                apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\n---\n\
+                apiVersion: lvs-operator.io/v1alpha1\nkind: LvsService\nmetadata: {name: good}\nspec: {vip: 10.10.24.88, ports: [{port: 80}], backends: [{address: 10.10.24.21}]}\n";
+    let docs = manifest::parse_documents("mixed.yaml", text);
+    assert_eq!(docs.len(), 2, "the ConfigMap is skipped");
+    assert_eq!(docs[0].as_ref().unwrap_err().object, "bad");
+    assert_eq!(
+        docs[1].as_ref().unwrap().metadata.name.as_deref(),
+        Some("good")
+    );
+}

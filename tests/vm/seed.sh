@@ -1,0 +1,62 @@
+#!/bin/sh
+# Guest script: proves the harness by doing the reference LVS-DR setup by hand,
+# exactly as an admin would, and checking the kernel really load-balances.
+# Run from the repo root:  bash tests/vm/run.sh tests/vm/seed.sh
+# (busybox sh in the guest: no bash-isms.)
+set -u
+. /lvs/lib.sh
+topology_up
+
+VIP=10.10.24.88
+
+echo "--- sanity: the LAN works before any LVS config"
+for rs in $LVS_REAL_SERVERS; do
+	expect_eq "client reaches $rs over IPv4" "$rs" "$(in_ns client wget -qO- -T 5 "http://$(ip4 "$rs")/" 2>&1)"
+	expect_eq "client reaches $rs over IPv6" "$rs" "$(in_ns client wget -qO- -T 5 "http://[$(ip6 "$rs")]/" 2>&1)"
+done
+
+echo "--- director: VIP + virtual service with three DR real servers"
+in_ns director ip addr add $VIP/32 broadcast $VIP dev eth0
+in_ns director ipvsadm -A -t $VIP:80 -s rr
+for n in 21 22 23; do
+	in_ns director ipvsadm -a -t $VIP:80 -r 10.10.24.$n -g
+done
+
+echo "--- real servers: VIP on lo, never answer/announce ARP for it"
+for rs in $LVS_REAL_SERVERS; do
+	for dev in lo all; do
+		in_ns "$rs" sysctl -q -w net.ipv4.conf.$dev.arp_ignore=1
+		in_ns "$rs" sysctl -q -w net.ipv4.conf.$dev.arp_announce=2
+	done
+	in_ns "$rs" ip addr add $VIP/32 broadcast $VIP dev lo
+done
+
+echo "--- ipvsadm -Sn"
+in_ns director ipvsadm -Sn
+
+echo "--- client: 6 requests to the VIP"
+got=
+for i in 1 2 3 4 5 6; do
+	r=$(in_ns client wget -qO- -T 5 "http://$VIP/" 2>&1)
+	echo "request $i -> $r"
+	got="$got $r"
+done
+got=${got# }
+expect_eq "round-robin over rs1 rs2 rs3, twice" "rs1 rs2 rs3 rs1 rs2 rs3" "$got"
+
+# The client must have learnt the VIP from the director, not from a real server.
+vip_mac=$(in_ns client ip neigh show $VIP | awk '{for (i = 1; i < NF; i++) if ($i == "lladdr") print $(i + 1)}')
+dir_mac=$(in_ns director cat /sys/class/net/eth0/address)
+expect_eq "client ARP entry for VIP is the director's MAC" "$dir_mac" "$vip_mac"
+
+echo "--- ipvsadm -Ln --stats"
+stats=$(in_ns director ipvsadm -Ln --stats)
+echo "$stats"
+# Service line: Prot LocalAddress:Port Conns InPkts OutPkts InBytes OutBytes
+set -- $(echo "$stats" | awk -v s="$VIP:80" '$1 == "TCP" && $2 == s {print $3, $4, $5}')
+expect_eq "6 connections scheduled" 6 "${1:-}"
+check "director saw inbound packets" [ "${2:-0}" -gt 0 ]
+# Direct Routing: replies go rs -> client without touching the director.
+expect_eq "director saw zero outbound packets (DR)" 0 "${3:-}"
+
+summary
