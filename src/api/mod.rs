@@ -16,6 +16,7 @@
 //! - the agent of node N (manager `lvs-operator-agent-N`) owns the single entry of `nodes` whose
 //!   key `node` is N. `nodes` is a list-map keyed by `node`, so one agent's apply never replaces
 //!   another's entry, and the controller's apply (which omits `nodes`) never removes them.
+//!
 //! The controller aggregates `nodes` into the conditions users see.
 
 pub mod manifest;

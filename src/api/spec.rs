@@ -14,6 +14,8 @@ use super::LvsServiceStatus;
 /// server by rewriting only the destination MAC address (`ipvsadm -g`). Every real server holds the
 /// VIP on `lo` with `arp_ignore=1` and `arp_announce=2`, so only the director answers ARP for it,
 /// and replies go from the real server straight to the client.
+// kube-derive takes one `printcolumn(...)` per column, which clippy reads as repeated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "lvs-operator.io",
@@ -24,6 +26,7 @@ use super::LvsServiceStatus;
     namespaced,
     status = "LvsServiceStatus",
     derive = "PartialEq",
+    doc = "An LVS Direct Routing virtual service: a VIP, its ports, and the real servers behind it.",
     printcolumn(name = "VIP", type_ = "string", json_path = ".spec.vip"),
     printcolumn(name = "Ports", type_ = "string", json_path = ".spec.ports[*].port"),
     printcolumn(name = "Scheduler", type_ = "string", json_path = ".spec.scheduler"),

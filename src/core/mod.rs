@@ -9,6 +9,9 @@ pub mod desired;
 pub mod model;
 pub mod plan;
 
-pub use desired::{Assignment, DirectorRole, desired_state};
+pub use desired::{Assignment, DirectorRole, PlacementError, desired_state, service_config};
 pub use model::*;
-pub use plan::{Ledger, Plan, plan};
+pub use plan::{Drain, Ledger, Op, Plan, SysctlRecord, plan};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,54 @@
+# lvs-operator: every command a developer or CI runs. `make help` lists them.
+#
+# Build output and tool caches live outside the clone (LVS_CACHE), so a fresh clone on the same
+# machine (CI) reuses them: the cargo target dir, the Go-built control plane, the VM's packages.
+
+LVS_CACHE ?= $(HOME)/.cache/lvs-operator
+export LVS_CACHE
+export CARGO_TARGET_DIR ?= $(LVS_CACHE)/target
+BIN := $(CARGO_TARGET_DIR)/debug/lvs-operator
+RELEASE_BIN := $(CARGO_TARGET_DIR)/release/lvs-operator
+
+.PHONY: help test unit lint fmt crds check-crds build release e2e-dataplane e2e tools demo bench
+
+help: ## This list.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+test: lint check-crds unit ## Everything CI runs.
+
+unit: ## cargo test: the core, validation, netlink codecs, controller logic.
+	cargo test --all-targets
+
+lint: ## rustfmt and clippy, warnings are errors.
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt: ## Format the code.
+	cargo fmt
+
+build: ## Debug binary.
+	cargo build
+
+release: ## Release binary (what the VM and the benchmark run).
+	cargo build --release
+
+crds: build ## Regenerate crds/ from the Rust types.
+	$(BIN) crd > crds/lvsservice.yaml
+
+check-crds: build ## Fail when crds/ differs from what the code generates.
+	@$(BIN) crd | diff -u crds/lvsservice.yaml - && echo "crds/ matches the code"
+
+e2e-dataplane: release ## The standalone agent against Debian's kernel in a VM.
+	bash tests/vm/dataplane.sh
+
+e2e: release ## Controller and agents against a real kube-apiserver (and the VM).
+	bash tests/e2e/e2e.sh
+
+tools: ## Build and cache kube-apiserver, etcd, kubectl and helm from their Go modules.
+	bash tests/e2e/tools.sh
+
+demo: release ## The seed scenario end to end, narrated.
+	bash tests/e2e/demo.sh
+
+bench: release ## IPVS programming speed and memory against ipvsadm, in the VM.
+	bash tests/vm/bench.sh

@@ -1,0 +1,796 @@
+//! Tests of the pure core: objects to desired state, and desired vs observed to operations.
+
+use std::net::IpAddr;
+
+use pretty_assertions::assert_eq;
+
+use super::*;
+use crate::api::{LvsService, manifest, validate};
+
+const NOW: u64 = 1_000;
+const DRAIN: u64 = 900;
+
+fn objects(yaml: &str) -> Vec<LvsService> {
+    manifest::parse_documents("test", yaml)
+        .into_iter()
+        .map(|d| {
+            let o = d.unwrap();
+            validate(&o).unwrap();
+            o
+        })
+        .collect()
+}
+
+fn reference() -> LvsService {
+    objects(include_str!("../../tests/valid/reference.yaml")).remove(0)
+}
+
+fn eth0(_: IpAddr) -> Option<String> {
+    Some("eth0".into())
+}
+
+fn director(objs: &[LvsService]) -> NodeState {
+    let a: Vec<_> = objs
+        .iter()
+        .map(|o| Assignment {
+            object: o,
+            backends: Assignment::explicit_backends(o),
+            director: Some(DirectorRole {
+                holds_vip: true,
+                interface: None,
+            }),
+            real_server: false,
+        })
+        .collect();
+    let (state, errors) = desired_state(&a, &eth0);
+    assert_eq!(errors, vec![]);
+    state
+}
+
+fn real_server(objs: &[LvsService]) -> NodeState {
+    let a: Vec<_> = objs
+        .iter()
+        .map(|o| Assignment {
+            object: o,
+            backends: vec![],
+            director: None,
+            real_server: true,
+        })
+        .collect();
+    desired_state(&a, &eth0).0
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn key(vip: &str, protocol: Protocol, port: u16) -> ServiceKey {
+    ServiceKey {
+        vip: ip(vip),
+        protocol,
+        port,
+    }
+}
+
+fn commands(p: &Plan) -> Vec<String> {
+    p.ops.iter().map(|o| o.to_string()).collect()
+}
+
+/// The kernel state after carrying out a plan, as the agent would observe it next time.
+fn apply(observed: &NodeState, p: &Plan, ledger: &mut Ledger) -> NodeState {
+    let mut s = observed.clone();
+    for op in &p.ops {
+        match op {
+            Op::AddService { key, config } | Op::EditService { key, config } => {
+                let dests = s
+                    .services
+                    .get(key)
+                    .map(|x| x.dests.clone())
+                    .unwrap_or_default();
+                s.services.insert(
+                    *key,
+                    ServiceState {
+                        config: config.clone(),
+                        dests,
+                    },
+                );
+            }
+            Op::DelService { key } => {
+                s.services.remove(key);
+            }
+            Op::AddDest {
+                service,
+                dest,
+                weight,
+            }
+            | Op::EditDest {
+                service,
+                dest,
+                weight,
+            } => {
+                s.services
+                    .get_mut(service)
+                    .unwrap()
+                    .dests
+                    .insert(*dest, DestState::dr(*weight));
+            }
+            Op::DrainDest { service, dest } => {
+                s.services
+                    .get_mut(service)
+                    .unwrap()
+                    .dests
+                    .get_mut(dest)
+                    .unwrap()
+                    .weight = 0;
+            }
+            Op::DelDest { service, dest } => {
+                s.services.get_mut(service).unwrap().dests.remove(dest);
+            }
+            Op::AddAddress { address, .. } => {
+                s.addresses.insert(address.clone());
+            }
+            Op::DelAddress { address } => {
+                s.addresses.remove(address);
+            }
+            Op::SetSysctl { name, value, .. } | Op::RestoreSysctl { name, value } => {
+                s.sysctls.insert(name.clone(), value.clone());
+            }
+        }
+        ledger.record(op, NOW);
+    }
+    s
+}
+
+#[test]
+fn reference_object_programs_the_seed_documents_commands_in_order() {
+    let desired = director(&[reference()]);
+    let p = plan(
+        &desired,
+        &NodeState::default(),
+        &Ledger::default(),
+        NOW,
+        DRAIN,
+    );
+    assert_eq!(
+        commands(&p),
+        vec![
+            "ipvsadm -A -t 10.10.24.88:80 -s rr",
+            "ipvsadm -a -t 10.10.24.88:80 -r 10.10.24.21:80 -g -w 1",
+            "ipvsadm -a -t 10.10.24.88:80 -r 10.10.24.22:80 -g -w 1",
+            "ipvsadm -a -t 10.10.24.88:80 -r 10.10.24.23:80 -g -w 1",
+            "ip addr add 10.10.24.88/32 broadcast 10.10.24.88 dev eth0",
+        ]
+    );
+    assert!(matches!(
+        p.ops.last(),
+        Some(Op::AddAddress { announce: true, .. })
+    ));
+}
+
+#[test]
+fn real_server_sets_arp_sysctls_before_taking_the_vip_on_lo() {
+    let mut observed = NodeState::default();
+    for name in ["lo", "all"] {
+        observed
+            .sysctls
+            .insert(format!("net.ipv4.conf.{name}.arp_ignore"), "0".into());
+        observed
+            .sysctls
+            .insert(format!("net.ipv4.conf.{name}.arp_announce"), "0".into());
+    }
+    let p = plan(
+        &real_server(&[reference()]),
+        &observed,
+        &Ledger::default(),
+        NOW,
+        DRAIN,
+    );
+    assert_eq!(
+        commands(&p),
+        vec![
+            "sysctl -w net.ipv4.conf.all.arp_announce=2",
+            "sysctl -w net.ipv4.conf.all.arp_ignore=1",
+            "sysctl -w net.ipv4.conf.lo.arp_announce=2",
+            "sysctl -w net.ipv4.conf.lo.arp_ignore=1",
+            "ip addr add 10.10.24.88/32 broadcast 10.10.24.88 dev lo",
+        ]
+    );
+    assert!(
+        matches!(
+            p.ops.last(),
+            Some(Op::AddAddress {
+                announce: false,
+                ..
+            })
+        ),
+        "lo is never announced"
+    );
+}
+
+#[test]
+fn plan_is_empty_once_the_kernel_holds_the_desired_state() {
+    for desired in [director(&[reference()]), real_server(&[reference()])] {
+        let mut ledger = Ledger::default();
+        let first = plan(&desired, &NodeState::default(), &ledger, NOW, DRAIN);
+        let observed = apply(&NodeState::default(), &first, &mut ledger);
+        assert_eq!(
+            plan(&desired, &observed, &ledger, NOW, DRAIN),
+            Plan::default()
+        );
+    }
+}
+
+#[test]
+fn every_scheduler_maps_to_its_kernel_name() {
+    for s in Scheduler::ALL {
+        let yaml = format!(
+            "apiVersion: lvs-operator.io/v1alpha1\nkind: LvsService\nmetadata: {{name: s}}\nspec: {{vip: 10.0.0.1, ports: [{{port: 80}}], scheduler: {}, backends: [{{address: 10.0.0.2}}]}}\n",
+            s.name()
+        );
+        let d = director(&objects(&yaml));
+        assert_eq!(
+            d.services[&key("10.0.0.1", Protocol::Tcp, 80)]
+                .config
+                .scheduler,
+            s.name()
+        );
+    }
+    let d = director(&objects(
+        "apiVersion: lvs-operator.io/v1alpha1\nkind: LvsService\nmetadata: {name: s}\nspec: {vip: 10.0.0.1, ports: [{port: 80}], backends: [{address: 10.0.0.2}]}\n",
+    ));
+    assert_eq!(
+        d.services[&key("10.0.0.1", Protocol::Tcp, 80)]
+            .config
+            .scheduler,
+        "wlc",
+        "default as ipvsadm"
+    );
+}
+
+#[test]
+fn protocols_ports_and_flags_map_to_ipvsadm_options() {
+    let objs = objects(include_str!("../../tests/valid/everything.yaml"));
+    let d = director(&objs[..1]);
+    let keys: Vec<_> = d.services.keys().copied().collect();
+    assert_eq!(
+        keys,
+        vec![
+            key("10.10.24.89", Protocol::Tcp, 80),
+            key("10.10.24.89", Protocol::Udp, 53),
+            key("10.10.24.89", Protocol::Sctp, 80),
+        ]
+    );
+    let p = plan(&d, &NodeState::default(), &Ledger::default(), NOW, DRAIN);
+    let c = commands(&p);
+    assert_eq!(
+        c[0],
+        "ipvsadm -A -t 10.10.24.89:80 -s sh -b sh-fallback,sh-port -p 600 -M 255.255.255.0"
+    );
+    assert!(
+        c.contains(
+            &"ipvsadm -A -u 10.10.24.89:53 -s sh -b sh-fallback,sh-port -p 600 -M 255.255.255.0"
+                .to_string()
+        )
+    );
+    assert!(c.contains(
+        &"ipvsadm -a --sctp-service 10.10.24.89:80 -r 10.10.24.21:80 -g -w 3".to_string()
+    ));
+    assert!(
+        c.contains(&"ipvsadm -a -u 10.10.24.89:53 -r 10.10.24.22:53 -g -w 0".to_string()),
+        "weight 0 is kept"
+    );
+    let config = &d.services[&keys[0]].config;
+    assert_eq!(config.flags, SVC_F_PERSISTENT | SVC_F_SCHED1 | SVC_F_SCHED2);
+    assert_eq!(
+        config.netmask.to_ne_bytes(),
+        [255, 255, 255, 0],
+        "the mask in network byte order, as ipvsadm sends it"
+    );
+}
+
+#[test]
+fn ipv6_vip_gets_a_128_address_a_prefix_netmask_and_no_arp_sysctls() {
+    let objs = objects(include_str!("../../tests/valid/everything.yaml"));
+    let web6 = &objs[1..2];
+    let d = director(web6);
+    let svc = &d.services[&key("fd00:24::88", Protocol::Tcp, 80)];
+    assert_eq!(
+        (svc.config.flags, svc.config.timeout, svc.config.netmask),
+        (SVC_F_PERSISTENT, 300, 64)
+    );
+    let p = plan(&d, &NodeState::default(), &Ledger::default(), NOW, DRAIN);
+    assert_eq!(
+        commands(&p),
+        vec![
+            "ipvsadm -A -t [fd00:24::88]:80 -s wlc -p 300 -M 64",
+            "ipvsadm -a -t [fd00:24::88]:80 -r [fd00:24::21]:80 -g -w 1",
+            "ip addr add fd00:24::88/128 dev eth0",
+        ]
+    );
+    let rs = real_server(web6);
+    assert!(
+        rs.sysctls.is_empty(),
+        "IPv6 has no ARP; neighbour discovery answers only on the receiving interface"
+    );
+    assert_eq!(
+        rs.addresses.iter().next().unwrap(),
+        &HostAddress::vip("lo", ip("fd00:24::88"))
+    );
+}
+
+#[test]
+fn unpersistent_services_carry_the_netmask_ipvsadm_sends() {
+    let d = director(&[reference()]);
+    let c = &d.services[&key("10.10.24.88", Protocol::Tcp, 80)].config;
+    assert_eq!((c.flags, c.timeout, c.netmask), (0, 0, u32::MAX));
+}
+
+#[test]
+fn two_objects_share_a_vip_on_different_ports_and_one_address() {
+    let objs = objects(
+        "apiVersion: lvs-operator.io/v1alpha1\nkind: LvsService\nmetadata: {name: http}\nspec: {vip: 10.10.24.88, ports: [{port: 80}], scheduler: rr, backends: [{address: 10.10.24.21}]}\n---\n\
+         apiVersion: lvs-operator.io/v1alpha1\nkind: LvsService\nmetadata: {name: https}\nspec: {vip: 10.10.24.88, ports: [{port: 443}], scheduler: lc, backends: [{address: 10.10.24.22}]}\n",
+    );
+    let d = director(&objs);
+    assert_eq!(d.services.len(), 2);
+    assert_eq!(d.addresses.len(), 1);
+    assert_eq!(real_server(&objs).addresses.len(), 1);
+}
+
+#[test]
+fn second_object_claiming_a_served_port_is_refused_whole() {
+    let objs = objects(
+        "apiVersion: lvs-operator.io/v1alpha1\nkind: LvsService\nmetadata: {name: first}\nspec: {vip: 10.10.24.88, ports: [{port: 80}], backends: [{address: 10.10.24.21}]}\n---\n\
+         apiVersion: lvs-operator.io/v1alpha1\nkind: LvsService\nmetadata: {name: second}\nspec: {vip: 10.10.24.88, ports: [{port: 443}, {port: 80}], backends: [{address: 10.10.24.22}]}\n",
+    );
+    let a: Vec<_> = objs
+        .iter()
+        .map(|o| Assignment {
+            object: o,
+            backends: Assignment::explicit_backends(o),
+            director: Some(DirectorRole {
+                holds_vip: true,
+                interface: None,
+            }),
+            real_server: false,
+        })
+        .collect();
+    let (state, errors) = desired_state(&a, &eth0);
+    assert_eq!(
+        state.services.len(),
+        1,
+        "nothing of the second object, not even its free port 443"
+    );
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].object, "second");
+    assert_eq!(
+        errors[0].message,
+        "spec.ports[1]: TCP 10.10.24.88:80 is already served by first"
+    );
+}
+
+#[test]
+fn director_without_an_interface_for_the_vip_reports_the_field() {
+    let obj = reference();
+    let a = [Assignment {
+        object: &obj,
+        backends: Assignment::explicit_backends(&obj),
+        director: Some(DirectorRole {
+            holds_vip: true,
+            interface: None,
+        }),
+        real_server: false,
+    }];
+    let (state, errors) = desired_state(&a, &|_| None);
+    assert_eq!(state, NodeState::default());
+    assert!(errors[0].message.starts_with(
+        "spec.directors.interface: no interface has an address in the subnet of 10.10.24.88"
+    ));
+}
+
+#[test]
+fn standby_director_programs_ipvs_without_the_vip() {
+    let obj = reference();
+    let a = [Assignment {
+        object: &obj,
+        backends: Assignment::explicit_backends(&obj),
+        director: Some(DirectorRole {
+            holds_vip: false,
+            interface: None,
+        }),
+        real_server: false,
+    }];
+    let (state, _) = desired_state(&a, &eth0);
+    assert_eq!(state.services.len(), 1);
+    assert!(state.addresses.is_empty());
+}
+
+#[test]
+fn a_weight_change_is_exactly_one_edit() {
+    let mut ledger = Ledger::default();
+    let desired = director(&[reference()]);
+    let observed = apply(
+        &NodeState::default(),
+        &plan(&desired, &NodeState::default(), &ledger, NOW, DRAIN),
+        &mut ledger,
+    );
+    let mut obj = reference();
+    obj.spec.backends.as_mut().unwrap()[1].weight = 5;
+    let p = plan(&director(&[obj]), &observed, &ledger, NOW, DRAIN);
+    assert_eq!(
+        commands(&p),
+        vec!["ipvsadm -e -t 10.10.24.88:80 -r 10.10.24.22:80 -g -w 5"]
+    );
+}
+
+#[test]
+fn scheduler_change_edits_the_service_in_place() {
+    let mut ledger = Ledger::default();
+    let observed = apply(
+        &NodeState::default(),
+        &plan(
+            &director(&[reference()]),
+            &NodeState::default(),
+            &ledger,
+            NOW,
+            DRAIN,
+        ),
+        &mut ledger,
+    );
+    let mut obj = reference();
+    obj.spec.scheduler = Scheduler::Wrr;
+    let p = plan(&director(&[obj]), &observed, &ledger, NOW, DRAIN);
+    assert_eq!(commands(&p), vec!["ipvsadm -E -t 10.10.24.88:80 -s wrr"]);
+}
+
+fn with_conns(mut s: NodeState, dest: &str, active: u32) -> NodeState {
+    for svc in s.services.values_mut() {
+        for (k, d) in svc.dests.iter_mut() {
+            if k.addr == ip(dest) {
+                d.active_conns = active;
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn removed_backend_with_connections_is_drained_before_it_is_deleted() {
+    let mut ledger = Ledger::default();
+    let observed = apply(
+        &NodeState::default(),
+        &plan(
+            &director(&[reference()]),
+            &NodeState::default(),
+            &ledger,
+            NOW,
+            DRAIN,
+        ),
+        &mut ledger,
+    );
+    let observed = with_conns(observed, "10.10.24.23", 2);
+    let mut obj = reference();
+    obj.spec.backends.as_mut().unwrap().pop();
+    let desired = director(&[obj]);
+
+    let p = plan(&desired, &observed, &ledger, NOW, DRAIN);
+    assert_eq!(
+        commands(&p),
+        vec!["ipvsadm -e -t 10.10.24.88:80 -r 10.10.24.23:80 -g -w 0"]
+    );
+    let observed = apply(&observed, &p, &mut ledger);
+    let observed = with_conns(observed, "10.10.24.23", 2);
+    assert_eq!(
+        plan(&desired, &observed, &ledger, NOW + 10, DRAIN),
+        Plan::default(),
+        "still draining: nothing to do"
+    );
+
+    let idle = with_conns(observed.clone(), "10.10.24.23", 0);
+    assert_eq!(
+        commands(&plan(&desired, &idle, &ledger, NOW + 20, DRAIN)),
+        vec!["ipvsadm -d -t 10.10.24.88:80 -r 10.10.24.23:80"]
+    );
+    assert_eq!(
+        commands(&plan(&desired, &observed, &ledger, NOW + DRAIN, DRAIN)),
+        vec!["ipvsadm -d -t 10.10.24.88:80 -r 10.10.24.23:80"],
+        "the drain timeout ends a drain whatever the connections"
+    );
+}
+
+#[test]
+fn removed_backend_without_connections_is_deleted_at_once() {
+    let mut ledger = Ledger::default();
+    let observed = apply(
+        &NodeState::default(),
+        &plan(
+            &director(&[reference()]),
+            &NodeState::default(),
+            &ledger,
+            NOW,
+            DRAIN,
+        ),
+        &mut ledger,
+    );
+    let mut obj = reference();
+    obj.spec.backends.as_mut().unwrap().remove(0);
+    assert_eq!(
+        commands(&plan(&director(&[obj]), &observed, &ledger, NOW, DRAIN)),
+        vec!["ipvsadm -d -t 10.10.24.88:80 -r 10.10.24.21:80"]
+    );
+}
+
+#[test]
+fn backend_returning_while_draining_gets_its_weight_back() {
+    let mut ledger = Ledger::default();
+    let full = director(&[reference()]);
+    let observed = apply(
+        &NodeState::default(),
+        &plan(&full, &NodeState::default(), &ledger, NOW, DRAIN),
+        &mut ledger,
+    );
+    let mut obj = reference();
+    obj.spec.backends.as_mut().unwrap().pop();
+    let observed = with_conns(observed, "10.10.24.23", 1);
+    let observed = apply(
+        &observed,
+        &plan(&director(&[obj]), &observed, &ledger, NOW, DRAIN),
+        &mut ledger,
+    );
+    assert_eq!(ledger.draining.len(), 1);
+    let p = plan(&full, &observed, &ledger, NOW + 5, DRAIN);
+    assert_eq!(
+        commands(&p),
+        vec!["ipvsadm -e -t 10.10.24.88:80 -r 10.10.24.23:80 -g -w 1"],
+        "never stuck at 0"
+    );
+    apply(&observed, &p, &mut ledger);
+    assert!(ledger.draining.is_empty());
+}
+
+#[test]
+fn removed_object_is_cleaned_up_vip_first() {
+    let mut ledger = Ledger::default();
+    let observed = apply(
+        &NodeState::default(),
+        &plan(
+            &director(&[reference()]),
+            &NodeState::default(),
+            &ledger,
+            NOW,
+            DRAIN,
+        ),
+        &mut ledger,
+    );
+    let p = plan(&NodeState::default(), &observed, &ledger, NOW, DRAIN);
+    assert_eq!(
+        commands(&p),
+        vec![
+            "ip addr del 10.10.24.88/32 dev eth0",
+            "ipvsadm -D -t 10.10.24.88:80"
+        ]
+    );
+    apply(&observed, &p, &mut ledger);
+    assert_eq!(ledger, Ledger::default());
+}
+
+fn foreign() -> NodeState {
+    let mut s = NodeState::default();
+    s.services.insert(
+        key("10.96.0.1", Protocol::Tcp, 443),
+        ServiceState {
+            config: ServiceConfig {
+                scheduler: "rr".into(),
+                flags: 0,
+                timeout: 0,
+                netmask: u32::MAX,
+            },
+            dests: [(
+                DestKey {
+                    addr: ip("10.0.0.5"),
+                    port: 6443,
+                },
+                DestState {
+                    weight: 1,
+                    active_conns: 3,
+                    direct_route: false,
+                },
+            )]
+            .into(),
+        },
+    );
+    s.addresses.insert(HostAddress {
+        ifname: "eth0".into(),
+        addr: ip("10.10.24.10"),
+        prefix_len: 24,
+    });
+    s.addresses
+        .insert(HostAddress::vip("eth0", ip("10.10.24.99")));
+    s
+}
+
+#[test]
+fn foreign_services_and_addresses_survive_programming_and_removal() {
+    let mut ledger = Ledger::default();
+    let desired = director(&[reference()]);
+    let p = plan(&desired, &foreign(), &ledger, NOW, DRAIN);
+    let observed = apply(&foreign(), &p, &mut ledger);
+    let removal = plan(&NodeState::default(), &observed, &ledger, NOW, DRAIN);
+    let after = apply(&observed, &removal, &mut ledger);
+    assert_eq!(after, foreign());
+}
+
+#[test]
+fn a_foreign_service_on_our_port_is_a_conflict_and_is_left_alone() {
+    let mut observed = foreign();
+    let theirs = ServiceState {
+        config: ServiceConfig {
+            scheduler: "wlc".into(),
+            flags: 0,
+            timeout: 0,
+            netmask: u32::MAX,
+        },
+        dests: Default::default(),
+    };
+    observed
+        .services
+        .insert(key("10.10.24.88", Protocol::Tcp, 80), theirs);
+    let p = plan(
+        &director(&[reference()]),
+        &observed,
+        &Ledger::default(),
+        NOW,
+        DRAIN,
+    );
+    assert_eq!(p.conflicts, vec![key("10.10.24.88", Protocol::Tcp, 80)]);
+    assert!(
+        p.ops
+            .iter()
+            .all(|o| !matches!(o, Op::EditService { .. } | Op::AddDest { .. }))
+    );
+    let p = plan(
+        &NodeState::default(),
+        &observed,
+        &Ledger::default(),
+        NOW,
+        DRAIN,
+    );
+    assert_eq!(p, Plan::default(), "never deleted either");
+}
+
+#[test]
+fn an_address_someone_else_made_is_shared_not_taken_over() {
+    let mut observed = NodeState::default();
+    observed
+        .addresses
+        .insert(HostAddress::vip("eth0", ip("10.10.24.88")));
+    let mut ledger = Ledger::default();
+    let p = plan(&director(&[reference()]), &observed, &ledger, NOW, DRAIN);
+    assert!(p.ops.iter().all(|o| !matches!(o, Op::AddAddress { .. })));
+    let observed = apply(&observed, &p, &mut ledger);
+    let removal = plan(&NodeState::default(), &observed, &ledger, NOW, DRAIN);
+    assert_eq!(
+        commands(&removal),
+        vec!["ipvsadm -D -t 10.10.24.88:80"],
+        "the admin's VIP stays"
+    );
+}
+
+#[test]
+fn drift_is_repaired_service_address_and_sysctl() {
+    let mut ledger = Ledger::default();
+    let mut both = director(&[reference()]);
+    let rs = real_server(&[reference()]);
+    both.sysctls = rs.sysctls.clone();
+    let observed = apply(
+        &NodeState::default(),
+        &plan(&both, &NodeState::default(), &ledger, NOW, DRAIN),
+        &mut ledger,
+    );
+    let mut drifted = observed.clone();
+    drifted.services.clear(); // ipvsadm -C
+    drifted.addresses.clear(); // ip addr del
+    drifted
+        .sysctls
+        .insert("net.ipv4.conf.all.arp_ignore".into(), "0".into());
+    let p = plan(&both, &drifted, &ledger, NOW, DRAIN);
+    assert_eq!(apply(&drifted, &p, &mut ledger), observed);
+    assert_eq!(
+        ledger.sysctls["net.ipv4.conf.all.arp_ignore"].previous, "",
+        "the first previous value is kept"
+    );
+}
+
+#[test]
+fn sysctls_are_restored_when_the_last_vip_leaves_unless_someone_changed_them_since() {
+    let mut observed = NodeState::default();
+    for (name, _) in REAL_SERVER_SYSCTLS {
+        observed.sysctls.insert(name.to_string(), "0".into());
+    }
+    let mut ledger = Ledger::default();
+    let rs = real_server(&[reference()]);
+    let observed = apply(
+        &observed,
+        &plan(&rs, &observed, &ledger, NOW, DRAIN),
+        &mut ledger,
+    );
+    let mut changed = observed.clone();
+    changed
+        .sysctls
+        .insert("net.ipv4.conf.all.arp_announce".into(), "1".into());
+    let p = plan(&NodeState::default(), &changed, &ledger, NOW, DRAIN);
+    assert_eq!(
+        commands(&p),
+        vec![
+            "ip addr del 10.10.24.88/32 dev lo",
+            "sysctl -w net.ipv4.conf.all.arp_ignore=0",
+            "sysctl -w net.ipv4.conf.lo.arp_announce=0",
+            "sysctl -w net.ipv4.conf.lo.arp_ignore=0",
+        ]
+    );
+}
+
+#[test]
+fn a_stricter_arp_ignore_an_admin_chose_is_kept() {
+    let mut observed = NodeState::default();
+    for (name, value) in REAL_SERVER_SYSCTLS {
+        observed.sysctls.insert(name.to_string(), value.to_string());
+    }
+    observed
+        .sysctls
+        .insert("net.ipv4.conf.all.arp_ignore".into(), "2".into());
+    let p = plan(
+        &real_server(&[reference()]),
+        &observed,
+        &Ledger::default(),
+        NOW,
+        DRAIN,
+    );
+    assert_eq!(
+        commands(&p),
+        vec!["ip addr add 10.10.24.88/32 broadcast 10.10.24.88 dev lo"]
+    );
+}
+
+#[test]
+fn a_destination_someone_switched_to_masquerading_is_put_back_to_direct_routing() {
+    let mut ledger = Ledger::default();
+    let desired = director(&[reference()]);
+    let mut observed = apply(
+        &NodeState::default(),
+        &plan(&desired, &NodeState::default(), &ledger, NOW, DRAIN),
+        &mut ledger,
+    );
+    let svc = observed.services.values_mut().next().unwrap();
+    svc.dests.values_mut().next().unwrap().direct_route = false;
+    assert_eq!(
+        commands(&plan(&desired, &observed, &ledger, NOW, DRAIN)),
+        vec!["ipvsadm -e -t 10.10.24.88:80 -r 10.10.24.21:80 -g -w 1"]
+    );
+}
+
+#[test]
+fn ledger_survives_a_restart_as_json() {
+    let mut ledger = Ledger::default();
+    let _ = apply(
+        &NodeState::default(),
+        &plan(
+            &director(&[reference()]),
+            &NodeState::default(),
+            &ledger,
+            NOW,
+            DRAIN,
+        ),
+        &mut ledger,
+    );
+    ledger.draining.push(Drain {
+        service: key("10.10.24.88", Protocol::Tcp, 80),
+        dest: DestKey {
+            addr: ip("10.10.24.23"),
+            port: 80,
+        },
+        since: 7,
+    });
+    let text = serde_json::to_string(&ledger).unwrap();
+    assert_eq!(serde_json::from_str::<Ledger>(&text).unwrap(), ledger);
+}
