@@ -3,5 +3,7 @@
 //! `api` holds the types users write; `core` the pure logic from objects to kernel operations.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod api;
 pub mod core;
+pub mod netdev;

@@ -184,3 +184,58 @@ pub fn service_config(spec: &api::LvsServiceSpec, vip: IpAddr) -> ServiceConfig 
         netmask,
     }
 }
+
+/// The IPVS services the assignments could ask for, before any placement check: enough to know
+/// which services' destinations to dump.
+pub fn wanted_services(assignments: &[Assignment<'_>]) -> std::collections::BTreeSet<ServiceKey> {
+    let mut keys = std::collections::BTreeSet::new();
+    for a in assignments.iter().filter(|a| a.director.is_some()) {
+        let Ok(vip) = a.object.spec.vip.parse::<IpAddr>() else {
+            continue;
+        };
+        for p in &a.object.spec.ports {
+            if let Ok(port) = u16::try_from(p.port) {
+                keys.insert(ServiceKey {
+                    vip,
+                    protocol: p.protocol,
+                    port,
+                });
+            }
+        }
+    }
+    keys
+}
+
+/// The interface holding an address whose subnet contains `vip` (`eth0` in the reference setup),
+/// the way an admin picks the device for `ip addr add VIP/32 dev ...`. Host routes (/32, /128)
+/// and `lo` never count: they are VIPs themselves, not a LAN.
+pub fn interface_for(
+    vip: IpAddr,
+    addresses: &std::collections::BTreeSet<HostAddress>,
+) -> Option<String> {
+    addresses
+        .iter()
+        .filter(|a| a.ifname != "lo" && a.addr.is_ipv4() == vip.is_ipv4())
+        .filter(|a| a.prefix_len < if vip.is_ipv4() { 32 } else { 128 })
+        .filter(|a| same_subnet(a.addr, vip, a.prefix_len))
+        .max_by_key(|a| a.prefix_len)
+        .map(|a| a.ifname.clone())
+}
+
+fn same_subnet(a: IpAddr, b: IpAddr, prefix_len: u8) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix_len))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix_len))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}

@@ -9,9 +9,14 @@ pub mod desired;
 pub mod model;
 pub mod plan;
 
-pub use desired::{Assignment, DirectorRole, PlacementError, desired_state, service_config};
+pub use desired::{
+    Assignment, DirectorRole, PlacementError, desired_state, interface_for, service_config,
+    wanted_services,
+};
 pub use model::*;
 pub use plan::{Drain, Ledger, Op, Plan, SysctlRecord, plan};
 
+#[cfg(test)]
+pub(crate) mod fake;
 #[cfg(test)]
 mod tests;

@@ -80,62 +80,7 @@ fn commands(p: &Plan) -> Vec<String> {
 fn apply(observed: &NodeState, p: &Plan, ledger: &mut Ledger) -> NodeState {
     let mut s = observed.clone();
     for op in &p.ops {
-        match op {
-            Op::AddService { key, config } | Op::EditService { key, config } => {
-                let dests = s
-                    .services
-                    .get(key)
-                    .map(|x| x.dests.clone())
-                    .unwrap_or_default();
-                s.services.insert(
-                    *key,
-                    ServiceState {
-                        config: config.clone(),
-                        dests,
-                    },
-                );
-            }
-            Op::DelService { key } => {
-                s.services.remove(key);
-            }
-            Op::AddDest {
-                service,
-                dest,
-                weight,
-            }
-            | Op::EditDest {
-                service,
-                dest,
-                weight,
-            } => {
-                s.services
-                    .get_mut(service)
-                    .unwrap()
-                    .dests
-                    .insert(*dest, DestState::dr(*weight));
-            }
-            Op::DrainDest { service, dest } => {
-                s.services
-                    .get_mut(service)
-                    .unwrap()
-                    .dests
-                    .get_mut(dest)
-                    .unwrap()
-                    .weight = 0;
-            }
-            Op::DelDest { service, dest } => {
-                s.services.get_mut(service).unwrap().dests.remove(dest);
-            }
-            Op::AddAddress { address, .. } => {
-                s.addresses.insert(address.clone());
-            }
-            Op::DelAddress { address } => {
-                s.addresses.remove(address);
-            }
-            Op::SetSysctl { name, value, .. } | Op::RestoreSysctl { name, value } => {
-                s.sysctls.insert(name.clone(), value.clone());
-            }
-        }
+        super::fake::apply_op(&mut s, op);
         ledger.record(op, NOW);
     }
     s
@@ -793,4 +738,49 @@ fn ledger_survives_a_restart_as_json() {
     });
     let text = serde_json::to_string(&ledger).unwrap();
     assert_eq!(serde_json::from_str::<Ledger>(&text).unwrap(), ledger);
+}
+
+#[test]
+fn vip_interface_is_the_one_holding_its_subnet() {
+    let mut addrs = std::collections::BTreeSet::new();
+    addrs.insert(HostAddress {
+        ifname: "lo".into(),
+        addr: ip("127.0.0.1"),
+        prefix_len: 8,
+    });
+    addrs.insert(HostAddress::vip("eth1", ip("10.10.24.77")));
+    addrs.insert(HostAddress {
+        ifname: "eth1".into(),
+        addr: ip("192.168.1.10"),
+        prefix_len: 24,
+    });
+    addrs.insert(HostAddress {
+        ifname: "eth0".into(),
+        addr: ip("10.10.24.10"),
+        prefix_len: 24,
+    });
+    addrs.insert(HostAddress {
+        ifname: "eth2".into(),
+        addr: ip("fd00:24::10"),
+        prefix_len: 64,
+    });
+    assert_eq!(
+        interface_for(ip("10.10.24.88"), &addrs).as_deref(),
+        Some("eth0")
+    );
+    assert_eq!(
+        interface_for(ip("fd00:24::88"), &addrs).as_deref(),
+        Some("eth2")
+    );
+    assert_eq!(interface_for(ip("172.16.0.1"), &addrs), None);
+    addrs.insert(HostAddress {
+        ifname: "br0".into(),
+        addr: ip("10.10.0.1"),
+        prefix_len: 16,
+    });
+    assert_eq!(
+        interface_for(ip("10.10.24.88"), &addrs).as_deref(),
+        Some("eth0"),
+        "the most specific subnet wins"
+    );
 }

@@ -1,0 +1,252 @@
+//! Per-interface IPv4 sysctls: the `sysctl -w net.ipv4.conf.IF.NAME=V` part.
+//!
+//! A real server holds the VIP on `lo` but must not answer ARP for it, or it
+//! would steal the director's traffic; `arp_ignore=1` and `arp_announce=2` on
+//! `lo` and `all` (`core::REAL_SERVER_SYSCTLS`) do that. [`Sysctls`] reads and writes
+//! `ROOT/net/ipv4/conf/IF/NAME` with the root a parameter, so tests point it
+//! at a temporary directory standing in for `/proc/sys`.
+//!
+//! The I/O is synchronous on purpose: procfs reads and writes never block,
+//! and `/proc/sys/net` shows the network namespace of the calling thread, so
+//! handing the work to a blocking-pool thread (as `tokio::fs` does) could
+//! read or write another namespace's values.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::netdev::error::NetdevError;
+
+/// Splits a dotted name as the pure core writes it (`net.ipv4.conf.lo.arp_ignore`) into the
+/// interface and the setting (`lo`, `arp_ignore`). The setting never holds a dot; an interface
+/// name may (`eth0.100`), so the split is at the last dot.
+pub fn split_conf_name(dotted: &str) -> Option<(&str, &str)> {
+    dotted.strip_prefix("net.ipv4.conf.")?.rsplit_once('.')
+}
+
+/// Applies every real-server sysctl of the core; returns the `IF/NAME` keys it changed.
+#[cfg(test)]
+pub(crate) fn ensure_real_server_arp(s: &Sysctls) -> Result<Vec<String>, NetdevError> {
+    let mut changed = Vec::new();
+    for (dotted, value) in crate::core::REAL_SERVER_SYSCTLS {
+        let (ifname, name) = split_conf_name(dotted).expect("the core names net.ipv4.conf sysctls");
+        if s.ensure(ifname, name, value)? {
+            changed.push(format!("{ifname}/{name}"));
+        }
+    }
+    Ok(changed)
+}
+
+/// Reads and writes `ROOT/net/ipv4/conf/<if>/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sysctls {
+    root: PathBuf,
+}
+
+impl Sysctls {
+    /// The real sysctl tree.
+    pub const PROC_SYS: &'static str = "/proc/sys";
+
+    /// Sysctls under `root`, which stands for `/proc/sys`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Sysctls under the real `/proc/sys`.
+    pub fn system() -> Self {
+        Self::new(Self::PROC_SYS)
+    }
+
+    /// The root this instance reads under.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file of `net.ipv4.conf.IFNAME.NAME`.
+    ///
+    /// The interface name is used as the directory name verbatim, so a VLAN
+    /// `eth0.100` is `conf/eth0.100/` (the `sysctl` command would need it
+    /// written `eth0/100`, because it maps dots to slashes).
+    pub fn ipv4_conf_path(&self, ifname: &str, name: &str) -> Result<PathBuf, NetdevError> {
+        check_component("interface name", ifname, 15)?;
+        check_component("sysctl name", name, 64)?;
+        Ok(self.root.join("net/ipv4/conf").join(ifname).join(name))
+    }
+
+    /// Reads a value, trimmed, like `sysctl -n net.ipv4.conf.IFNAME.NAME`.
+    pub fn get(&self, ifname: &str, name: &str) -> Result<String, NetdevError> {
+        let path = self.ipv4_conf_path(ifname, name)?;
+        std::fs::read_to_string(&path)
+            .map(|v| v.trim().to_string())
+            .map_err(|source| path_error(&path, source))
+    }
+
+    /// Writes a value, like `sysctl -w net.ipv4.conf.IFNAME.NAME=VALUE`.
+    /// The key must exist: a missing file is an error, as it is for
+    /// `sysctl -w`, rather than a file created in a fake root.
+    pub fn set(&self, ifname: &str, name: &str, value: &str) -> Result<(), NetdevError> {
+        let path = self.ipv4_conf_path(ifname, name)?;
+        OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            // One write call: procfs parses each write on its own.
+            .and_then(|mut f| f.write_all(value.trim().as_bytes()))
+            .map_err(|source| path_error(&path, source))
+    }
+
+    /// Writes `value` only when the current value differs; returns whether
+    /// it wrote. Keeps reconcile loops from rewriting (and logging) every
+    /// pass.
+    pub fn ensure(&self, ifname: &str, name: &str, value: &str) -> Result<bool, NetdevError> {
+        if self.get(ifname, name)? == value.trim() {
+            return Ok(false);
+        }
+        self.set(ifname, name, value)?;
+        Ok(true)
+    }
+}
+
+/// Rejects names that would leave the `conf` directory or cannot be an
+/// interface (IFNAMSIZ is 16 with the NUL).
+fn check_component(kind: &str, s: &str, max_len: usize) -> Result<(), NetdevError> {
+    let bad = s.is_empty()
+        || s.len() > max_len
+        || s == "."
+        || s == ".."
+        || s.contains(['/', '\0'])
+        || s.chars().any(char::is_whitespace);
+    if bad {
+        return Err(NetdevError::InvalidArgument {
+            what: format!("{kind} {s:?}"),
+            reason: format!("not a valid {kind}"),
+        });
+    }
+    Ok(())
+}
+
+fn path_error(path: &Path, source: std::io::Error) -> NetdevError {
+    NetdevError::Io {
+        what: path.display().to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A throwaway fake `/proc/sys`, removed on drop.
+    struct FakeProcSys(PathBuf);
+
+    impl FakeProcSys {
+        fn new(keys: &[(&str, &str, &str)]) -> Self {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let root = std::env::temp_dir().join(format!(
+                "netdev-sysctl-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            for (ifname, name, value) in keys {
+                let dir = root.join("net/ipv4/conf").join(ifname);
+                std::fs::create_dir_all(&dir).unwrap();
+                // The kernel ends every value with a newline.
+                std::fs::write(dir.join(name), format!("{value}\n")).unwrap();
+            }
+            Self(root)
+        }
+    }
+
+    impl Drop for FakeProcSys {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn get_trims_the_value() {
+        let fake = FakeProcSys::new(&[("eth0", "arp_ignore", "0")]);
+        let s = Sysctls::new(&fake.0);
+        assert_eq!(s.get("eth0", "arp_ignore").unwrap(), "0");
+    }
+
+    #[test]
+    fn set_then_get_round_trips() {
+        let fake = FakeProcSys::new(&[("lo", "arp_announce", "0")]);
+        let s = Sysctls::new(&fake.0);
+        s.set("lo", "arp_announce", "2").unwrap();
+        assert_eq!(s.get("lo", "arp_announce").unwrap(), "2");
+        let raw = std::fs::read_to_string(fake.0.join("net/ipv4/conf/lo/arp_announce")).unwrap();
+        assert_eq!(raw, "2");
+    }
+
+    #[test]
+    fn missing_key_errors_name_the_path() {
+        let fake = FakeProcSys::new(&[("lo", "arp_ignore", "0")]);
+        let s = Sysctls::new(&fake.0);
+        let want = fake.0.join("net/ipv4/conf/eth9/arp_ignore");
+        let err = s.get("eth9", "arp_ignore").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: ", want.display())),
+            "{err}"
+        );
+        // Writing does not create keys the kernel does not have.
+        let err = s.set("eth9", "arp_ignore", "1").unwrap_err();
+        assert!(
+            err.to_string().contains(&want.display().to_string()),
+            "{err}"
+        );
+        assert!(!want.exists());
+    }
+
+    #[test]
+    fn ensure_writes_only_on_difference() {
+        let fake = FakeProcSys::new(&[("lo", "arp_ignore", "1"), ("all", "arp_ignore", "0")]);
+        let s = Sysctls::new(&fake.0);
+        assert!(!s.ensure("lo", "arp_ignore", "1").unwrap());
+        assert!(s.ensure("all", "arp_ignore", "1").unwrap());
+        assert!(!s.ensure("all", "arp_ignore", "1").unwrap());
+    }
+
+    #[test]
+    fn ensure_real_server_arp_sets_lo_and_all() {
+        let fake = FakeProcSys::new(&[
+            ("lo", "arp_ignore", "0"),
+            ("all", "arp_ignore", "1"),
+            ("lo", "arp_announce", "0"),
+            ("all", "arp_announce", "0"),
+        ]);
+        let s = Sysctls::new(&fake.0);
+        let changed = ensure_real_server_arp(&s).unwrap();
+        assert_eq!(
+            changed,
+            ["lo/arp_ignore", "lo/arp_announce", "all/arp_announce"]
+        );
+        for (dotted, value) in crate::core::REAL_SERVER_SYSCTLS {
+            let (ifname, name) = split_conf_name(dotted).unwrap();
+            assert_eq!(s.get(ifname, name).unwrap(), value);
+        }
+        assert!(ensure_real_server_arp(&s).unwrap().is_empty());
+        assert_eq!(
+            split_conf_name("net.ipv4.conf.eth0.100.arp_ignore"),
+            Some(("eth0.100", "arp_ignore"))
+        );
+    }
+
+    #[test]
+    fn path_layout_and_rejected_names() {
+        let s = Sysctls::new("/proc/sys");
+        assert_eq!(
+            s.ipv4_conf_path("eth0.100", "arp_ignore").unwrap(),
+            Path::new("/proc/sys/net/ipv4/conf/eth0.100/arp_ignore")
+        );
+        assert_eq!(Sysctls::system(), s);
+        for bad in ["", "..", ".", "a/b", "eth 0", "sixteen-chars-xx"] {
+            assert!(s.ipv4_conf_path(bad, "arp_ignore").is_err(), "{bad:?}");
+        }
+        assert!(s.ipv4_conf_path("lo", "../../../../etc/passwd").is_err());
+    }
+}
