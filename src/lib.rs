@@ -6,4 +6,5 @@
 pub mod agent;
 pub mod api;
 pub mod core;
+pub mod ipvs;
 pub mod netdev;

@@ -1,33 +1,83 @@
 //! The `lvs-operator` binary: one image, one version, a subcommand per role.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use kube::CustomResourceExt;
 
+use lvs_operator::agent::{kernel::Kernel, ledger, standalone};
 use lvs_operator::api::LvsService;
 
 /// LVS Direct Routing load balancing, declared with LvsService objects.
 ///
-/// Run `controller` once per cluster and `agent` on every node (a DaemonSet); or run `agent
-/// --standalone FILE` on a machine without Kubernetes.
+/// Run `controller` once per cluster and `agent` on every node (a DaemonSet); or run
+/// `agent --standalone FILE --role director|backend` on machines without Kubernetes.
 #[derive(Parser)]
 #[command(name = "lvs-operator", version, about, long_about)]
 struct Cli {
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text", env = "LVS_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `lvs_operator=debug`.
+    #[arg(long, global = true, default_value = "info", env = "LVS_LOG_LEVEL")]
+    log_level: String,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Program this node: IPVS and the VIP where it is a director, VIP on lo and ARP sysctls where
+    /// it is a real server.
+    Agent(AgentArgs),
     /// Print the LvsService CustomResourceDefinition as YAML (`lvs-operator crd | kubectl apply -f -`).
     Crd,
     /// Print the version.
     Version,
 }
 
+#[derive(Args)]
+struct AgentArgs {
+    /// Run without Kubernetes: read LvsService objects from this YAML file (several documents
+    /// allowed) or directory of YAML files.
+    #[arg(long, value_name = "PATH", requires = "role")]
+    standalone: Option<PathBuf>,
+    /// With --standalone: what this machine is for every object in PATH.
+    #[arg(long, value_enum)]
+    role: Option<standalone::Role>,
+    /// Converge once and exit: 0 when everything was applied, 1 when an object was invalid or a
+    /// change failed (the valid objects are still served).
+    #[arg(long)]
+    once: bool,
+    /// How often to re-read the objects and repair drift, e.g. `10s`, `2s`, `500ms`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "LVS_RESYNC_PERIOD")]
+    resync_period: Duration,
+    /// Interface for director VIPs (default: spec.directors.interface, else the interface holding
+    /// an address in the VIP's subnet).
+    #[arg(long)]
+    interface: Option<String>,
+    /// Print what would change as ipvsadm / ip addr / sysctl commands, change nothing, and exit.
+    #[arg(long)]
+    dry_run: bool,
+    /// Where the agent records what it made, so that a restart adopts it and nothing else.
+    #[arg(long, default_value = ledger::DEFAULT_STATE_DIR, env = "LVS_STATE_DIR")]
+    state_dir: PathBuf,
+    /// How long a removed real server keeps its connections (weight 0) before it is deleted.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
     match cli.command {
         Command::Crd => {
             print!("{}", crd_yaml());
@@ -36,6 +86,53 @@ fn main() -> ExitCode {
         Command::Version => {
             println!("lvs-operator {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
+        }
+        Command::Agent(args) => run_agent(args),
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run_agent(args: AgentArgs) -> ExitCode {
+    let Some(path) = args.standalone.as_deref() else {
+        eprintln!(
+            "error: the in-cluster agent is not built yet; use --standalone PATH --role director|backend"
+        );
+        return ExitCode::from(2);
+    };
+    let role = args.role.expect("clap requires --role with --standalone");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        let mut kernel = Kernel::connect()?;
+        let store = ledger::LedgerStore::new(&args.state_dir);
+        let opts = standalone::Options {
+            path,
+            role,
+            interface: args.interface.clone(),
+            dry_run: args.dry_run,
+            drain_timeout: args.drain_timeout,
+        };
+        standalone::run(&mut kernel, &store, &opts, args.once, args.resync_period).await
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

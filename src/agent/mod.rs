@@ -8,6 +8,7 @@
 pub mod converge;
 #[cfg(test)]
 mod fake;
+pub mod kernel;
 pub mod ledger;
 pub mod standalone;
 

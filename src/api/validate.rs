@@ -249,14 +249,12 @@ pub fn is_global_unicast(addr: IpAddr) -> bool {
     }
 }
 
-/// The persistence netmask as the kernel wants it (`IPVS_SVC_ATTR_NETMASK`): for IPv4 the mask
-/// itself (its bits as ipvsadm sends them), for IPv6 the prefix length. `None` when invalid.
+/// The persistence netmask (`IPVS_SVC_ATTR_NETMASK`): for IPv4 the mask as a number
+/// (255.255.255.0 is 0xffffff00; the netlink layer sends it in network byte order, as ipvsadm
+/// does), for IPv6 the prefix length. `None` when invalid.
 pub fn parse_netmask(vip: IpAddr, text: &str) -> Option<u32> {
     match vip {
-        IpAddr::V4(_) => text
-            .parse::<std::net::Ipv4Addr>()
-            .ok()
-            .map(|m| u32::from_ne_bytes(m.octets())),
+        IpAddr::V4(_) => text.parse::<std::net::Ipv4Addr>().ok().map(u32::from),
         IpAddr::V6(_) => match text.parse::<u32>() {
             Ok(plen) if (1..=128).contains(&plen) && !text.starts_with('0') => Some(plen),
             _ => None,

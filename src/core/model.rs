@@ -61,7 +61,8 @@ pub struct ServiceConfig {
     pub flags: u32,
     /// Persistence timeout in seconds; 0 when not persistent.
     pub timeout: u32,
-    /// Persistence netmask (`IPVS_SVC_ATTR_NETMASK`): the IPv4 mask's bytes, or an IPv6 prefix.
+    /// Persistence netmask (`IPVS_SVC_ATTR_NETMASK`): the IPv4 mask as a number (0xffffff00 for
+    /// 255.255.255.0), or an IPv6 prefix length.
     pub netmask: u32,
 }
 

@@ -160,8 +160,12 @@ impl fmt::Display for Op {
     /// The equivalent `ipvsadm`, `ip` or `sysctl` command, for dry runs and logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::AddService { key, config } => write!(f, "ipvsadm -A {key}{}", ServiceOpts(config)),
-            Op::EditService { key, config } => write!(f, "ipvsadm -E {key}{}", ServiceOpts(config)),
+            Op::AddService { key, config } => {
+                write!(f, "ipvsadm -A {key}{}", ServiceOpts(key, config))
+            }
+            Op::EditService { key, config } => {
+                write!(f, "ipvsadm -E {key}{}", ServiceOpts(key, config))
+            }
             Op::DelService { key } => write!(f, "ipvsadm -D {key}"),
             Op::AddDest {
                 service,
@@ -190,11 +194,11 @@ impl fmt::Display for Op {
 }
 
 /// The options after `ipvsadm -A -t VIP:PORT`, in the order `ipvsadm -Sn` prints them.
-struct ServiceOpts<'a>(&'a ServiceConfig);
+struct ServiceOpts<'a>(&'a ServiceKey, &'a ServiceConfig);
 
 impl fmt::Display for ServiceOpts<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = self.0;
+        let c = self.1;
         write!(f, " -s {}", c.scheduler)?;
         let mut sched_flags = Vec::new();
         if c.flags & SVC_F_SCHED1 != 0 {
@@ -208,16 +212,12 @@ impl fmt::Display for ServiceOpts<'_> {
         }
         if c.flags & SVC_F_PERSISTENT != 0 {
             write!(f, " -p {}", c.timeout)?;
-            if c.netmask != u32::MAX && c.netmask != 128 {
-                if c.netmask > 128 || c.netmask == 0 {
-                    write!(
-                        f,
-                        " -M {}",
-                        std::net::Ipv4Addr::from(c.netmask.to_ne_bytes())
-                    )?;
-                } else {
-                    write!(f, " -M {}", c.netmask)?;
+            match self.0.vip {
+                std::net::IpAddr::V4(_) if c.netmask != u32::MAX => {
+                    write!(f, " -M {}", std::net::Ipv4Addr::from(c.netmask))?
                 }
+                std::net::IpAddr::V6(_) if c.netmask != 128 => write!(f, " -M {}", c.netmask)?,
+                _ => {}
             }
         }
         Ok(())

@@ -1,0 +1,262 @@
+//! Errors, and the translation of kernel errnos into messages an operator
+//! can act on.
+//!
+//! The kernel answers every IPVS command with a bare errno; what it *means*
+//! depends on the command (ENOENT on `NEW_SERVICE` is a missing scheduler
+//! module, on `DEL_DEST` a missing destination). [`KernelError::from_errno`]
+//! does that per-command translation, and every [`IpvsError`] variant names the
+//! object the failed request was about.
+
+use crate::ipvs::message::Cmd;
+
+/// `EPERM`.
+pub const EPERM: i32 = 1;
+/// `ENOENT`.
+pub const ENOENT: i32 = 2;
+/// `ESRCH`.
+pub const ESRCH: i32 = 3;
+/// `EEXIST`.
+pub const EEXIST: i32 = 17;
+/// `EINVAL`.
+pub const EINVAL: i32 = 22;
+
+/// Hint shared by every permission failure.
+const PERM_HINT: &str = "needs CAP_NET_ADMIN in the host network namespace \
+     (run privileged with hostNetwork: true)";
+
+/// What the kernel said about one request, translated for its command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    /// ENOENT on NEW/SET_SERVICE: `ip_vs_scheduler_get()` found no such scheduler.
+    #[error("scheduler module ip_vs_{scheduler} is not available (modprobe ip_vs_{scheduler})")]
+    SchedulerUnavailable {
+        /// The scheduler name that was asked for.
+        scheduler: String,
+    },
+    /// EEXIST on NEW_*: the object is already there.
+    #[error("already exists (EEXIST)")]
+    Exists,
+    /// ESRCH: the virtual service does not exist.
+    #[error("no such service (ESRCH)")]
+    NoSuchService,
+    /// ENOENT on *_DEST: the destination does not exist in that service.
+    #[error("no such destination (ENOENT)")]
+    NoSuchDest,
+    /// EPERM: IPVS commands are `GENL_ADMIN_PERM`.
+    #[error("operation not permitted (EPERM): {PERM_HINT}")]
+    PermissionDenied,
+    /// EINVAL: the kernel rejected the attribute values.
+    #[error("invalid argument (EINVAL): the kernel rejected the values")]
+    Invalid,
+    /// Any other errno.
+    #[error("{}", std::io::Error::from_raw_os_error(*.0))]
+    Errno(i32),
+    /// The request could not be sent or its ack never came (socket failure).
+    #[error("no reply from the kernel: {0}")]
+    Transport(String),
+}
+
+impl KernelError {
+    /// Translates a positive errno returned for `cmd`. `scheduler` is the
+    /// scheduler the request asked for (only used for service commands).
+    pub fn from_errno(cmd: Cmd, errno: i32, scheduler: Option<&str>) -> Self {
+        match (errno, cmd) {
+            (ENOENT, Cmd::NewService | Cmd::SetService) => KernelError::SchedulerUnavailable {
+                scheduler: scheduler.unwrap_or("?").to_string(),
+            },
+            (ENOENT, Cmd::NewDest | Cmd::SetDest | Cmd::DelDest) => KernelError::NoSuchDest,
+            (ESRCH, _) => KernelError::NoSuchService,
+            (EEXIST, _) => KernelError::Exists,
+            (EPERM, _) => KernelError::PermissionDenied,
+            (EINVAL, _) => KernelError::Invalid,
+            (e, _) => KernelError::Errno(e),
+        }
+    }
+
+    /// The errno behind this error, if it came from the kernel.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            KernelError::SchedulerUnavailable { .. } | KernelError::NoSuchDest => Some(ENOENT),
+            KernelError::Exists => Some(EEXIST),
+            KernelError::NoSuchService => Some(ESRCH),
+            KernelError::PermissionDenied => Some(EPERM),
+            KernelError::Invalid => Some(EINVAL),
+            KernelError::Errno(e) => Some(*e),
+            KernelError::Transport(_) => None,
+        }
+    }
+}
+
+/// Everything that can go wrong talking to IPVS.
+#[derive(Debug, thiserror::Error)]
+pub enum IpvsError {
+    /// The generic-netlink family "IPVS" is not registered.
+    #[error(
+        "IPVS is not available: the generic netlink family \"IPVS\" is not registered; \
+         load the kernel module with `modprobe ip_vs`"
+    )]
+    NotLoaded,
+    /// EPERM while connecting/probing.
+    #[error("permission denied talking to IPVS: {PERM_HINT}")]
+    PermissionDenied,
+    /// Socket-level failure (socket(), send(), recv()).
+    #[error("netlink socket error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The kernel sent bytes we could not parse.
+    #[error("malformed netlink message: {0}")]
+    Malformed(String),
+    /// `GET_INFO` failed.
+    #[error("get IPVS info: {source}")]
+    Info {
+        /// Translated errno.
+        source: KernelError,
+    },
+    /// Resolving the family failed with something other than ENOENT.
+    #[error("resolve generic netlink family IPVS: {source}")]
+    Resolve {
+        /// Translated errno.
+        source: KernelError,
+    },
+    /// `GET_SERVICE` dump failed.
+    #[error("list services: {source}")]
+    ListServices {
+        /// Translated errno.
+        source: KernelError,
+    },
+    /// `GET_DEST` dump failed.
+    #[error("list destinations of {service}: {source}")]
+    ListDests {
+        /// e.g. `TCP 10.10.24.88:80`.
+        service: String,
+        /// Translated errno.
+        source: KernelError,
+    },
+    /// `NEW_SERVICE` failed.
+    #[error("add service {service}: {source}")]
+    NewService {
+        /// e.g. `TCP 10.10.24.88:80`.
+        service: String,
+        /// Translated errno.
+        source: KernelError,
+    },
+    /// `SET_SERVICE` failed.
+    #[error("edit service {service}: {source}")]
+    SetService {
+        /// e.g. `TCP 10.10.24.88:80`.
+        service: String,
+        /// Translated errno.
+        source: KernelError,
+    },
+    /// `DEL_SERVICE` failed.
+    #[error("delete service {service}: {source}")]
+    DelService {
+        /// e.g. `TCP 10.10.24.88:80`.
+        service: String,
+        /// Translated errno.
+        source: KernelError,
+    },
+    /// `NEW_DEST` failed.
+    #[error("add destination {dest} to {service}: {source}")]
+    NewDest {
+        /// e.g. `TCP 10.10.24.88:80`.
+        service: String,
+        /// e.g. `10.10.24.21:80`.
+        dest: String,
+        /// Translated errno.
+        source: KernelError,
+    },
+    /// `SET_DEST` failed.
+    #[error("edit destination {dest} of {service}: {source}")]
+    SetDest {
+        /// e.g. `TCP 10.10.24.88:80`.
+        service: String,
+        /// e.g. `10.10.24.21:80`.
+        dest: String,
+        /// Translated errno.
+        source: KernelError,
+    },
+    /// `DEL_DEST` failed.
+    #[error("delete destination {dest} from {service}: {source}")]
+    DelDest {
+        /// e.g. `TCP 10.10.24.88:80`.
+        service: String,
+        /// e.g. `10.10.24.21:80`.
+        dest: String,
+        /// Translated errno.
+        source: KernelError,
+    },
+}
+
+impl IpvsError {
+    pub(crate) fn malformed(msg: impl Into<String>) -> Self {
+        IpvsError::Malformed(msg.into())
+    }
+
+    /// The translated kernel error inside a per-object variant, if any; lets
+    /// callers match e.g. `Some(KernelError::Exists)` to treat NEW as SET.
+    pub fn kernel(&self) -> Option<&KernelError> {
+        match self {
+            IpvsError::Info { source }
+            | IpvsError::Resolve { source }
+            | IpvsError::ListServices { source }
+            | IpvsError::ListDests { source, .. }
+            | IpvsError::NewService { source, .. }
+            | IpvsError::SetService { source, .. }
+            | IpvsError::DelService { source, .. }
+            | IpvsError::NewDest { source, .. }
+            | IpvsError::SetDest { source, .. }
+            | IpvsError::DelDest { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enoent_on_new_service_names_the_missing_scheduler_module() {
+        let e = IpvsError::NewService {
+            service: "TCP 10.10.24.88:80".into(),
+            source: KernelError::from_errno(Cmd::NewService, ENOENT, Some("mh")),
+        };
+        assert_eq!(
+            e.to_string(),
+            "add service TCP 10.10.24.88:80: scheduler module ip_vs_mh is not available (modprobe ip_vs_mh)"
+        );
+    }
+
+    #[test]
+    fn enoent_on_dest_commands_means_no_such_destination() {
+        let e = IpvsError::DelDest {
+            service: "TCP 10.10.24.88:80".into(),
+            dest: "10.10.24.21:80".into(),
+            source: KernelError::from_errno(Cmd::DelDest, ENOENT, None),
+        };
+        assert_eq!(
+            e.to_string(),
+            "delete destination 10.10.24.21:80 from TCP 10.10.24.88:80: no such destination (ENOENT)"
+        );
+    }
+
+    #[test]
+    fn esrch_eexist_and_eperm_are_translated_for_any_command() {
+        assert_eq!(
+            KernelError::from_errno(Cmd::NewDest, ESRCH, None),
+            KernelError::NoSuchService
+        );
+        assert_eq!(
+            KernelError::from_errno(Cmd::NewService, EEXIST, Some("rr")),
+            KernelError::Exists
+        );
+        let perm = KernelError::from_errno(Cmd::GetInfo, EPERM, None);
+        assert!(perm.to_string().contains("CAP_NET_ADMIN"));
+        assert!(perm.to_string().contains("host network namespace"));
+    }
+
+    #[test]
+    fn missing_family_tells_the_user_to_load_ip_vs() {
+        assert!(IpvsError::NotLoaded.to_string().contains("modprobe ip_vs"));
+    }
+}
