@@ -3,7 +3,12 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 
-use crate::core::{Ledger, NodeState, Op, Plan, ServiceKey, plan};
+use crate::core::{
+    Assignment, Desired, Ledger, NodeState, Op, Plan, REAL_SERVER_SYSCTLS, ServiceKey, desired,
+    interface_for, plan, wanted_services,
+};
+
+use super::ledger::LedgerStore;
 
 /// The kernel, as the agent sees it. The real one speaks netlink and writes /proc/sys; tests use
 /// an in-memory one.
@@ -34,24 +39,59 @@ impl Converged {
     }
 }
 
-/// The services whose destinations the planner needs: ours and the ones we want.
-pub fn dests_needed(desired: &NodeState, ledger: &Ledger) -> BTreeSet<ServiceKey> {
-    desired
-        .services
-        .keys()
-        .chain(ledger.services.iter())
-        .copied()
-        .collect()
+/// One whole resync of this node, the same in both modes.
+#[derive(Debug, Default)]
+pub struct Resynced {
+    pub desired: Desired,
+    pub converged: Converged,
+    /// The kernel after the resync: observed again when something was applied.
+    pub after: NodeState,
 }
 
-/// The sysctls the planner needs: the ones we want and the ones we may have to restore.
-pub fn sysctls_needed(desired: &NodeState, ledger: &Ledger) -> BTreeSet<String> {
-    desired
-        .sysctls
-        .keys()
-        .chain(ledger.sysctls.keys())
-        .cloned()
-        .collect()
+/// Observes, computes the desired state of `assignments`, plans, applies (unless `dry_run`),
+/// and saves the ledger when it changed.
+pub async fn resync<D: DataPlane>(
+    dp: &mut D,
+    store: &LedgerStore,
+    assignments: &[Assignment<'_>],
+    now: u64,
+    drain_timeout: u64,
+    dry_run: bool,
+) -> anyhow::Result<Resynced> {
+    let mut ledger = store.load()?;
+    // The destinations of ours and of the ones we want; not of the other services on the node.
+    let mut dests_of: BTreeSet<ServiceKey> = wanted_services(assignments);
+    dests_of.extend(ledger.services.iter().copied());
+    let mut sysctls: BTreeSet<String> = ledger.sysctls.keys().cloned().collect();
+    if assignments.iter().any(|a| a.real_server) {
+        sysctls.extend(REAL_SERVER_SYSCTLS.iter().map(|(n, _)| n.to_string()));
+    }
+    let observed = dp.observe(&dests_of, &sysctls).await?;
+    let desired = desired(assignments, &|vip| interface_for(vip, &observed.addresses));
+    let before = ledger.clone();
+    let converged = converge(
+        dp,
+        &desired.state,
+        &observed,
+        &mut ledger,
+        now,
+        drain_timeout,
+        dry_run,
+    )
+    .await;
+    if ledger != before {
+        store.save(&ledger)?;
+    }
+    let after = if dry_run || converged.plan.ops.is_empty() {
+        observed
+    } else {
+        dp.observe(&dests_of, &sysctls).await?
+    };
+    Ok(Resynced {
+        desired,
+        converged,
+        after,
+    })
 }
 
 /// Plans from an observation and applies the plan (unless `dry_run`), recording in the ledger

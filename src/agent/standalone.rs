@@ -6,19 +6,15 @@
 //! If PATH cannot be read at all, the resync is skipped and the data plane stays as it is: a
 //! missing file is far more likely a deploy in progress than a wish to tear everything down.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{error, info, warn};
 
 use crate::api::{LvsService, manifest, validate};
-use crate::core::{
-    Assignment, DirectorRole, Ledger, NodeState, REAL_SERVER_SYSCTLS, desired_state, interface_for,
-    wanted_services,
-};
+use crate::core::{Assignment, DirectorRole};
 
-use super::converge::{Converged, DataPlane, converge};
+use super::converge::{self, Converged, DataPlane};
 use super::ledger::LedgerStore;
 
 /// What this machine is for every object in PATH.
@@ -86,7 +82,6 @@ pub async fn resync<D: DataPlane>(
             opts.path.display()
         )
     })?;
-    let mut ledger: Ledger = store.load()?;
     let assignments: Vec<Assignment<'_>> = objects
         .iter()
         .map(|o| Assignment {
@@ -99,39 +94,17 @@ pub async fn resync<D: DataPlane>(
             real_server: opts.role == Role::Backend,
         })
         .collect();
-
-    let mut dests_of = wanted_services(&assignments);
-    dests_of.extend(ledger.services.iter().copied());
-    let mut sysctls: BTreeSet<String> = ledger.sysctls.keys().cloned().collect();
-    if opts.role == Role::Backend {
-        sysctls.extend(REAL_SERVER_SYSCTLS.iter().map(|(n, _)| n.to_string()));
-    }
-    let observed: NodeState = dp.observe(&dests_of, &sysctls).await?;
-    let (desired, placement) =
-        desired_state(&assignments, &|vip| interface_for(vip, &observed.addresses));
+    let drain = opts.drain_timeout.as_secs();
+    let r = converge::resync(dp, store, &assignments, now(), drain, opts.dry_run).await?;
     rejected.extend(
-        placement
-            .into_iter()
+        r.desired
+            .errors
+            .iter()
             .map(|p| format!("{}: {}", p.object, p.message)),
     );
-
-    let drain = opts.drain_timeout.as_secs();
-    let converged = converge(
-        dp,
-        &desired,
-        &observed,
-        &mut ledger,
-        now(),
-        drain,
-        opts.dry_run,
-    )
-    .await;
-    if !opts.dry_run && !converged.plan.ops.is_empty() {
-        store.save(&ledger)?;
-    }
     Ok(Outcome {
         rejected,
-        converged,
+        converged: r.converged,
     })
 }
 

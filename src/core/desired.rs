@@ -53,32 +53,52 @@ pub struct PlacementError {
     pub message: String,
 }
 
+/// What this node should hold, as a whole and object by object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub state: NodeState,
+    /// Each placed object's share of `state`, by `namespace/name`, to tell which objects are
+    /// fully programmed.
+    pub parts: BTreeMap<String, NodeState>,
+    pub errors: Vec<PlacementError>,
+}
+
 /// The desired state of this node. `interface_for` finds the interface holding an address in a
-/// VIP's subnet, for directors whose interface is not given.
-pub fn desired_state(
+/// VIP's subnet, for directors whose interface is not given. Objects are taken in the order
+/// given: on a clash, the earlier keeps the port (callers sort by age).
+pub fn desired(
     assignments: &[Assignment<'_>],
     interface_for: &dyn Fn(IpAddr) -> Option<String>,
-) -> (NodeState, Vec<PlacementError>) {
-    let mut state = NodeState::default();
+) -> Desired {
+    let mut d = Desired::default();
     let mut owners: BTreeMap<ServiceKey, String> = BTreeMap::new();
-    let mut errors = Vec::new();
     for a in assignments {
         match object_state(a, interface_for, &owners) {
             Ok(part) => {
                 for key in part.services.keys() {
                     owners.insert(*key, object_ref(a.object));
                 }
-                state.services.extend(part.services);
-                state.addresses.extend(part.addresses);
-                state.sysctls.extend(part.sysctls);
+                d.state.services.extend(part.services.clone());
+                d.state.addresses.extend(part.addresses.iter().cloned());
+                d.state.sysctls.extend(part.sysctls.clone());
+                d.parts.insert(object_ref(a.object), part);
             }
-            Err(message) => errors.push(PlacementError {
+            Err(message) => d.errors.push(PlacementError {
                 object: object_ref(a.object),
                 message,
             }),
         }
     }
-    (state, errors)
+    d
+}
+
+/// [`desired`] without the per-object parts.
+pub fn desired_state(
+    assignments: &[Assignment<'_>],
+    interface_for: &dyn Fn(IpAddr) -> Option<String>,
+) -> (NodeState, Vec<PlacementError>) {
+    let d = desired(assignments, interface_for);
+    (d.state, d.errors)
 }
 
 fn object_state(

@@ -10,11 +10,11 @@ pub mod model;
 pub mod plan;
 
 pub use desired::{
-    Assignment, DirectorRole, PlacementError, desired_state, interface_for, service_config,
-    wanted_services,
+    Assignment, Desired, DirectorRole, PlacementError, desired, desired_state, interface_for,
+    service_config, wanted_services,
 };
 pub use model::*;
-pub use plan::{Drain, Ledger, Op, Plan, SysctlRecord, plan};
+pub use plan::{Drain, Ledger, Op, Plan, SysctlRecord, covers, plan};
 
 #[cfg(test)]
 pub(crate) mod fake;

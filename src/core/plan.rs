@@ -241,6 +241,32 @@ fn sysctl_satisfied(name: &str, desired: &str, observed: &str) -> bool {
     name.ends_with(".arp_ignore") && desired == "1" && observed == "2"
 }
 
+/// Whether `observed` holds everything in `part` (one object's share of the desired state):
+/// its services with their settings and destinations' weights, its addresses, its sysctls.
+pub fn covers(observed: &NodeState, part: &NodeState) -> bool {
+    let services = part.services.iter().all(|(key, want)| {
+        observed.services.get(key).is_some_and(|have| {
+            have.config == want.config
+                && want.dests.iter().all(|(dest, d)| {
+                    have.dests
+                        .get(dest)
+                        .is_some_and(|h| h.weight == d.weight && h.direct_route)
+                })
+        })
+    });
+    let addresses = part
+        .addresses
+        .iter()
+        .all(|a| observed.addresses.contains(a));
+    let sysctls = part.sysctls.iter().all(|(name, value)| {
+        observed
+            .sysctls
+            .get(name)
+            .is_some_and(|have| sysctl_satisfied(name, value, have))
+    });
+    services && addresses && sysctls
+}
+
 /// The operations that turn `observed` into `desired`, never touching what the ledger does not
 /// hold. `now` and `drain_timeout` are seconds.
 pub fn plan(
