@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use kube::CustomResourceExt;
 
-use lvs_operator::agent::{kernel::Kernel, ledger, standalone};
+use lvs_operator::agent::{cluster, kernel::Kernel, ledger, standalone};
 use lvs_operator::api::LvsService;
 
 /// LVS Direct Routing load balancing, declared with LvsService objects.
@@ -73,6 +73,19 @@ struct AgentArgs {
     /// How long a removed real server keeps its connections (weight 0) before it is deleted.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// In a cluster: the name of this node (the DaemonSet passes spec.nodeName).
+    #[arg(long, env = "NODE_NAME", required_unless_present = "standalone")]
+    node_name: Option<String>,
+    /// In a cluster: kubeconfig file (default: in-cluster config, else $KUBECONFIG).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// In a cluster: namespace of the Leases that elect one director per VIP.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "lvs-operator")]
+    lease_namespace: String,
+    /// In a cluster: seconds a director holds a VIP without renewing its Lease; a standby takes
+    /// the VIP over at most this long after the active director's agent stopped renewing.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -104,28 +117,38 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 fn run_agent(args: AgentArgs) -> ExitCode {
-    let Some(path) = args.standalone.as_deref() else {
-        eprintln!(
-            "error: the in-cluster agent is not built yet; use --standalone PATH --role director|backend"
-        );
-        return ExitCode::from(2);
-    };
-    let role = args.role.expect("clap requires --role with --standalone");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let store = ledger::LedgerStore::new(&args.state_dir);
     let result = runtime.block_on(async {
         let mut kernel = Kernel::connect()?;
-        let store = ledger::LedgerStore::new(&args.state_dir);
-        let opts = standalone::Options {
-            path,
-            role,
-            interface: args.interface.clone(),
-            dry_run: args.dry_run,
-            drain_timeout: args.drain_timeout,
-        };
-        standalone::run(&mut kernel, &store, &opts, args.once, args.resync_period).await
+        match args.standalone.as_deref() {
+            Some(path) => {
+                let opts = standalone::Options {
+                    path,
+                    role: args.role.expect("clap requires --role with --standalone"),
+                    interface: args.interface.clone(),
+                    dry_run: args.dry_run,
+                    drain_timeout: args.drain_timeout,
+                };
+                standalone::run(&mut kernel, &store, &opts, args.once, args.resync_period).await
+            }
+            None => {
+                let client = kube_client(args.kubeconfig.as_deref()).await?;
+                let opts = cluster::Options {
+                    node: args.node_name.clone().expect("clap requires --node-name"),
+                    lease_namespace: args.lease_namespace.clone(),
+                    resync_period: args.resync_period,
+                    drain_timeout: args.drain_timeout,
+                    lease_seconds: args.lease_seconds,
+                };
+                cluster::run(client, &mut kernel, &store, opts)
+                    .await
+                    .map(|()| true)
+            }
+        }
     });
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -135,6 +158,19 @@ fn run_agent(args: AgentArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A client from `--kubeconfig`, or the in-cluster / `$KUBECONFIG` default.
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
 }
 
 fn crd_yaml() -> String {

@@ -20,6 +20,7 @@
 //! The controller aggregates `nodes` into the conditions users see.
 
 pub mod manifest;
+pub mod selector;
 mod spec;
 mod status;
 pub mod validate;
