@@ -67,6 +67,9 @@ pub struct LvsServiceSpec {
     /// The active director holds it on its LAN interface as a /32 (/128); every real server holds
     /// it on `lo`.
     #[x_kube(validation = Rule::new("isIP(self) && ip.isCanonical(self) && ip(self).isGlobalUnicast()").message("must be a unicast IPv4 or IPv6 address in canonical form, such as 10.10.24.88 or 2001:db8::88"))]
+    // Every string a CEL rule reads has a maxLength: the API server estimates each rule's cost
+    // from it and refuses the CRD when a rule could exceed its budget. 45 is the longest IPv6 text.
+    #[schemars(length(max = 45))]
     pub vip: String,
 
     /// The ports served on the VIP, one IPVS virtual service each (`ipvsadm -A -t VIP:PORT`).
@@ -266,6 +269,7 @@ pub struct Persistence {
     /// 255.255.255.0 (default 255.255.255.255, each client on its own); for an IPv6 vip a prefix
     /// length such as 64 (default 128).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 15))]
     pub netmask: Option<String>,
 }
 
@@ -276,6 +280,7 @@ pub struct Backend {
     /// The real server's address on the director's L2 segment (canonical form, same address
     /// family as the vip). It must hold the VIP on `lo` (its agent does that) and serve the ports.
     #[x_kube(validation = Rule::new("isIP(self) && ip.isCanonical(self) && ip(self).isGlobalUnicast()").message("must be a unicast IPv4 or IPv6 address in canonical form, such as 10.10.24.21"))]
+    #[schemars(length(max = 45))]
     pub address: String,
     /// Relative share of new connections for weighted schedulers, 0..65535 (`ipvsadm -w`).
     /// Default 1. 0 sends no new connections to this real server but keeps the existing ones.
@@ -311,6 +316,7 @@ pub struct Directors {
     /// Default: the interface holding an address in the VIP's subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9_.:@-]{1,15}$')").message("must be a network interface name of 1 to 15 characters, such as eth0"))]
+    #[schemars(length(max = 15))]
     pub interface: Option<String>,
 }
 
