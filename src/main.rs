@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 
 use lvs_operator::api::LvsService;
+use lvs_operator::{controller, logging::LogOptions};
 
 /// LVS Direct Routing load balancing, declared with LvsService objects.
 ///
@@ -22,6 +23,13 @@ struct Cli {
 enum Command {
     /// Print the LvsService CustomResourceDefinition as YAML (`lvs-operator crd | kubectl apply -f -`).
     Crd,
+    /// Run the cluster-wide controller: resolve backends, settle VIP conflicts, report status.
+    Controller {
+        #[command(flatten)]
+        options: controller::Options,
+        #[command(flatten)]
+        log: LogOptions,
+    },
     /// Print the version.
     Version,
 }
@@ -32,6 +40,26 @@ fn main() -> ExitCode {
         Command::Crd => {
             print!("{}", crd_yaml());
             ExitCode::SUCCESS
+        }
+        Command::Controller { options, log } => {
+            if let Err(e) = log.init() {
+                eprintln!("lvs-operator: {e:#}");
+                return ExitCode::FAILURE;
+            }
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("lvs-operator: starting the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(controller::run(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Version => {
             println!("lvs-operator {}", env!("CARGO_PKG_VERSION"));
