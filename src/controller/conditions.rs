@@ -6,9 +6,11 @@
 //! keeps the controller's own writes from feeding its watch forever.
 //!
 //! The conditions, all with `observedGeneration` = `metadata.generation`:
-//! - [`ACCEPTED`]: the object is valid and holds its VIP:ports. **Agents program an object only
-//!   while its Accepted condition is True with `observedGeneration` equal to the object's
-//!   generation**, so a rejected or conflicting object (reason `VIPConflict`) is never in a kernel.
+//! - [`ACCEPTED`]: the object is valid and holds its VIP:ports. **An agent never programs an
+//!   object whose Accepted condition is False with `observedGeneration` equal to the object's
+//!   generation** (reason `InvalidSpec` or `VIPConflict`). Before the controller has spoken on a
+//!   generation the agents place valid objects themselves, in the same age order as
+//!   [`super::conflicts`], so the older object wins there too.
 //! - [`PROGRAMMED`]: every expected node (each director by selector, each real server node by
 //!   address) reports `programmed` for the current generation.
 //! - [`READY`]: programmed, exactly one director active (that is `status.director`), and at least
@@ -27,7 +29,8 @@ use super::backends::{ExpectedNodes, ResolvedBackend};
 use super::conflicts::Conflict;
 use crate::api::{BackendStatus, LvsService, LvsServiceStatus, NodeStatus};
 
-/// The object is valid and not in conflict; agents may program it (see the module doc).
+/// The object is valid and not in conflict. False at the current generation keeps every agent
+/// from programming it (see the module doc).
 pub const ACCEPTED: &str = "Accepted";
 /// Every expected node applied the current generation.
 pub const PROGRAMMED: &str = "Programmed";
@@ -104,7 +107,12 @@ pub fn compute_status(object: &LvsService, input: &StatusInput<'_>) -> LvsServic
             draining: b.draining,
         })
         .collect();
-    let usable = backends.iter().filter(|b| usable(b)).count();
+    // A rejected object is in no kernel, so none of its backends takes traffic.
+    let usable = if accepted {
+        backends.iter().filter(|b| usable(b)).count()
+    } else {
+        0
+    };
 
     let expected = input.expected.all();
     let pending: Vec<&str> = expected

@@ -1,7 +1,8 @@
 //! Which of several LvsServices claiming the same VIP:port/protocol keeps it.
 //!
-//! The oldest object wins (`metadata.creationTimestamp`, then namespace/name, so equal timestamps
-//! still give one answer). Claims are granted in that order, and an object that lost one port
+//! The oldest object wins (`metadata.creationTimestamp`, then the string `namespace/name`, so
+//! equal timestamps still give one answer). The agents order objects the same way when they
+//! place them, so both sides agree on the winner. Claims are granted in that order, and an object that lost one port
 //! claims none of its ports: an object is programmed whole or not at all, as the agents do it, so
 //! a loser cannot keep a third object out either. Objects the controller rejects as invalid claim
 //! nothing. Objects being deleted keep their claims until their finalizer is gone, because their
@@ -84,16 +85,12 @@ pub fn find_conflict(target: &LvsService, all: &[Arc<LvsService>]) -> Option<Con
     None
 }
 
-/// Oldest first; an object without a timestamp (not yet stored) counts as newest.
-fn age_key(o: &LvsService) -> (Timestamp, String, String) {
+/// Oldest first, then by `namespace/name` as a string: the agents' order (a stored object always
+/// has a timestamp; one without sorts first there, so here too).
+fn age_key(o: &LvsService) -> (Option<Timestamp>, String) {
     (
-        o.metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(Timestamp::MAX),
-        o.namespace().unwrap_or_default(),
-        o.name_any(),
+        o.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        object_ref(o),
     )
 }
 

@@ -266,6 +266,11 @@ fn a_conflicting_object_is_not_accepted_and_claims_no_director() {
     }
     assert_eq!(s.director, None);
     assert!(!s.backends[0].programmed);
+    assert_eq!(
+        s.backend_summary.as_deref(),
+        Some("0/1"),
+        "nothing of it is in a kernel"
+    );
 }
 
 #[test]
