@@ -1,10 +1,9 @@
 //! lvs-operator: LVS Direct Routing load balancing, run declaratively from `LvsService` objects.
 //!
 //! `api` holds the types users write; `core` the pure logic from objects to kernel operations;
-//! `controller` the cluster-wide controller; `logging` the log flags every long-running role shares.
+//! `controller` the cluster-wide controller.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod controller;
 pub mod core;
-pub mod logging;

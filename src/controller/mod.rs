@@ -54,20 +54,16 @@ pub use reconcile::{FINALIZER, reconcile};
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
     /// Kubeconfig file to use. Default: in-cluster config, else $KUBECONFIG or ~/.kube/config.
-    #[arg(long, env = "LVS_OPERATOR_KUBECONFIG")]
+    #[arg(long, env = "LVS_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
-    #[arg(
-        long,
-        env = "LVS_OPERATOR_METRICS_ADDR",
-        default_value = "0.0.0.0:8080"
-    )]
+    #[arg(long, env = "LVS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
 
     /// Run the controller only while holding the Lease, so several replicas can run
     /// (`--leader-election=false` to run it unconditionally, e.g. one replica on a host).
-    #[arg(long, env = "LVS_OPERATOR_LEADER_ELECTION", default_value_t = true,
+    #[arg(long, env = "LVS_LEADER_ELECTION", default_value_t = true,
           num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub leader_election: bool,
 
@@ -78,7 +74,7 @@ pub struct Options {
     /// Name of the leader-election Lease.
     #[arg(
         long,
-        env = "LVS_OPERATOR_LEASE_NAME",
+        env = "LVS_LEASE_NAME",
         default_value = "lvs-operator-controller"
     )]
     pub lease_name: String,
@@ -89,7 +85,7 @@ pub struct Options {
 
     /// How long a deleted LvsService waits for its agents to clean up before it goes anyway
     /// (a dead node must not block deletion forever).
-    #[arg(long, env = "LVS_OPERATOR_CLEANUP_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LVS_CLEANUP_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub cleanup_timeout: Duration,
 }
 

@@ -368,3 +368,25 @@ fn backoff_doubles_from_five_seconds_up_to_five_minutes() {
     assert_eq!(delays, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
     assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
 }
+
+#[tokio::test]
+async fn a_successful_reconcile_resets_the_objects_backoff() {
+    let (ctx, _server) = test_context(World::two_directors_one_backend(), Settings::default());
+    let object = Arc::new(lvs("web", "10.0.0.100"));
+    let error = Error::StoreNotReady {
+        name: "default/web".into(),
+        store: "Node",
+    };
+    error_policy(object.clone(), &error, ctx.clone());
+    assert_eq!(
+        error_policy(object.clone(), &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(10))
+    );
+    // Deleted and without our finalizer: a reconcile that succeeds with no request.
+    let gone = Arc::new(deleted(lvs("web", "10.0.0.100"), Duration::from_secs(1)));
+    reconcile(gone, ctx.clone()).await.unwrap();
+    assert_eq!(
+        error_policy(object, &error, ctx),
+        Action::requeue(Duration::from_secs(5))
+    );
+}
