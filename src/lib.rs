@@ -1,10 +1,13 @@
 //! lvs-operator: LVS Direct Routing load balancing, run declaratively from `LvsService` objects.
 //!
-//! `api` holds the types users write; `core` the pure logic from objects to kernel operations.
+//! `api` holds the types users write; `core` the pure logic from objects to kernel operations;
+//! `controller` the cluster-wide controller.
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod api;
+pub mod controller;
 pub mod core;
 pub mod ipvs;
+pub mod kube_client;
 pub mod netdev;

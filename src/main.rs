@@ -9,6 +9,7 @@ use kube::CustomResourceExt;
 
 use lvs_operator::agent::{cluster, kernel::Kernel, ledger, standalone};
 use lvs_operator::api::LvsService;
+use lvs_operator::controller;
 
 /// LVS Direct Routing load balancing, declared with LvsService objects.
 ///
@@ -40,6 +41,8 @@ enum Command {
     Agent(AgentArgs),
     /// Print the LvsService CustomResourceDefinition as YAML (`lvs-operator crd | kubectl apply -f -`).
     Crd,
+    /// Run the cluster-wide controller: resolve backends, settle VIP conflicts, report status.
+    Controller(controller::Options),
     /// Print the version.
     Version,
 }
@@ -96,6 +99,22 @@ fn main() -> ExitCode {
             print!("{}", crd_yaml());
             ExitCode::SUCCESS
         }
+        Command::Controller(options) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("lvs-operator: starting the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(controller::run(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Version => {
             println!("lvs-operator {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -136,7 +155,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                 standalone::run(&mut kernel, &store, &opts, args.once, args.resync_period).await
             }
             None => {
-                let client = kube_client(args.kubeconfig.as_deref()).await?;
+                let client = lvs_operator::kube_client::connect(args.kubeconfig.as_deref()).await?;
                 let opts = cluster::Options {
                     node: args.node_name.clone().expect("clap requires --node-name"),
                     lease_namespace: args.lease_namespace.clone(),
@@ -158,19 +177,6 @@ fn run_agent(args: AgentArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// A client from `--kubeconfig`, or the in-cluster / `$KUBECONFIG` default.
-async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    Ok(kube::Client::try_from(config)?)
 }
 
 fn crd_yaml() -> String {

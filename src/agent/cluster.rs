@@ -35,7 +35,9 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::api::{DEFAULT_DIRECTOR_LABEL, LvsService, NodeRole, NodeStatus, selector, validate};
+use kube::core::SelectorExt;
+
+use crate::api::{LvsService, NodeRole, NodeStatus, selector, validate};
 use crate::core::{Assignment, DirectorRole, covers};
 
 use super::converge::{self, DataPlane, Resynced};
@@ -89,15 +91,8 @@ pub struct Roles {
 
 /// Whether the node may be a director of `obj`, and whether it is one of its real servers.
 pub fn roles(obj: &LvsService, node: &NodeInfo) -> Roles {
-    let director = match obj
-        .spec
-        .directors
-        .as_ref()
-        .and_then(|d| d.node_selector.as_ref())
-    {
-        Some(sel) => selector::matches(sel, &node.labels),
-        None => node.labels.get(DEFAULT_DIRECTOR_LABEL).map(String::as_str) == Some("true"),
-    };
+    // A selector we cannot read selects no node; the controller reports it on the object.
+    let director = selector::director_selector(obj).is_ok_and(|s| s.matches(&node.labels));
     let real_server = backends_of(obj)
         .iter()
         .any(|(addr, _)| node.addresses.contains(addr))

@@ -1,0 +1,203 @@
+//! Which of several LvsServices claiming the same VIP:port/protocol keeps it.
+//!
+//! The oldest object wins (`metadata.creationTimestamp`, then the string `namespace/name`, so
+//! equal timestamps still give one answer). The agents order objects the same way when they
+//! place them, so both sides agree on the winner. Claims are granted in that order, and an object that lost one port
+//! claims none of its ports: an object is programmed whole or not at all, as the agents do it, so
+//! a loser cannot keep a third object out either. Objects the controller rejects as invalid claim
+//! nothing. Objects being deleted keep their claims until their finalizer is gone, because their
+//! agents may still hold the VIP in the kernel.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::api::{LvsService, Protocol, protocol_name, validate, validate::object_ref};
+use crate::core::SocketFmt;
+
+/// The port an object lost, and to whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// `namespace/name` of the object that keeps the port.
+    pub winner: String,
+    pub vip: IpAddr,
+    pub port: i32,
+    pub protocol: Protocol,
+}
+
+impl Conflict {
+    /// The condition message users read.
+    pub fn message(&self) -> String {
+        let port = u16::try_from(self.port).unwrap_or_default();
+        format!(
+            "{} {} is already claimed by {}, which is older",
+            protocol_name(self.protocol),
+            SocketFmt(self.vip, port),
+            self.winner
+        )
+    }
+}
+
+/// The conflict that keeps `target` from being accepted, if any. `all` is every LvsService the
+/// controller knows (it may hold an older copy of `target`, which is ignored).
+pub fn find_conflict(target: &LvsService, all: &[Arc<LvsService>]) -> Option<Conflict> {
+    let vip: IpAddr = target.spec.vip.parse().ok()?;
+    let mut rivals: Vec<&LvsService> = all
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|o| !same_object(o, target))
+        .filter(|o| o.spec.vip.parse::<IpAddr>().ok() == Some(vip))
+        .filter(|o| validate(o).is_ok())
+        .collect();
+    rivals.push(target);
+    rivals.sort_by_key(|o| age_key(o));
+
+    let mut granted: Vec<(i32, Protocol, &LvsService)> = Vec::new();
+    for object in rivals {
+        let lost = object.spec.ports.iter().find_map(|p| {
+            granted
+                .iter()
+                .find(|(port, proto, _)| *port == p.port && *proto == p.protocol)
+                .map(|(port, proto, winner)| (*port, *proto, *winner))
+        });
+        match lost {
+            Some((port, protocol, winner)) if same_object(object, target) => {
+                return Some(Conflict {
+                    winner: object_ref(winner),
+                    vip,
+                    port,
+                    protocol,
+                });
+            }
+            Some(_) => {}
+            None if same_object(object, target) => return None,
+            None => granted.extend(
+                object
+                    .spec
+                    .ports
+                    .iter()
+                    .map(|p| (p.port, p.protocol, object)),
+            ),
+        }
+    }
+    None
+}
+
+/// Oldest first, then by `namespace/name` as a string: the agents' order (a stored object always
+/// has a timestamp; one without sorts first there, so here too).
+fn age_key(o: &LvsService) -> (Option<Timestamp>, String) {
+    (
+        o.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        object_ref(o),
+    )
+}
+
+fn same_object(a: &LvsService, b: &LvsService) -> bool {
+    match (&a.metadata.uid, &b.metadata.uid) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.namespace() == b.namespace() && a.name_any() == b.name_any(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ServicePort;
+    use crate::controller::fixtures::{created_at, lvs};
+    use pretty_assertions::assert_eq;
+
+    fn arcs(items: &[&LvsService]) -> Vec<Arc<LvsService>> {
+        items.iter().map(|o| Arc::new((*o).clone())).collect()
+    }
+
+    #[test]
+    fn the_older_object_keeps_the_vip_and_the_newer_one_is_told_who_has_it() {
+        let old = created_at(lvs("old", "10.0.0.100"), 100);
+        let new = created_at(lvs("new", "10.0.0.100"), 200);
+        let all = arcs(&[&old, &new]);
+        assert_eq!(find_conflict(&old, &all), None);
+        let conflict = find_conflict(&new, &all).expect("the newer object conflicts");
+        assert_eq!(conflict.winner, "default/old");
+        assert_eq!(conflict.port, 80);
+        assert_eq!(
+            conflict.message(),
+            "TCP 10.0.0.100:80 is already claimed by default/old, which is older"
+        );
+    }
+
+    #[test]
+    fn equal_timestamps_are_settled_by_namespace_then_name() {
+        let a = created_at(lvs("a", "10.0.0.100"), 100);
+        let b = created_at(lvs("b", "10.0.0.100"), 100);
+        let all = arcs(&[&b, &a]);
+        assert_eq!(find_conflict(&a, &all), None);
+        assert_eq!(find_conflict(&b, &all).unwrap().winner, "default/a");
+        let all = arcs(&[&a, &b]);
+        assert_eq!(find_conflict(&b, &all).unwrap().winner, "default/a");
+    }
+
+    #[test]
+    fn the_same_vip_on_other_ports_or_protocols_is_no_conflict() {
+        let old = created_at(lvs("old", "10.0.0.100"), 100);
+        let mut udp = created_at(lvs("udp", "10.0.0.100"), 200);
+        udp.spec.ports = vec![ServicePort {
+            port: 80,
+            protocol: Protocol::Udp,
+        }];
+        let mut other_port = created_at(lvs("https", "10.0.0.100"), 300);
+        other_port.spec.ports = vec![ServicePort {
+            port: 443,
+            protocol: Protocol::Tcp,
+        }];
+        let other_vip = created_at(lvs("elsewhere", "10.0.0.101"), 400);
+        let all = arcs(&[&old, &udp, &other_port, &other_vip]);
+        for o in [&udp, &other_port, &other_vip] {
+            assert_eq!(find_conflict(o, &all), None, "{}", o.name_any());
+        }
+    }
+
+    #[test]
+    fn an_object_that_lost_a_port_claims_none_of_its_ports() {
+        let a = created_at(lvs("a", "10.0.0.100"), 100);
+        let mut b = created_at(lvs("b", "10.0.0.100"), 200);
+        b.spec.ports.push(ServicePort {
+            port: 443,
+            protocol: Protocol::Tcp,
+        });
+        let mut c = created_at(lvs("c", "10.0.0.100"), 300);
+        c.spec.ports = vec![ServicePort {
+            port: 443,
+            protocol: Protocol::Tcp,
+        }];
+        let all = arcs(&[&a, &b, &c]);
+        assert_eq!(find_conflict(&b, &all).unwrap().winner, "default/a");
+        assert_eq!(find_conflict(&c, &all), None);
+    }
+
+    #[test]
+    fn the_conflict_names_the_clashing_port_and_protocol() {
+        let mut a = created_at(lvs("a", "2001:db8::1"), 100);
+        a.spec.ports = vec![ServicePort {
+            port: 53,
+            protocol: Protocol::Udp,
+        }];
+        let mut b = created_at(lvs("b", "2001:db8::1"), 200);
+        b.spec.ports = vec![
+            ServicePort {
+                port: 53,
+                protocol: Protocol::Tcp,
+            },
+            ServicePort {
+                port: 53,
+                protocol: Protocol::Udp,
+            },
+        ];
+        let all = arcs(&[&a, &b]);
+        assert_eq!(
+            find_conflict(&b, &all).unwrap().message(),
+            "UDP [2001:db8::1]:53 is already claimed by default/a, which is older"
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! The cluster-wide controller (`lvs-operator controller`): resolves each LvsService's real
+//! servers, settles VIP conflicts, and aggregates the agents' reports into conditions.
+//!
+//! It programs no kernel: the agents do, each on its node, from the objects and the status this
+//! controller writes (`status.backends`, and the Accepted condition that gates programming).
+//! Neighbours: [`reconcile`] (one object: apply / cleanup / error policy), [`backends`]
+//! (resolution), [`conflicts`], [`conditions`] (pure status), [`events`], [`triggers`] (what
+//! wakes which object), [`metrics`] and [`http`], [`leader`] (only the Lease holder runs).
+//!
+//! [`run`] wires it: a kube-runtime Controller on LvsServices in all namespaces, with reflected
+//! watches on Nodes and EndpointSlices (read by the reconciler from their caches), an HTTP server
+//! for metrics and probes, and leader election around the Controller.
+
+pub mod backends;
+pub mod conditions;
+pub mod conflicts;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod triggers;
+
+#[cfg(test)]
+pub mod fixtures;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::{StreamExt, future};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
+use kube::api::{Api, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
+use tracing::{debug, info, warn};
+
+use crate::api::LvsService;
+use backends::SERVICE_NAME_LABEL;
+use reconcile::{Context, FIELD_MANAGER, Settings, Stores, error_policy};
+use triggers::{NodeChanges, VipSiblings, all_services, services_for_slice};
+
+pub use reconcile::{FINALIZER, reconcile};
+
+/// Flags of `lvs-operator controller`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Kubeconfig file to use. Default: in-cluster config, else $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "LVS_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "LVS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Run the controller only while holding the Lease, so several replicas can run
+    /// (`--leader-election=false` to run it unconditionally, e.g. one replica on a host).
+    #[arg(long, env = "LVS_LEADER_ELECTION", default_value_t = true,
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "lvs-operator")]
+    pub lease_namespace: String,
+
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "LVS_LEASE_NAME",
+        default_value = "lvs-operator-controller"
+    )]
+    pub lease_name: String,
+
+    /// This replica's identity in the Lease and in Events. Default: the host name.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// How long a deleted LvsService waits for its agents to clean up before it goes anyway
+    /// (a dead node must not block deletion forever).
+    #[arg(long, env = "LVS_CLEANUP_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub cleanup_timeout: Duration,
+}
+
+impl Options {
+    fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| FIELD_MANAGER.to_string())
+        })
+    }
+}
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let client = crate::kube_client::connect(opts.kubeconfig.as_deref()).await?;
+    let identity = opts.identity();
+    let metrics = metrics::Metrics::default();
+    let health = http::Health::default();
+    http::serve(opts.metrics_addr, metrics.clone(), health.clone())
+        .await
+        .with_context(|| format!("binding the metrics address {}", opts.metrics_addr))?;
+
+    Api::<LvsService>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .context("listing LvsServices failed; is the CRD installed? (lvs-operator crd | kubectl apply -f -)")?;
+    health.set_ready(true);
+
+    let settings = Settings {
+        cleanup_timeout: opts.cleanup_timeout,
+    };
+    let work = || {
+        run_controller(
+            client.clone(),
+            identity.clone(),
+            metrics.clone(),
+            settings.clone(),
+        )
+    };
+    if opts.leader_election {
+        let lease = leader::LeaseSettings {
+            namespace: opts.lease_namespace.clone(),
+            name: opts.lease_name.clone(),
+            identity: identity.clone(),
+            duration: 15,
+            grace: 5,
+        };
+        leader::while_leader(
+            client.clone(),
+            lease,
+            metrics.clone(),
+            work,
+            shutdown_signal(),
+        )
+        .await
+    } else {
+        metrics.leader.set(1);
+        tokio::select! {
+            () = work() => warn!("the controller stopped"),
+            () = shutdown_signal() => {}
+        }
+        Ok(())
+    }
+}
+
+/// Builds the Controller and runs it until its streams end (or the future is dropped).
+pub async fn run_controller(
+    client: Client,
+    identity: String,
+    metrics: metrics::Metrics,
+    settings: Settings,
+) {
+    let services_api = Api::<LvsService>::all(client.clone());
+    let controller = Controller::new(services_api.clone(), watcher::Config::default())
+        // Agents report one after another; a short debounce folds a burst into one reconcile and
+        // lets the caches catch up with the event that triggered it.
+        .with_config(controller::Config::default().debounce(Duration::from_millis(500)));
+    let services = controller.store();
+
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let mut node_changes = NodeChanges::default();
+    let node_triggers = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(node_writer)
+        .filter_map(move |event| {
+            future::ready(match event {
+                Ok(event) => node_changes.relevant(event).map(Ok),
+                Err(e) => Some(Err(e)),
+            })
+        });
+
+    let (slices, slice_writer) = reflector::store::<EndpointSlice>();
+    let slice_triggers = watcher(
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default().labels(SERVICE_NAME_LABEL),
+    )
+    .default_backoff()
+    .reflect(slice_writer)
+    .touched_objects();
+
+    let sibling_triggers = watcher(services_api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(identity),
+        },
+    );
+    let ctx = Arc::new(Context::new(
+        client,
+        recorder,
+        metrics,
+        Stores {
+            services: services.clone(),
+            nodes,
+            slices,
+        },
+        settings,
+    ));
+
+    let (for_nodes, for_slices, for_siblings) = (services.clone(), services.clone(), services);
+    let siblings = VipSiblings::default();
+    info!("starting the LvsService controller");
+    controller
+        .watches_stream(node_triggers, move |_node| all_services(&for_nodes))
+        .watches_stream(slice_triggers, move |slice| {
+            services_for_slice(&for_slices.state(), &slice)
+        })
+        .watches_stream(sibling_triggers, move |object| {
+            siblings.siblings(&for_siblings.state(), &object)
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            match result {
+                Ok((object, _)) => debug!(object = %object, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile did not complete"),
+            }
+            future::ready(())
+        })
+        .await;
+}
+
+/// Completes on SIGTERM (kubelet stopping the pod) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    info!("shutting down");
+}

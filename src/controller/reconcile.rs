@@ -1,0 +1,324 @@
+//! One reconcile of one LvsService: [`reconcile`] routes through the finalizer helper to
+//! [`apply`] (live object) or [`cleanup`] (object being deleted); [`error_policy`] decides when a
+//! failed one runs again.
+//!
+//! `apply` reads the reflector caches (Nodes, EndpointSlices, every LvsService), decides
+//! acceptance (validation, then VIP conflicts), resolves backends and expected nodes, computes the
+//! status, and applies it with server-side apply only when it differs from what the object says.
+//! Events follow a successful apply. `cleanup` runs after every agent removed its entry from
+//! `status.nodes`, or after the cleanup timeout; until then [`reconcile`] requeues without
+//! entering the finalizer helper, which would remove the finalizer on the first success.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::backends::{ExpectedNodes, expected_nodes, resolve_backends};
+use super::conditions::{Acceptance, StatusInput, compute_status, differs, node_errors};
+use super::conflicts::find_conflict;
+use super::error::{Error, Result};
+use super::events::transitions;
+use super::metrics::Metrics;
+use crate::api::{LvsService, LvsServiceStatus, validate, validate::object_ref};
+
+/// The finalizer that holds a deleted LvsService until the agents have cleaned their kernels.
+pub const FINALIZER: &str = "lvs-operator.io/cleanup";
+/// The field manager of the controller's part of the status.
+pub const FIELD_MANAGER: &str = "lvs-operator-controller";
+
+/// How often a settled object is looked at again with no event.
+const RESYNC: Duration = Duration::from_secs(300);
+/// A conflicting object is looked at sooner: the winner's deletion may reach our cache after the
+/// event that requeued the loser.
+const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
+/// How often a deleted object checks whether the agents are done.
+const CLEANUP_POLL: Duration = Duration::from_secs(5);
+
+/// The reflector caches the reconciler reads instead of the API server.
+#[derive(Clone)]
+pub struct Stores {
+    pub services: Store<LvsService>,
+    pub nodes: Store<Node>,
+    pub slices: Store<EndpointSlice>,
+}
+
+/// Tunables of the reconciler.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long a deleted object waits for its agents before the finalizer goes anyway.
+    pub cleanup_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            cleanup_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub stores: Stores,
+    pub settings: Settings,
+    /// Consecutive failures per object, for [`error_policy`]'s backoff; a success clears it.
+    failures: Mutex<HashMap<ObjectRef<LvsService>, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: Metrics,
+        stores: Stores,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            metrics,
+            stores,
+            settings,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Records one more failure of `object` and returns how many in a row.
+    fn failed(&self, object: ObjectRef<LvsService>) -> u32 {
+        let mut failures = self
+            .failures
+            .lock()
+            .expect("failure counts are never poisoned");
+        let n = failures.entry(object).or_default();
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn succeeded(&self, object: &ObjectRef<LvsService>) {
+        self.failures
+            .lock()
+            .expect("failure counts are never poisoned")
+            .remove(object);
+    }
+}
+
+/// The entry point the Controller calls.
+pub async fn reconcile(object: Arc<LvsService>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.count_and_measure();
+    let name = object_ref(&object);
+    let key = ObjectRef::from_obj(object.as_ref());
+    let api: Api<LvsService> = match object.namespace() {
+        Some(ns) => Api::namespaced(ctx.client.clone(), &ns),
+        None => Api::all(ctx.client.clone()),
+    };
+
+    if let Some(wait) = cleanup_wait(&object, Timestamp::now(), ctx.settings.cleanup_timeout) {
+        debug!(object = %name, "waiting for the agents to remove their state");
+        ctx.succeeded(&key);
+        return Ok(Action::requeue(wait));
+    }
+
+    let action = finalizer(&api, FINALIZER, object, |event| async {
+        match event {
+            Finalizer::Apply(o) => apply(&o, &ctx, &api).await,
+            Finalizer::Cleanup(o) => cleanup(&o, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::from_finalizer(name, e))?;
+    ctx.succeeded(&key);
+    Ok(action)
+}
+
+/// When `object` is being deleted, holds our finalizer, and agents still report state: how long
+/// to wait before looking again. `None` once there is nothing to wait for, or the timeout passed.
+pub fn cleanup_wait(object: &LvsService, now: Timestamp, timeout: Duration) -> Option<Duration> {
+    let deleted = object.metadata.deletion_timestamp.as_ref()?.0;
+    if !object.finalizers().iter().any(|f| f == FINALIZER) {
+        return None;
+    }
+    let reporting = object.status.as_ref().is_some_and(|s| !s.nodes.is_empty());
+    if !reporting {
+        return None;
+    }
+    // A deletionTimestamp ahead of our clock (skew) counts as just now.
+    let elapsed = Duration::try_from(now.duration_since(deleted)).unwrap_or_default();
+    let left = timeout.checked_sub(elapsed)?;
+    if left.is_zero() {
+        return None;
+    }
+    Some(left.min(CLEANUP_POLL))
+}
+
+/// Computes the status and applies it when it changed.
+async fn apply(object: &LvsService, ctx: &Context, api: &Api<LvsService>) -> Result<Action> {
+    let name = object_ref(object);
+    for (store, ready) in [
+        ("LvsService", ctx.stores.services.wait_until_ready().await),
+        ("Node", ctx.stores.nodes.wait_until_ready().await),
+        ("EndpointSlice", ctx.stores.slices.wait_until_ready().await),
+    ] {
+        ready.map_err(|_| Error::StoreNotReady {
+            name: name.clone(),
+            store,
+        })?;
+    }
+    let nodes = ctx.stores.nodes.state();
+    let slices = ctx.stores.slices.state();
+    let services = ctx.stores.services.state();
+
+    let (acceptance, backends, expected) = match resolve(object, &services, &nodes, &slices) {
+        Ok(resolved) => resolved,
+        Err(message) => (
+            Acceptance::Invalid(message),
+            Vec::new(),
+            ExpectedNodes::default(),
+        ),
+    };
+    let new = compute_status(
+        object,
+        &StatusInput {
+            acceptance: &acceptance,
+            backends: &backends,
+            expected: &expected,
+            now: Timestamp::now(),
+        },
+    );
+    let old = object.status.clone().unwrap_or_default();
+    if differs(&old, &new) {
+        info!(object = %name, summary = ?new.backend_summary, director = ?new.director, "applying status");
+        patch_status(api, object, &new).await?;
+        for event in transitions(&old, &new, &node_errors(&old.nodes)) {
+            publish(ctx, object, &event).await;
+        }
+    }
+    Ok(match acceptance {
+        Acceptance::Conflict(_) => Action::requeue(CONFLICT_RECHECK),
+        _ => Action::requeue(RESYNC),
+    })
+}
+
+type Resolved = (
+    Acceptance,
+    Vec<super::backends::ResolvedBackend>,
+    ExpectedNodes,
+);
+
+/// Acceptance, backends and expected nodes; `Err` with a message when the spec cannot be used.
+fn resolve(
+    object: &LvsService,
+    services: &[Arc<LvsService>],
+    nodes: &[Arc<Node>],
+    slices: &[Arc<EndpointSlice>],
+) -> Result<Resolved, String> {
+    validate(object).map_err(|e| {
+        e.errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let selector_error = |e: super::backends::SelectorError| format!("{}: {}", e.field, e.message);
+    let backends = resolve_backends(object, nodes, slices).map_err(selector_error)?;
+    let expected = expected_nodes(object, nodes, &backends).map_err(selector_error)?;
+    let acceptance = match find_conflict(object, services) {
+        Some(conflict) => Acceptance::Conflict(conflict),
+        None => Acceptance::Accepted,
+    };
+    Ok((acceptance, backends, expected))
+}
+
+/// Server-side apply of the controller's fields of the status (`nodes` is never sent, so the
+/// agents' entries stay theirs).
+async fn patch_status(
+    api: &Api<LvsService>,
+    object: &LvsService,
+    status: &LvsServiceStatus,
+) -> Result<()> {
+    let patch = json!({
+        "apiVersion": LvsService::api_version(&()),
+        "kind": LvsService::kind(&()),
+        "status": LvsServiceStatus {
+            nodes: Vec::new(),
+            ..status.clone()
+        },
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::PatchStatus {
+        name: object_ref(object),
+        source,
+    })?;
+    Ok(())
+}
+
+/// The object is going: the agents are done (or the timeout passed), so the finalizer may go.
+async fn cleanup(object: &LvsService, ctx: &Context) -> Result<Action> {
+    let left: Vec<String> = object
+        .status
+        .iter()
+        .flat_map(|s| &s.nodes)
+        .map(|n| n.node.clone())
+        .collect();
+    if left.is_empty() {
+        info!(object = %object_ref(object), "every agent removed its state; releasing the object");
+    } else {
+        let note = format!(
+            "gave up after {} waiting for {} to remove their state; their agents remove it when they come back",
+            humantime::format_duration(ctx.settings.cleanup_timeout),
+            left.join(", ")
+        );
+        warn!(object = %object_ref(object), "{note}");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "CleanupTimedOut".into(),
+            note: Some(note),
+            action: "Cleanup".into(),
+            secondary: None,
+        };
+        publish(ctx, object, &event).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Events are for people: one that cannot be published is logged, and the reconcile goes on.
+async fn publish(ctx: &Context, object: &LvsService, event: &Event) {
+    if let Err(e) = ctx.recorder.publish(event, &object.object_ref(&())).await {
+        warn!(object = %object_ref(object), reason = %event.reason, error = %e, "publishing an event failed");
+    }
+}
+
+/// After a failure, try again later, doubling the wait per consecutive failure of the object.
+pub fn error_policy(object: Arc<LvsService>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(object = %object_ref(&object), category = error.category(), "reconcile failed: {error}");
+    ctx.metrics.reconcile_failure(error);
+    let failures = ctx.failed(ObjectRef::from_obj(object.as_ref()));
+    Action::requeue(backoff(failures))
+}
+
+/// 5 s after the first failure, doubling up to 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    const FIRST: Duration = Duration::from_secs(5);
+    const MAX: Duration = Duration::from_secs(300);
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    FIRST.saturating_mul(factor).min(MAX)
+}

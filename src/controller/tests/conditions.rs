@@ -1,0 +1,342 @@
+//! `compute_status`: from the agents' reports to conditions, director and backends.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use pretty_assertions::assert_eq;
+
+use crate::api::{LvsService, LvsServiceStatus, NodeRole, NodeStatus};
+use crate::controller::backends::{ExpectedNodes, ResolvedBackend};
+use crate::controller::conditions::*;
+use crate::controller::conflicts::Conflict;
+use crate::controller::fixtures::{lvs, report, reported};
+
+fn t0() -> Timestamp {
+    Timestamp::from_second(1_800_000_000).unwrap()
+}
+
+fn backend(address: &str, node: Option<&str>) -> ResolvedBackend {
+    ResolvedBackend {
+        address: address.parse().unwrap(),
+        node: node.map(String::from),
+        weight: 1,
+        draining: false,
+    }
+}
+
+fn expected(directors: &[&str], real_servers: &[&str]) -> ExpectedNodes {
+    ExpectedNodes {
+        directors: directors.iter().map(|s| s.to_string()).collect(),
+        real_servers: real_servers
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+    }
+}
+
+fn active(mut r: NodeStatus) -> NodeStatus {
+    r.active = true;
+    r
+}
+
+/// The object at generation 2 with reports; d1 and d2 directors, n1 the real server.
+fn object(reports: Vec<NodeStatus>) -> LvsService {
+    let mut o = reported(lvs("web", "10.0.0.100"), reports);
+    o.metadata.generation = Some(2);
+    o
+}
+
+fn healthy_reports() -> Vec<NodeStatus> {
+    vec![
+        active(report("d1", NodeRole::Director, 2)),
+        report("d2", NodeRole::Director, 2),
+        report("n1", NodeRole::Backend, 2),
+    ]
+}
+
+fn status_of(o: &LvsService, backends: &[ResolvedBackend], now: Timestamp) -> LvsServiceStatus {
+    compute_status(
+        o,
+        &StatusInput {
+            acceptance: &Acceptance::Accepted,
+            backends,
+            expected: &expected(&["d1", "d2"], &["n1"]),
+            now,
+        },
+    )
+}
+
+fn cond<'a>(s: &'a LvsServiceStatus, type_: &str) -> (&'a str, &'a str) {
+    let c = find(s, type_).unwrap_or_else(|| panic!("no {type_} condition"));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+#[test]
+fn every_expected_node_programmed_at_the_current_generation_makes_the_object_ready() {
+    let o = object(healthy_reports());
+    let s = status_of(&o, &[backend("10.0.0.11", Some("n1"))], t0());
+    assert_eq!(cond(&s, ACCEPTED), ("True", "Accepted"));
+    assert_eq!(cond(&s, PROGRAMMED), ("True", "Programmed"));
+    assert_eq!(cond(&s, READY), ("True", "Ready"));
+    assert_eq!(cond(&s, DEGRADED), ("False", "AsExpected"));
+    assert_eq!(s.director.as_deref(), Some("d1"));
+    assert_eq!(s.backend_summary.as_deref(), Some("1/1"));
+    assert_eq!(s.observed_generation, Some(2));
+    assert!(
+        s.conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(2))
+    );
+    assert!(s.nodes.is_empty(), "status.nodes belongs to the agents");
+    let b = &s.backends[0];
+    assert_eq!(
+        (
+            b.address.as_str(),
+            b.node.as_deref(),
+            b.weight,
+            b.programmed,
+            b.arp_verified,
+            b.draining
+        ),
+        ("10.0.0.11", Some("n1"), 1, true, true, false)
+    );
+}
+
+#[test]
+fn a_node_behind_the_current_generation_keeps_the_object_pending_and_is_named() {
+    let mut reports = healthy_reports();
+    reports[1].observed_generation = 1;
+    let o = object(reports);
+    let s = status_of(&o, &[backend("10.0.0.11", Some("n1"))], t0());
+    assert_eq!(cond(&s, PROGRAMMED), ("False", "Pending"));
+    assert_eq!(
+        find(&s, PROGRAMMED).unwrap().message,
+        "waiting for node d2 to apply generation 2"
+    );
+    assert_eq!(cond(&s, READY), ("False", "NotProgrammed"));
+    assert_eq!(cond(&s, DEGRADED), ("False", "AsExpected"));
+}
+
+#[test]
+fn an_expected_node_without_a_report_keeps_the_object_pending() {
+    let o = object(vec![active(report("d1", NodeRole::Director, 2))]);
+    let s = status_of(&o, &[backend("10.0.0.11", Some("n1"))], t0());
+    assert_eq!(
+        find(&s, PROGRAMMED).unwrap().message,
+        "waiting for nodes d2, n1 to apply generation 2"
+    );
+    let b = &s.backends[0];
+    assert!(b.programmed, "the active director has it");
+    assert!(!b.arp_verified, "n1 has not reported");
+    assert_eq!(s.backend_summary.as_deref(), Some("0/1"));
+}
+
+#[test]
+fn a_node_error_on_a_pending_node_is_the_reason_it_is_not_programmed_and_degrades_it() {
+    let mut reports = healthy_reports();
+    reports[2].programmed = false;
+    reports[2].error = Some("sysctl arp_ignore: permission denied".into());
+    let o = object(reports);
+    let s = status_of(&o, &[backend("10.0.0.11", Some("n1"))], t0());
+    assert_eq!(cond(&s, PROGRAMMED), ("False", "NodeError"));
+    assert_eq!(
+        find(&s, PROGRAMMED).unwrap().message,
+        "node n1: sysctl arp_ignore: permission denied"
+    );
+    assert_eq!(cond(&s, DEGRADED), ("True", "NodeError"));
+}
+
+#[test]
+fn ready_needs_exactly_one_active_director() {
+    let mut reports = healthy_reports();
+    reports[0].active = false;
+    let s = status_of(&object(reports), &[backend("10.0.0.11", Some("n1"))], t0());
+    assert_eq!(cond(&s, READY), ("False", "NoActiveDirector"));
+    assert_eq!(cond(&s, DEGRADED), ("True", "NoDirector"));
+    assert_eq!(s.director, None);
+    assert!(!s.backends[0].programmed);
+
+    let mut reports = healthy_reports();
+    reports[1].active = true;
+    let s = status_of(&object(reports), &[backend("10.0.0.11", Some("n1"))], t0());
+    assert_eq!(cond(&s, READY), ("False", "MultipleActiveDirectors"));
+    assert_eq!(cond(&s, DEGRADED), ("True", "MultipleActiveDirectors"));
+    assert_eq!(s.director, None);
+}
+
+#[test]
+fn draining_zero_weight_and_unverified_backends_are_not_usable() {
+    let mut reports = healthy_reports();
+    reports.push(report("n2", NodeRole::Backend, 2));
+    reports.push(NodeStatus {
+        arp_verified: false,
+        ..report("n3", NodeRole::Backend, 2)
+    });
+    let o = object(reports);
+    let backends = vec![
+        ResolvedBackend {
+            weight: 0,
+            draining: true,
+            ..backend("10.0.0.11", Some("n1"))
+        },
+        ResolvedBackend {
+            weight: 0,
+            ..backend("10.0.0.12", Some("n2"))
+        },
+        backend("10.0.0.13", Some("n3")),
+    ];
+    let s = compute_status(
+        &o,
+        &StatusInput {
+            acceptance: &Acceptance::Accepted,
+            backends: &backends,
+            expected: &expected(&["d1", "d2"], &["n1", "n2", "n3"]),
+            now: t0(),
+        },
+    );
+    assert_eq!(s.backend_summary.as_deref(), Some("0/3"));
+    assert_eq!(cond(&s, PROGRAMMED), ("True", "Programmed"));
+    assert_eq!(cond(&s, READY), ("False", "NoUsableBackend"));
+    assert_eq!(cond(&s, DEGRADED), ("True", "BackendNotVerified"));
+    let message = &find(&s, DEGRADED).unwrap().message;
+    assert!(message.contains("backend 10.0.0.13 (node n3)"), "{message}");
+    assert!(message.contains("0/3 backends usable"), "{message}");
+    assert!(s.backends[0].draining);
+}
+
+#[test]
+fn an_external_backend_is_usable_without_arp_verification() {
+    let o = object(healthy_reports()[..2].to_vec());
+    let s = compute_status(
+        &o,
+        &StatusInput {
+            acceptance: &Acceptance::Accepted,
+            backends: &[backend("192.168.5.5", None)],
+            expected: &expected(&["d1", "d2"], &[]),
+            now: t0(),
+        },
+    );
+    assert_eq!(cond(&s, READY), ("True", "Ready"));
+    assert_eq!(s.backend_summary.as_deref(), Some("1/1"));
+    assert!(!s.backends[0].arp_verified);
+}
+
+#[test]
+fn no_director_nodes_means_not_programmed_and_degraded_for_lack_of_a_director() {
+    let o = object(vec![]);
+    let s = compute_status(
+        &o,
+        &StatusInput {
+            acceptance: &Acceptance::Accepted,
+            backends: &[backend("10.0.0.11", Some("n1"))],
+            expected: &expected(&[], &["n1"]),
+            now: t0(),
+        },
+    );
+    assert_eq!(cond(&s, PROGRAMMED), ("False", "NoDirectorNodes"));
+    assert_eq!(cond(&s, READY), ("False", "NotProgrammed"));
+    assert_eq!(cond(&s, DEGRADED), ("True", "NoDirector"));
+}
+
+#[test]
+fn a_conflicting_object_is_not_accepted_and_claims_no_director() {
+    let o = object(healthy_reports());
+    let conflict = Acceptance::Conflict(Conflict {
+        winner: "default/old".into(),
+        vip: "10.0.0.100".parse().unwrap(),
+        port: 80,
+        protocol: crate::api::Protocol::Tcp,
+    });
+    let s = compute_status(
+        &o,
+        &StatusInput {
+            acceptance: &conflict,
+            backends: &[backend("10.0.0.11", Some("n1"))],
+            expected: &expected(&["d1", "d2"], &["n1"]),
+            now: t0(),
+        },
+    );
+    assert_eq!(cond(&s, ACCEPTED), ("False", "VIPConflict"));
+    assert_eq!(
+        find(&s, ACCEPTED).unwrap().message,
+        "TCP 10.0.0.100:80 is already claimed by default/old, which is older"
+    );
+    for t in [PROGRAMMED, READY, DEGRADED] {
+        assert_eq!(cond(&s, t), ("False", "NotAccepted"), "{t}");
+    }
+    assert_eq!(s.director, None);
+    assert!(!s.backends[0].programmed);
+    assert_eq!(
+        s.backend_summary.as_deref(),
+        Some("0/1"),
+        "nothing of it is in a kernel"
+    );
+}
+
+#[test]
+fn last_transition_time_stays_while_a_condition_holds_and_moves_when_it_flips() {
+    let mut o = object(healthy_reports());
+    let first = status_of(&o, &[backend("10.0.0.11", Some("n1"))], t0());
+    let t1 = t0() + SignedDuration::from_secs(60);
+
+    o.status = Some(LvsServiceStatus {
+        nodes: healthy_reports(),
+        ..first.clone()
+    });
+    let again = status_of(&o, &[backend("10.0.0.11", Some("n1"))], t1);
+    assert_eq!(again.conditions, first.conditions, "nothing flipped");
+    assert!(!differs(&first, &again));
+
+    let mut reports = healthy_reports();
+    reports[0].active = false;
+    o.status = Some(LvsServiceStatus {
+        nodes: reports,
+        ..first.clone()
+    });
+    let flipped = status_of(&o, &[backend("10.0.0.11", Some("n1"))], t1);
+    let time = |s: &LvsServiceStatus, t| find(s, t).unwrap().last_transition_time.0;
+    assert_eq!(time(&flipped, READY), t1, "Ready flipped to False");
+    assert_eq!(time(&flipped, DEGRADED), t1, "Degraded flipped to True");
+    assert_eq!(time(&flipped, ACCEPTED), t0(), "Accepted held");
+    assert_eq!(time(&flipped, PROGRAMMED), t0(), "Programmed held");
+    assert!(differs(&first, &flipped));
+}
+
+#[test]
+fn a_new_reason_or_message_with_the_same_status_keeps_the_time_but_is_a_difference() {
+    let mut o = object(vec![]);
+    let first = status_of(&o, &[backend("10.0.0.11", Some("n1"))], t0());
+    o.status = Some(LvsServiceStatus {
+        nodes: vec![report("d1", NodeRole::Director, 2)],
+        ..first.clone()
+    });
+    let later = status_of(
+        &o,
+        &[backend("10.0.0.11", Some("n1"))],
+        t0() + SignedDuration::from_secs(5),
+    );
+    let p = find(&later, PROGRAMMED).unwrap();
+    assert_eq!(p.status, "False");
+    assert_eq!(p.last_transition_time.0, t0());
+    assert!(differs(&first, &later), "the waiting list changed");
+}
+
+#[test]
+fn differs_ignores_conditions_of_other_owners_and_the_agents_node_list() {
+    let o = object(healthy_reports());
+    let s = status_of(&o, &[backend("10.0.0.11", Some("n1"))], t0());
+    let mut other = s.clone();
+    other.nodes = healthy_reports();
+    other
+        .conditions
+        .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "SomeoneElses".into(),
+            status: "True".into(),
+            reason: "X".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t0()),
+        });
+    assert!(!differs(&other, &s));
+    assert!(!differs(&s, &other));
+}

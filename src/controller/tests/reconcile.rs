@@ -1,0 +1,392 @@
+//! Reconciles against the mocked API server: each scenario lists the requests it expects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use pretty_assertions::assert_eq;
+use serde_json::Value;
+
+use crate::api::{LvsService, LvsServiceStatus, NodeRole};
+use crate::controller::conditions::{ACCEPTED, DEGRADED, PROGRAMMED, READY, find};
+use crate::controller::error::Error;
+use crate::controller::fixtures::*;
+use crate::controller::reconcile::{Settings, backoff, error_policy, reconcile};
+
+/// Runs one reconcile of `object` in `world`, expecting exactly `calls`.
+async fn scenario(
+    world: World,
+    object: &LvsService,
+    calls: Vec<Call>,
+) -> (Result<Action, Error>, Bodies) {
+    let (ctx, server) = test_context(world, Settings::default());
+    let handle = server.run(object, calls);
+    let result = tokio::time::timeout(
+        Duration::from_secs(2),
+        reconcile(Arc::new(object.clone()), ctx),
+    )
+    .await
+    .expect("reconcile hung: it made a request the scenario does not expect");
+    (result, verified(handle).await)
+}
+
+fn applied_status(body: &Value) -> LvsServiceStatus {
+    serde_json::from_value(body["status"].clone()).expect("a status")
+}
+
+fn cond(s: &LvsServiceStatus, t: &str) -> (String, String) {
+    let c = find(s, t).unwrap_or_else(|| panic!("no {t}"));
+    (c.status.clone(), c.reason.clone())
+}
+
+fn pair(status: &str, reason: &str) -> (String, String) {
+    (status.into(), reason.into())
+}
+
+#[tokio::test]
+async fn an_object_without_the_finalizer_gets_it_first_and_nothing_else() {
+    let object = lvs("web", "10.0.0.100");
+    let (result, _) = scenario(
+        World::two_directors_one_backend(),
+        &object,
+        vec![Call::AddFinalizer],
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_new_object_gets_its_status_applied_by_the_controller_field_manager() {
+    let mut object = finalized(lvs("web", "10.0.0.100"));
+    object.metadata.generation = Some(3);
+    let (result, bodies) = scenario(
+        World::two_directors_one_backend(),
+        &object,
+        vec![Call::ApplyStatus, Call::Event("Accepted")],
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+    let s = applied_status(&bodies[0]);
+    assert_eq!(s.observed_generation, Some(3));
+    assert_eq!(cond(&s, ACCEPTED), pair("True", "Accepted"));
+    assert_eq!(cond(&s, PROGRAMMED), pair("False", "Pending"));
+    assert_eq!(cond(&s, READY), pair("False", "NotProgrammed"));
+    assert_eq!(cond(&s, DEGRADED), pair("False", "AsExpected"));
+    assert!(
+        s.conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(3))
+    );
+    assert_eq!(s.backend_summary.as_deref(), Some("0/1"));
+    assert_eq!(s.backends[0].node.as_deref(), Some("n1"));
+    assert_eq!(
+        find(&s, PROGRAMMED).unwrap().message,
+        "waiting for nodes d1, d2, n1 to apply generation 3"
+    );
+}
+
+#[tokio::test]
+async fn a_status_that_would_not_change_is_not_applied_again() {
+    let object = finalized(lvs("web", "10.0.0.100"));
+    let (_, bodies) = scenario(
+        World::two_directors_one_backend(),
+        &object,
+        vec![Call::ApplyStatus, Call::Event("Accepted")],
+    )
+    .await;
+    let mut settled = object.clone();
+    settled.status = Some(applied_status(&bodies[0]));
+    let (result, _) = scenario(World::two_directors_one_backend(), &settled, vec![]).await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn agents_reporting_the_current_generation_make_it_ready_with_events_for_each_step() {
+    let mut object = finalized(lvs("web", "10.0.0.100"));
+    let mut d1 = report("d1", NodeRole::Director, 1);
+    d1.active = true;
+    object = reported(
+        object,
+        vec![
+            d1,
+            report("d2", NodeRole::Director, 1),
+            report("n1", NodeRole::Backend, 1),
+        ],
+    );
+    let (_, bodies) = scenario(
+        World::two_directors_one_backend(),
+        &object,
+        vec![
+            Call::ApplyStatus,
+            Call::Event("Accepted"),
+            Call::Event("Programmed"),
+            Call::Event("DirectorChanged"),
+        ],
+    )
+    .await;
+    let s = applied_status(&bodies[0]);
+    assert_eq!(cond(&s, READY), pair("True", "Ready"));
+    assert_eq!(s.director.as_deref(), Some("d1"));
+    assert_eq!(s.backend_summary.as_deref(), Some("1/1"));
+    assert!(s.backends[0].programmed && s.backends[0].arp_verified);
+    assert_eq!(bodies[3]["note"], "d1 holds the VIP now");
+}
+
+#[tokio::test]
+async fn a_director_failover_is_announced_with_the_old_and_new_director() {
+    let base = finalized(lvs("web", "10.0.0.100"));
+    let mut d1 = report("d1", NodeRole::Director, 1);
+    d1.active = true;
+    let before = reported(
+        base.clone(),
+        vec![
+            d1,
+            report("d2", NodeRole::Director, 1),
+            report("n1", NodeRole::Backend, 1),
+        ],
+    );
+    let (_, bodies) = scenario(
+        World::two_directors_one_backend(),
+        &before,
+        vec![
+            Call::ApplyStatus,
+            Call::Event("Accepted"),
+            Call::Event("Programmed"),
+            Call::Event("DirectorChanged"),
+        ],
+    )
+    .await;
+    let mut d2 = report("d2", NodeRole::Director, 1);
+    d2.active = true;
+    let mut after = before.clone();
+    after.status = Some(LvsServiceStatus {
+        nodes: vec![
+            report("d1", NodeRole::Director, 1),
+            d2,
+            report("n1", NodeRole::Backend, 1),
+        ],
+        ..applied_status(&bodies[0])
+    });
+    let (_, bodies) = scenario(
+        World::two_directors_one_backend(),
+        &after,
+        vec![Call::ApplyStatus, Call::Event("DirectorChanged")],
+    )
+    .await;
+    assert_eq!(applied_status(&bodies[0]).director.as_deref(), Some("d2"));
+    assert_eq!(bodies[1]["note"], "d2 holds the VIP now (was d1)");
+}
+
+#[tokio::test]
+async fn an_agent_error_degrades_the_object_and_raises_a_node_error_event() {
+    let mut d1 = report("d1", NodeRole::Director, 1);
+    d1.programmed = false;
+    d1.error = Some("no interface has an address in the subnet of 10.0.0.100".into());
+    let object = reported(finalized(lvs("web", "10.0.0.100")), vec![d1]);
+    let (_, bodies) = scenario(
+        World::two_directors_one_backend(),
+        &object,
+        vec![
+            Call::ApplyStatus,
+            Call::Event("Accepted"),
+            Call::Event("NodeError"),
+        ],
+    )
+    .await;
+    let s = applied_status(&bodies[0]);
+    assert_eq!(cond(&s, DEGRADED), pair("True", "NodeError"));
+    assert_eq!(
+        bodies[2]["note"],
+        "node d1: no interface has an address in the subnet of 10.0.0.100"
+    );
+}
+
+#[tokio::test]
+async fn the_newer_of_two_objects_on_one_vip_port_is_rejected_naming_the_older() {
+    let old = finalized(created_at(lvs("old", "10.0.0.100"), 100));
+    let new = finalized(created_at(lvs("new", "10.0.0.100"), 200));
+    let world = || World {
+        services: vec![old.clone(), new.clone()],
+        ..World::two_directors_one_backend()
+    };
+
+    let (result, bodies) = scenario(
+        world(),
+        &new,
+        vec![Call::ApplyStatus, Call::Event("VIPConflict")],
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(60)));
+    let s = applied_status(&bodies[0]);
+    assert_eq!(cond(&s, ACCEPTED), pair("False", "VIPConflict"));
+    assert_eq!(
+        find(&s, ACCEPTED).unwrap().message,
+        "TCP 10.0.0.100:80 is already claimed by default/old, which is older"
+    );
+    assert_eq!(cond(&s, PROGRAMMED), pair("False", "NotAccepted"));
+    assert_eq!(
+        bodies[1]["note"],
+        "TCP 10.0.0.100:80 is already claimed by default/old, which is older"
+    );
+
+    let (_, bodies) = scenario(
+        world(),
+        &old,
+        vec![Call::ApplyStatus, Call::Event("Accepted")],
+    )
+    .await;
+    assert_eq!(
+        cond(&applied_status(&bodies[0]), ACCEPTED),
+        pair("True", "Accepted")
+    );
+}
+
+#[tokio::test]
+async fn objects_created_in_the_same_second_are_settled_by_name_from_either_side() {
+    let a = finalized(lvs("a", "10.0.0.100"));
+    let b = finalized(lvs("b", "10.0.0.100"));
+    let world = || World {
+        services: vec![b.clone(), a.clone()],
+        ..World::two_directors_one_backend()
+    };
+    let (_, bodies) = scenario(
+        world(),
+        &b,
+        vec![Call::ApplyStatus, Call::Event("VIPConflict")],
+    )
+    .await;
+    assert!(
+        find(&applied_status(&bodies[0]), ACCEPTED)
+            .unwrap()
+            .message
+            .contains("default/a")
+    );
+    let (result, _) = scenario(
+        world(),
+        &a,
+        vec![Call::ApplyStatus, Call::Event("Accepted")],
+    )
+    .await;
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn deletion_waits_while_agents_still_report_state() {
+    let object = reported(
+        deleted(finalized(lvs("web", "10.0.0.100")), Duration::from_secs(10)),
+        vec![report("d1", NodeRole::Director, 1)],
+    );
+    let (result, _) = scenario(World::two_directors_one_backend(), &object, vec![]).await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn deletion_removes_the_finalizer_once_every_agent_removed_its_entry() {
+    let object = deleted(finalized(lvs("web", "10.0.0.100")), Duration::from_secs(10));
+    let (result, _) = scenario(
+        World::two_directors_one_backend(),
+        &object,
+        vec![Call::RemoveFinalizer],
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn deletion_gives_up_on_silent_agents_after_the_timeout_with_a_warning() {
+    let object = reported(
+        deleted(
+            finalized(lvs("web", "10.0.0.100")),
+            Duration::from_secs(200),
+        ),
+        vec![report("d1", NodeRole::Director, 1)],
+    );
+    let (result, bodies) = scenario(
+        World::two_directors_one_backend(),
+        &object,
+        vec![Call::Event("CleanupTimedOut"), Call::RemoveFinalizer],
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert_eq!(bodies[0]["type"], "Warning");
+    assert!(
+        bodies[0]["note"].as_str().unwrap().contains("d1"),
+        "{}",
+        bodies[0]["note"]
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_object_without_our_finalizer_is_left_alone() {
+    let object = reported(
+        deleted(lvs("web", "10.0.0.100"), Duration::from_secs(10)),
+        vec![report("d1", NodeRole::Director, 1)],
+    );
+    let (result, _) = scenario(World::two_directors_one_backend(), &object, vec![]).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_rejected_status_patch_fails_as_patch_status_and_backs_off_per_object() {
+    let object = finalized(lvs("web", "10.0.0.100"));
+    let (ctx, server) = test_context(World::two_directors_one_backend(), Settings::default());
+    let handle = server.fail(&object, 500);
+    let error = tokio::time::timeout(
+        Duration::from_secs(2),
+        reconcile(Arc::new(object.clone()), ctx.clone()),
+    )
+    .await
+    .expect("reconcile hung")
+    .expect_err("the patch failed");
+    handle.await.unwrap();
+    assert!(matches!(error, Error::PatchStatus { ref name, .. } if name == "default/web"));
+    assert_eq!(error.category(), "patch_status");
+
+    let object = Arc::new(object);
+    let first = error_policy(object.clone(), &error, ctx.clone());
+    let second = error_policy(object.clone(), &error, ctx.clone());
+    assert_eq!(first, Action::requeue(Duration::from_secs(5)));
+    assert_eq!(second, Action::requeue(Duration::from_secs(10)));
+    let other = Arc::new(finalized(lvs("other", "10.0.0.101")));
+    assert_eq!(
+        error_policy(other, &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(5)),
+        "backoff is per object"
+    );
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains(
+            "lvs_operator_controller_reconcile_errors_total{category=\"patch_status\"} 3"
+        ),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn backoff_doubles_from_five_seconds_up_to_five_minutes() {
+    let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+    assert_eq!(delays, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
+}
+
+#[tokio::test]
+async fn a_successful_reconcile_resets_the_objects_backoff() {
+    let (ctx, _server) = test_context(World::two_directors_one_backend(), Settings::default());
+    let object = Arc::new(lvs("web", "10.0.0.100"));
+    let error = Error::StoreNotReady {
+        name: "default/web".into(),
+        store: "Node",
+    };
+    error_policy(object.clone(), &error, ctx.clone());
+    assert_eq!(
+        error_policy(object.clone(), &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(10))
+    );
+    // Deleted and without our finalizer: a reconcile that succeeds with no request.
+    let gone = Arc::new(deleted(lvs("web", "10.0.0.100"), Duration::from_secs(1)));
+    reconcile(gone, ctx.clone()).await.unwrap();
+    assert_eq!(
+        error_policy(object, &error, ctx),
+        Action::requeue(Duration::from_secs(5))
+    );
+}
