@@ -9,12 +9,12 @@ export CARGO_TARGET_DIR ?= $(LVS_CACHE)/target
 BIN := $(CARGO_TARGET_DIR)/debug/lvs-operator
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/lvs-operator
 
-.PHONY: help test unit lint fmt crds check-crds build release e2e-dataplane e2e tools demo bench
+.PHONY: help test unit lint fmt crds check-crds helm-lint build release e2e-dataplane e2e tools demo bench
 
 help: ## This list.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-test: lint check-crds unit ## Everything CI runs.
+test: lint check-crds helm-lint unit ## Everything CI runs.
 
 unit: ## cargo test: the core, validation, netlink codecs, controller logic.
 	cargo test --all-targets
@@ -32,11 +32,16 @@ build: ## Debug binary.
 release: ## Release binary (what the VM and the benchmark run).
 	cargo build --release
 
-crds: build ## Regenerate crds/ from the Rust types.
+crds: build ## Regenerate crds/ from the Rust types, and the chart's copy and deploy/ from them.
 	$(BIN) crd > crds/lvsservice.yaml
+	bash tests/e2e/chart.sh render
 
-check-crds: build ## Fail when crds/ differs from what the code generates.
+check-crds: build ## Fail when crds/ or deploy/ differ from what the code and the chart generate.
 	@$(BIN) crd | diff -u crds/lvsservice.yaml - && echo "crds/ matches the code"
+	bash tests/e2e/chart.sh check
+
+helm-lint: ## helm lint the chart.
+	bash tests/e2e/chart.sh lint
 
 e2e-dataplane: release ## The standalone agent against Debian's kernel in a VM.
 	bash tests/vm/dataplane.sh
