@@ -275,7 +275,7 @@ expect_eq "the other real servers answer all 4" 4 "$(echo "$got" | tr ' ' '\n' |
 # The client closes its connection (busybox has killall, not pkill).
 killall nc 2>/dev/null
 kill $idle 2>/dev/null
-wait_until "$victim deleted once its connection ended" 20 lacks_text "$victim:80" ipvs -Sn || {
+wait_until "$victim deleted once its connection ended" 20 lacks_text "-r $victim:80 -g" ipvs -Sn || {
 	ipvs -Ln
 	ipvs -Lnc
 	ps | grep -v ']$'
