@@ -8,6 +8,7 @@ pub mod agent;
 pub mod api;
 pub mod controller;
 pub mod core;
+pub mod http;
 pub mod ipvs;
 pub mod kube_client;
 pub mod netdev;

@@ -74,7 +74,7 @@ struct AgentArgs {
     #[arg(long, default_value = ledger::DEFAULT_STATE_DIR, env = "LVS_STATE_DIR")]
     state_dir: PathBuf,
     /// How long a removed real server keeps its connections (weight 0) before it is deleted.
-    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, env = "LVS_DRAIN_TIMEOUT")]
     drain_timeout: Duration,
     /// In a cluster: the name of this node (the DaemonSet passes spec.nodeName).
     #[arg(long, env = "NODE_NAME", required_unless_present = "standalone")]
@@ -89,6 +89,9 @@ struct AgentArgs {
     /// the VIP over at most this long after the active director's agent stopped renewing.
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
+    /// In a cluster: where to serve /metrics (IPVS counters per LvsService), /healthz, /readyz.
+    #[arg(long, env = "LVS_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    metrics_addr: std::net::SocketAddr,
 }
 
 fn main() -> ExitCode {
@@ -162,6 +165,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                     resync_period: args.resync_period,
                     drain_timeout: args.drain_timeout,
                     lease_seconds: args.lease_seconds,
+                    metrics_addr: args.metrics_addr,
                 };
                 cluster::run(client, &mut kernel, &store, opts)
                     .await

@@ -42,6 +42,7 @@ use crate::core::{Assignment, DirectorRole, covers};
 
 use super::converge::{self, DataPlane, Resynced};
 use super::ledger::LedgerStore;
+use super::metrics::AgentMetrics;
 
 /// Settings of the in-cluster agent.
 #[derive(Debug, Clone)]
@@ -53,6 +54,8 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// Seconds a director holds a VIP Lease without renewing it.
     pub lease_seconds: u64,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 /// What the agent needs of its own Node.
@@ -291,6 +294,9 @@ pub async fn run<D: DataPlane>(
     store: &LedgerStore,
     opts: Options,
 ) -> anyhow::Result<()> {
+    let metrics = AgentMetrics::default();
+    let health = crate::http::Health::default();
+    crate::http::serve(opts.metrics_addr, metrics.clone(), health.clone()).await?;
     let notify = Arc::new(Notify::new());
     let objects = reflect(
         Api::<LvsService>::all(client.clone()),
@@ -379,9 +385,12 @@ pub async fn run<D: DataPlane>(
             Ok(r) => r,
             Err(e) => {
                 error!("resync: {e:#}");
+                metrics.error("resync");
                 continue;
             }
         };
+        metrics.record(&r);
+        health.set_ready(true);
         for op in &r.converged.plan.ops {
             if !r.converged.failed.iter().any(|(f, _)| f == op) {
                 info!("applied: {op}");
@@ -420,7 +429,10 @@ pub async fn run<D: DataPlane>(
                     debug!(object = %id, "reported {entry:?}");
                     reported.insert(id, entry);
                 }
-                Err(e) => warn!(object = %id, "reporting status: {e}"),
+                Err(e) => {
+                    warn!(object = %id, "reporting status: {e}");
+                    metrics.error("report");
+                }
             }
         }
     }

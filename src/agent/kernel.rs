@@ -12,8 +12,8 @@ use anyhow::Context;
 use tracing::{debug, warn};
 
 use crate::core::{
-    DestKey, DestState, HostAddress, NodeState, Op, Protocol, ServiceConfig, ServiceKey,
-    ServiceState,
+    Counters, DestKey, DestState, HostAddress, NodeState, Op, Protocol, ServiceConfig, ServiceKey,
+    ServiceState, ServiceStats,
 };
 use crate::ipvs::{self, IpvsError, IpvsHandle};
 use crate::netdev::{Addresses, Sysctls, announce, sysctl::split_conf_name};
@@ -73,11 +73,21 @@ impl Kernel {
             };
             let mut dests = std::collections::BTreeMap::new();
             if dests_of.contains(&key) {
+                let s = &observed.stats;
+                let mut stats = ServiceStats {
+                    service: counters(s.conns, s.inpkts, s.outpkts, s.inbytes, s.outbytes),
+                    ..Default::default()
+                };
                 for d in ipvs.dests(&svc)? {
                     let dest = DestKey {
                         addr: d.dest.addr,
                         port: d.dest.port,
                     };
+                    let t = &d.stats;
+                    let c = counters(t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes);
+                    stats
+                        .dests
+                        .insert(dest, (c, t.active_conns, t.inactive_conns));
                     dests.insert(
                         dest,
                         DestState {
@@ -87,6 +97,7 @@ impl Kernel {
                         },
                     );
                 }
+                state.stats.insert(key, stats);
             }
             state.services.insert(key, ServiceState { config, dests });
         }
@@ -191,6 +202,22 @@ impl DataPlane for Kernel {
             }
         }
         results
+    }
+}
+
+fn counters(
+    connections: u64,
+    in_packets: u64,
+    out_packets: u64,
+    in_bytes: u64,
+    out_bytes: u64,
+) -> Counters {
+    Counters {
+        connections,
+        in_packets,
+        out_packets,
+        in_bytes,
+        out_bytes,
     }
 }
 

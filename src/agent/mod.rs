@@ -11,6 +11,7 @@ pub mod converge;
 mod fake;
 pub mod kernel;
 pub mod ledger;
+pub mod metrics;
 pub mod standalone;
 
 pub use converge::{Converged, DataPlane, converge};

@@ -86,14 +86,6 @@ impl Metrics {
             })
             .inc();
     }
-
-    /// The Prometheus text exposition of every metric.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        out
-    }
 }
 
 /// Observes the reconcile duration when dropped, so early returns are measured too.
@@ -105,5 +97,15 @@ pub struct ReconcileTimer {
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
         self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl crate::http::Metrics for Metrics {
+    /// The Prometheus text exposition of every metric.
+    fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
     }
 }

@@ -16,7 +16,6 @@ pub mod conditions;
 pub mod conflicts;
 pub mod error;
 pub mod events;
-pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
@@ -105,8 +104,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let client = crate::kube_client::connect(opts.kubeconfig.as_deref()).await?;
     let identity = opts.identity();
     let metrics = metrics::Metrics::default();
-    let health = http::Health::default();
-    http::serve(opts.metrics_addr, metrics.clone(), health.clone())
+    let health = crate::http::Health::default();
+    crate::http::serve(opts.metrics_addr, metrics.clone(), health.clone())
         .await
         .with_context(|| format!("binding the metrics address {}", opts.metrics_addr))?;
 

@@ -140,6 +140,27 @@ pub struct NodeState {
     pub addresses: BTreeSet<HostAddress>,
     /// Sysctls by dotted name (`net.ipv4.conf.lo.arp_ignore`) and value.
     pub sysctls: BTreeMap<String, String>,
+    /// Observed only: IPVS counters of the services whose destinations were dumped, for metrics.
+    /// The planner never reads them.
+    pub stats: BTreeMap<ServiceKey, ServiceStats>,
+}
+
+/// IPVS counters, as `ipvsadm -Ln --stats` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub connections: u64,
+    pub in_packets: u64,
+    pub out_packets: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
+}
+
+/// A service's counters and its destinations'.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    pub service: Counters,
+    /// Per destination: counters, active connections, inactive connections.
+    pub dests: BTreeMap<DestKey, (Counters, u32, u32)>,
 }
 
 /// The sysctls a real server needs, with the values the LVS-DR recipe gives them: answer ARP

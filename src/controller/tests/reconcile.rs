@@ -1,5 +1,6 @@
 //! Reconciles against the mocked API server: each scenario lists the requests it expects.
 
+use crate::http::Metrics as _;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,8 +1,9 @@
-//! The controller's small HTTP server: `/metrics` (Prometheus text), `/healthz` (the process
-//! serves) and `/readyz` (the API server answered and the LvsService CRD is installed).
+//! The small HTTP server of the controller and the agent: `/metrics` (Prometheus/OpenMetrics
+//! text), `/healthz` (the process serves) and `/readyz` (set by the caller: for the controller,
+//! the API server answered and the CRD is installed; for the agent, a first resync ran).
 //!
-//! Every replica serves, leader or not: a standby is healthy and ready to take over, and its
-//! `lvs_operator_controller_leader` metric says 0.
+//! Every controller replica serves, leader or not: a standby is healthy and ready to take over,
+//! and its `lvs_operator_controller_leader` metric says 0.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,7 +19,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tracing::{debug, info};
 
-use super::metrics::Metrics;
+/// Whatever renders the `/metrics` page.
+pub trait Metrics: Clone + Send + Sync + 'static {
+    /// The whole exposition, ending with `# EOF`.
+    fn encode(&self) -> String;
+}
 
 /// Readiness shared between the run loop and the server.
 #[derive(Clone, Default)]
@@ -37,9 +42,9 @@ impl Health {
 }
 
 /// Binds `addr` now (so a taken port fails the start) and serves in a background task.
-pub async fn serve(
+pub async fn serve<M: Metrics>(
     addr: SocketAddr,
-    metrics: Metrics,
+    metrics: M,
     health: Health,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
@@ -68,7 +73,11 @@ pub async fn serve(
     Ok(local)
 }
 
-fn route(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+fn route<M: Metrics>(
+    req: &Request<Incoming>,
+    metrics: &M,
+    health: &Health,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
@@ -111,7 +120,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_server_answers_health_readiness_and_metrics() {
-        let metrics = Metrics::default();
+        let metrics = crate::controller::metrics::Metrics::default();
         metrics.reconciles.inc();
         let health = Health::default();
         let addr = serve("127.0.0.1:0".parse().unwrap(), metrics, health.clone())
