@@ -372,16 +372,13 @@ pub async fn run<D: DataPlane>(
                 }
             })
             .collect();
-        let r = match converge::resync(
-            dp,
-            store,
-            &assignments,
-            now(),
-            opts.drain_timeout.as_secs(),
-            false,
-        )
-        .await
-        {
+        let settings = converge::Settings {
+            now: now(),
+            drain_timeout: opts.drain_timeout.as_secs(),
+            dry_run: false,
+            observe_after: true,
+        };
+        let r = match converge::resync(dp, store, &assignments, settings).await {
             Ok(r) => r,
             Err(e) => {
                 error!("resync: {e:#}");

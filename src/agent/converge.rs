@@ -44,8 +44,24 @@ impl Converged {
 pub struct Resynced {
     pub desired: Desired,
     pub converged: Converged,
-    /// The kernel after the resync: observed again when something was applied.
+    /// The kernel after the resync: observed again when something was applied and
+    /// [`Settings::observe_after`] asks for it, else the observation the plan was made from.
     pub after: NodeState,
+}
+
+/// How one resync runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Seconds since the Unix epoch.
+    pub now: u64,
+    /// Seconds a removed real server may drain.
+    pub drain_timeout: u64,
+    /// Plan only; change nothing.
+    pub dry_run: bool,
+    /// Dump the kernel again after applying, to report what really holds (the cluster agent's
+    /// status). A second dump of a large table costs as much as the first, so the standalone
+    /// agent, which reports nothing from it, skips it.
+    pub observe_after: bool,
 }
 
 /// Observes, computes the desired state of `assignments`, plans, applies (unless `dry_run`),
@@ -54,10 +70,14 @@ pub async fn resync<D: DataPlane>(
     dp: &mut D,
     store: &LedgerStore,
     assignments: &[Assignment<'_>],
-    now: u64,
-    drain_timeout: u64,
-    dry_run: bool,
+    settings: Settings,
 ) -> anyhow::Result<Resynced> {
+    let Settings {
+        now,
+        drain_timeout,
+        dry_run,
+        observe_after,
+    } = settings;
     let mut ledger = store.load()?;
     // The destinations of ours and of the ones we want; not of the other services on the node.
     let mut dests_of: BTreeSet<ServiceKey> = wanted_services(assignments);
@@ -82,7 +102,7 @@ pub async fn resync<D: DataPlane>(
     if ledger != before {
         store.save(&ledger)?;
     }
-    let after = if dry_run || converged.plan.ops.is_empty() {
+    let after = if dry_run || !observe_after || converged.plan.ops.is_empty() {
         observed
     } else {
         dp.observe(&dests_of, &sysctls).await?

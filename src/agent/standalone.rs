@@ -95,7 +95,13 @@ pub async fn resync<D: DataPlane>(
         })
         .collect();
     let drain = opts.drain_timeout.as_secs();
-    let r = converge::resync(dp, store, &assignments, now(), drain, opts.dry_run).await?;
+    let settings = converge::Settings {
+        now: now(),
+        drain_timeout: drain,
+        dry_run: opts.dry_run,
+        observe_after: false,
+    };
+    let r = converge::resync(dp, store, &assignments, settings).await?;
     rejected.extend(
         r.desired
             .errors
