@@ -1,0 +1,213 @@
+#!/bin/sh
+# Guest script of `make e2e` (busybox sh in the VM; see e2e.sh). The VM's root namespace runs the
+# controller and is the 10.10.24.1 router; namespaces director and rs1..rs3 are the Nodes of the
+# same names, each with its agent; the client namespace sends traffic. The controller and agents
+# use the chart's ServiceAccount tokens; kubectl here is the admin user.
+set -u
+. /lvs/lib.sh
+
+VIP=10.10.24.88
+IP=/usr/sbin/ip
+K="kubectl --kubeconfig /lvs/admin.kubeconfig"
+mkdir -p /run/logs /run/state
+
+start_controller() {
+	lvs-operator controller --kubeconfig /lvs/controller.kubeconfig --lease-namespace lvs-operator \
+		--identity vm-controller --metrics-addr 127.0.0.1:8080 >>/run/logs/controller.log 2>&1 &
+	echo $! >/run/controller.pid
+}
+
+start_agent() {
+	$IP netns exec "$1" lvs-operator agent --node-name "$1" --kubeconfig /lvs/agent.kubeconfig \
+		--lease-namespace lvs-operator --state-dir "/run/state/$1" --resync-period 2s \
+		--metrics-addr 0.0.0.0:9090 >>"/run/logs/$1.log" 2>&1 &
+	echo $! >"/run/$1.pid"
+}
+
+stop() {
+	kill -TERM "$(cat "/run/$1.pid")" 2>/dev/null
+	_i=0
+	while kill -0 "$(cat "/run/$1.pid")" 2>/dev/null && [ $_i -lt 50 ]; do sleep 0.1; _i=$((_i + 1)); done
+}
+
+wait_until() {
+	_desc=$1 _max=$(($2 * 5)) _n=0
+	shift 2
+	while ! "$@" >/dev/null 2>&1; do
+		_n=$((_n + 1))
+		if [ $_n -ge $_max ]; then
+			fail "$_desc (not within $((_max / 5)) s)"
+			return 1
+		fi
+		sleep 0.2
+	done
+	pass "$_desc (after $((_n * 2 / 10)).$((_n * 2 % 10)) s)"
+}
+
+ipvs() { in_ns director ipvsadm "$@"; }
+has_text() { _t=$1; shift; "$@" 2>&1 | grep -qF -- "$_t"; }
+lacks_text() { ! has_text "$@"; }
+jsonpath() { $K get lvs "$1" -o "jsonpath=$2" 2>/dev/null; }
+condition() { jsonpath "$1" "{.status.conditions[?(@.type==\"$2\")].status}"; }
+is_ready() { [ "$(condition "$1" Ready)" = True ]; }
+requests() {
+	_out=
+	for _i in $(seq "$1"); do _out="$_out $(http_get client "http://$VIP/" 2>&1)"; done
+	echo ${_out# }
+}
+distinct() { echo "$1" | tr ' ' '\n' | sort -u | wc -l; }
+# Milliseconds since boot, to 10 ms (busybox date has no %N; /proc/uptime has centiseconds).
+now_ms() {
+	read -r _up _ </proc/uptime
+	echo $((${_up%.*} * 1000 + 1${_up#*.} * 10 - 1000))
+}
+
+show_logs() {
+	for f in /run/logs/*.log; do
+		echo "--- $f"
+		tail -n 15 "$f"
+	done
+}
+
+echo "=== the API server from the VM"
+check "kubectl reaches the API server at 10.0.2.2 from the router" $K get --raw /readyz
+check "agents' namespaces reach it too (masquerade)" in_ns director kubectl --kubeconfig /lvs/agent.kubeconfig auth whoami
+
+echo "=== start the controller and one agent per node"
+start_controller
+for n in director rs1 rs2 rs3; do start_agent $n; done
+
+echo "=== kubectl apply the reference LvsService"
+$K apply -f /lvs/reference.yaml
+wait_until "web is Ready" 60 is_ready web || { $K get lvs web -o yaml; show_logs; }
+$K get lvs
+line=$($K get lvs web --no-headers)
+set -- $line
+expect_eq "kubectl get lvs: VIP PORTS SCHEDULER DIRECTOR BACKENDS READY" \
+	"web 10.10.24.88 80 rr director 3/3 True" "$1 $2 $3 $4 $5 $6 $7"
+ipvs -Ln
+got=$(requests 6)
+echo "6 requests through the VIP -> $got"
+expect_eq "rs1, rs2 and rs3 answer through the VIP" 3 "$(distinct "$got")"
+# The kernel folds its per-CPU counters every 2 s, and the agent reads them at each resync.
+counted() {
+	in_ns director wget -qO- http://127.0.0.1:9090/metrics |
+		grep -q '^lvs_ipvs_connections_total{namespace="default",name="web",service="TCP 10.10.24.88:80"} [1-9]'
+}
+wait_until "the director agent's /metrics counts the connections of default/web" 10 counted
+check "controller metrics count reconciles" has_text lvs_operator_controller_reconciles_total wget -qO- http://127.0.0.1:8080/metrics
+
+echo "=== changes follow"
+$K patch lvs web --type=json -p '[{"op":"replace","path":"/spec/backends/0/weight","value":3}]' >/dev/null
+wait_until "weight 3 reaches the director" 20 has_text "-r 10.10.24.21:80 -g -w 3" ipvs -Sn
+$K patch lvs web --type=merge -p '{"spec":{"scheduler":"wrr"}}' >/dev/null
+wait_until "scheduler wrr reaches the director" 20 has_text "-A -t $VIP:80 -s wrr" ipvs -Sn
+$K patch lvs web --type=json -p '[{"op":"remove","path":"/spec/backends/2"}]' >/dev/null
+wait_until "removed backend rs3 leaves the IPVS table" 20 lacks_text "-r 10.10.24.23:80" ipvs -Sn
+wait_until "rs3 is no real server any more: the VIP left its lo" 20 lacks_text "$VIP/32" in_ns rs3 $IP addr show dev lo
+wait_until "web is Ready with 2/2 backends" 30 sh -c "[ \"\$(kubectl --kubeconfig /lvs/admin.kubeconfig get lvs web -o jsonpath='{.status.backendSummary}')\" = 2/2 ]"
+$K patch lvs web --type=json -p '[{"op":"add","path":"/spec/backends/-","value":{"address":"10.10.24.23"}}]' >/dev/null
+wait_until "added backend rs3 joins the IPVS table" 20 has_text "-r 10.10.24.23:80 -g -w 1" ipvs -Sn
+wait_until "rs3 holds the VIP on lo again" 20 has_text "$VIP/32" in_ns rs3 $IP addr show dev lo
+wait_until "web is Ready with 3/3 backends" 30 sh -c "[ \"\$(kubectl --kubeconfig /lvs/admin.kubeconfig get lvs web -o jsonpath='{.status.backendSummary}')\" = 3/3 ]"
+
+echo "=== a conflicting object changes nothing"
+before=$(ipvs -Sn)
+$K apply -f - >/dev/null <<YAML
+apiVersion: lvs-operator.io/v1alpha1
+kind: LvsService
+metadata: {name: web-copy}
+spec:
+  vip: $VIP
+  ports: [{port: 80}]
+  scheduler: lc
+  backends: [{address: 10.10.24.22}]
+YAML
+rejected() { [ "$(condition web-copy Accepted)" = False ]; }
+wait_until "web-copy gets Accepted=False" 30 rejected
+expect_eq "reason VIPConflict" VIPConflict "$(jsonpath web-copy '{.status.conditions[?(@.type=="Accepted")].reason}')"
+msg=$(jsonpath web-copy '{.status.conditions[?(@.type=="Accepted")].message}')
+echo "message: $msg"
+check "the message names the object that has the port" sh -c "echo '$msg' | grep -q default/web"
+sleep 3
+expect_eq "the IPVS table is unchanged" "$before" "$(ipvs -Sn)"
+$K delete lvs web-copy >/dev/null
+
+echo "=== restart the controller, then the agents, while a client loops on the VIP"
+(
+	fails=0
+	for i in $(seq 60); do
+		timeout 5 $IP netns exec client wget -qO- http://$VIP/ >/dev/null 2>&1 || fails=$((fails + 1))
+		sleep 0.1
+	done
+	echo $fails >/run/loop.fails
+) &
+loop=$!
+stop controller
+start_controller
+sleep 2
+for n in director rs1 rs2 rs3; do stop $n; start_agent $n; sleep 1; done
+wait $loop
+expect_eq "no failed request while the controller and every agent restarted" 0 "$(cat /run/loop.fails)"
+wait_until "web is Ready again after the restarts" 30 is_ready web
+
+echo "=== apply-to-programmed latency over 50 updates"
+# Each update is a PATCH sent with busybox nc through `kubectl proxy`: starting kubectl itself
+# takes longer under TCG than what is measured here. The clock runs from sending the PATCH until
+# the director's kernel shows the new weight (polled with ipvsadm, which adds its own few ms).
+kubectl --kubeconfig /lvs/admin.kubeconfig proxy --port 8001 >/run/logs/proxy.log 2>&1 &
+proxy=$!
+# busybox nc hangs up when its input ends, and the proxy then cancels the request: keep the
+# input open (sleep) until the answer is in; the pipeline runs in the background meanwhile.
+http_to_proxy() { # METHOD PATH [BODY]: the status line
+	{
+		printf '%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json-patch+json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' \
+			"$1" "$2" "${#3}" "$3"
+		sleep 3
+	} | nc 127.0.0.1 8001 | head -1
+}
+proxy_ready() { http_to_proxy GET /readyz "" | grep -q ' 200 '; }
+wait_until "kubectl proxy answers" 20 proxy_ready
+patch_weight() {
+	http_to_proxy PATCH /apis/lvs-operator.io/v1alpha1/namespaces/default/lvsservices/web \
+		"[{\"op\":\"replace\",\"path\":\"/spec/backends/0/weight\",\"value\":$1}]" >/run/patch.status
+}
+: >/run/latencies
+w=3
+for i in $(seq 50); do
+	w=$((w % 9 + 1))
+	[ $w -eq 3 ] && w=4
+	t0=$(now_ms)
+	patch_weight $w &
+	patcher=$!
+	n=0
+	until ipvs -Sn | grep -qF -- "-r 10.10.24.21:80 -g -w $w"; do
+		n=$((n + 1))
+		[ $n -gt 500 ] && break
+	done
+	echo $(($(now_ms) - t0)) >>/run/latencies
+	wait $patcher
+	grep -q ' 200 ' /run/patch.status || echo "PATCH answered: $(cat /run/patch.status)"
+done
+kill $proxy
+sort -n /run/latencies >/run/latencies.sorted
+p50=$(sed -n 25p /run/latencies.sorted)
+p99=$(sed -n 50p /run/latencies.sorted)
+echo "apply-to-programmed latency over 50 updates (PATCH sent -> ipvsadm -Sn on the director shows it): p50 ${p50} ms, p99 ${p99} ms (min $(head -1 /run/latencies.sorted), max $(tail -1 /run/latencies.sorted))"
+check "p50 under 200 ms (${p50} ms)" [ "$p50" -lt 200 ]
+check "p99 under 1 s (${p99} ms)" [ "$p99" -lt 1000 ]
+
+echo "=== delete: the finalizer removes every node's state first"
+$K delete lvs web --wait=false >/dev/null
+gone() { ! $K get lvs web >/dev/null 2>&1; }
+wait_until "web is deleted once every agent cleaned up" 60 gone || show_logs
+check "the director has no IPVS service left" sh -c "[ -z \"\$(/usr/sbin/ip netns exec director ipvsadm -Sn)\" ]"
+check "the VIP left the director's eth0" lacks_text "$VIP/32" in_ns director $IP addr show dev eth0
+for rs in rs1 rs2 rs3; do
+	check "the VIP left $rs's lo" lacks_text "$VIP/32" in_ns $rs $IP addr show dev lo
+done
+expect_eq "rs1's ARP sysctls are back to their values before" "0 0" \
+	"$(in_ns rs1 sysctl -n net.ipv4.conf.all.arp_ignore) $(in_ns rs1 sysctl -n net.ipv4.conf.all.arp_announce)"
+
+[ "$LVS_FAILED" -eq 0 ] || show_logs
+summary

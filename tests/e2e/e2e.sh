@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# make e2e: lvs-operator against a real kube-apiserver, installed with its Helm chart, running as
+# the chart's ServiceAccounts, with its agents programming a real kernel in the VM.
+#
+# Host side (this script): builds/caches the control plane (tools.sh), starts etcd and
+# kube-apiserver (cluster.sh), installs the chart, shows the API server rejecting every invalid
+# manifest by field, checks RBAC with the chart's ServiceAccount tokens, creates the Node objects
+# of the reference topology, then boots the VM (tests/vm/run.sh --net-user) where
+# e2e-guest.sh runs the controller and one agent per node and drives the scenario with kubectl.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BIN=${LVS_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/lvs-operator/target}/release/lvs-operator}
+export E2E_STATE=${E2E_STATE:-/tmp/lvs-e2e}
+[[ -x "$BIN" ]] || { echo "e2e.sh: $BIN missing; run make release" >&2; exit 2; }
+
+passed=0 failed=0
+pass() { passed=$((passed + 1)); echo "PASS: $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+step() { echo; echo "=== $*"; }
+
+bash "$HERE/tools.sh" >/dev/null
+export PATH="$ROOT/.tools/bin:$PATH"
+bash "$HERE/cluster.sh" start >/dev/null
+trap 'bash "$HERE/cluster.sh" stop >/dev/null 2>&1 || true' EXIT
+export KUBECONFIG=$E2E_STATE/admin.kubeconfig
+work=$(mktemp -d)
+trap 'bash "$HERE/cluster.sh" stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+
+step "install: helm install, then the rendered chart with a server-side dry run"
+helm install lvs-operator "$ROOT/charts/lvs-operator" --namespace lvs-operator --create-namespace >"$work/helm.out" 2>&1 &&
+  pass "helm install lvs-operator charts/lvs-operator" || { cat "$work/helm.out"; fail "helm install"; }
+kubectl wait --for condition=established --timeout=60s crd/lvsservices.lvs-operator.io >/dev/null &&
+  pass "the chart installed the LvsService CRD" || fail "CRD not established"
+if kubectl apply --server-side --dry-run=server --force-conflicts -f "$ROOT/deploy/" >"$work/dry.out" 2>&1; then
+  pass "kubectl apply --dry-run=server -f deploy/ ($(wc -l <"$work/dry.out") objects)"
+else
+  cat "$work/dry.out"; fail "server-side dry run of deploy/"
+fi
+
+step "validation: the API server rejects every invalid manifest, naming its field"
+for f in "$ROOT"/tests/invalid/*.yaml; do
+  field=$(sed -n 's/^# expect: //p' "$f")
+  if kubectl apply -f "$f" >"$work/out" 2>&1; then
+    fail "$(basename "$f") was accepted"
+  elif grep -qF -- "$field" "$work/out"; then
+    pass "$(basename "$f"): $(grep -F -- "$field" "$work/out" | head -1 | sed 's/.*is invalid: //' | cut -c1-150)"
+  else
+    fail "$(basename "$f"): expected $field in: $(cat "$work/out")"
+  fi
+done
+kubectl apply --dry-run=server -f "$ROOT/tests/valid/" >/dev/null 2>&1 &&
+  pass "the reference object and every valid manifest are accepted" || fail "valid manifests rejected"
+kubectl explain lvsservice.spec.scheduler >"$work/explain" 2>&1
+grep -q "IPVS scheduling algorithm" "$work/explain" &&
+  pass "kubectl explain lvsservice.spec.scheduler: $(grep -m1 'IPVS scheduling' "$work/explain" | sed 's/^ *//')" ||
+  { cat "$work/explain"; fail "kubectl explain"; }
+
+step "identities: the chart's ServiceAccounts, and what the API server refuses them"
+ca=$(base64 -w0 <"$E2E_STATE/pki/ca.crt")
+kubeconfig_for() { # SA SERVER
+  local token
+  token=$(kubectl create token "$1" -n lvs-operator --duration=2h)
+  cat <<YAML
+apiVersion: v1
+kind: Config
+clusters: [{name: e2e, cluster: {server: "$2", certificate-authority-data: $ca}}]
+users: [{name: $1, user: {token: $token}}]
+contexts: [{name: e2e, context: {cluster: e2e, user: $1}}]
+current-context: e2e
+YAML
+}
+for sa in controller agent; do
+  kubeconfig_for "lvs-operator-$sa" https://127.0.0.1:16443 >"$work/$sa-host.kubeconfig"
+  kubeconfig_for "lvs-operator-$sa" https://10.0.2.2:16443 >"$work/$sa.kubeconfig"
+done
+who=$(kubectl --kubeconfig "$work/agent-host.kubeconfig" auth whoami -o jsonpath='{.status.userInfo.username}')
+[[ $who == system:serviceaccount:lvs-operator:lvs-operator-agent ]] && pass "the agent runs as $who" || fail "agent identity: $who"
+kubectl apply -f "$ROOT/tests/valid/reference.yaml" >/dev/null
+if kubectl --kubeconfig "$work/agent-host.kubeconfig" delete lvs web >"$work/out" 2>&1; then
+  fail "the agent deleted an LvsService"
+else
+  grep -q Forbidden "$work/out" && pass "agent may not delete an LvsService: $(cut -c1-140 "$work/out")" || fail "agent delete: $(cat "$work/out")"
+fi
+if kubectl --kubeconfig "$work/controller-host.kubeconfig" get secrets -n lvs-operator >"$work/out" 2>&1; then
+  fail "the controller read Secrets"
+else
+  grep -q Forbidden "$work/out" && pass "controller may not read Secrets: $(cut -c1-140 "$work/out")" || fail "controller secrets: $(cat "$work/out")"
+fi
+kubectl delete lvs web --wait=false >/dev/null
+# Nobody runs the controller yet, so nothing removes its finalizer: clear it by hand.
+kubectl patch lvs web --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+
+step "nodes of the reference topology: director and rs1..rs3 with their InternalIPs"
+for n in director:10 rs1:21 rs2:22 rs3:23; do
+  name=${n%%:*} ip=10.10.24.${n#*:}
+  kubectl create -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Node
+metadata: {name: $name, labels: {kubernetes.io/hostname: $name}}
+YAML
+  kubectl patch node "$name" --subresource=status --type=merge \
+    -p "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"$ip\"}]}}" >/dev/null
+done
+kubectl label node director lvs-operator.io/director=true >/dev/null
+kubectl get nodes -o wide | cut -c1-100
+
+step "the VM: controller and agents with those identities, the scenario driven with kubectl"
+cp "$E2E_STATE/admin-vm.kubeconfig" "$work/admin.kubeconfig"
+set +e
+bash "$ROOT/tests/vm/run.sh" --net-user --timeout "${LVS_VM_TIMEOUT:-1500}" \
+  --add "$BIN:/usr/local/bin/lvs-operator" \
+  --add "$ROOT/.tools/bin/kubectl:/usr/local/bin/kubectl" \
+  --add "$work/controller.kubeconfig:/lvs/controller.kubeconfig" \
+  --add "$work/agent.kubeconfig:/lvs/agent.kubeconfig" \
+  --add "$work/admin.kubeconfig:/lvs/admin.kubeconfig" \
+  --add "$ROOT/tests/valid/reference.yaml:/lvs/reference.yaml" \
+  "$HERE/e2e-guest.sh" | tee "$work/vm.out"
+vm=${PIPESTATUS[0]}
+set -e
+guest=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$work/vm.out" | tail -1)
+passed=$((passed + ${guest%% passed*}))
+failed=$((failed + $(echo "$guest" | sed 's/.* \([0-9]*\) failed.*/\1/')))
+[[ $vm == 0 ]] || { [[ $failed -gt 0 ]] || failed=1; echo "the VM exited $vm"; }
+echo
+echo "$passed passed, $failed failed"
+[[ $failed == 0 ]]
