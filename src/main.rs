@@ -146,6 +146,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
     let store = ledger::LedgerStore::new(&args.state_dir);
     let result = runtime.block_on(async {
         let mut kernel = Kernel::connect()?;
+        kernel.empty_ipvs_when_missing = args.dry_run;
         match args.standalone.as_deref() {
             Some(path) => {
                 let opts = standalone::Options {

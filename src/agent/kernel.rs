@@ -29,6 +29,9 @@ pub struct Kernel {
     sysctls: Sysctls,
     /// Gratuitous ARP / unsolicited NA count after a director takes a VIP.
     announcements: u32,
+    /// For `--dry-run` only: where ip_vs is not loaded, plan against an empty IPVS table instead
+    /// of failing, so an admin sees the whole plan before loading anything.
+    pub empty_ipvs_when_missing: bool,
 }
 
 impl Kernel {
@@ -40,6 +43,7 @@ impl Kernel {
             addrs: Addresses::connect()?,
             sysctls: Sysctls::system(),
             announcements: 3,
+            empty_ipvs_when_missing: false,
         })
     }
 
@@ -150,7 +154,12 @@ impl DataPlane for Kernel {
     ) -> anyhow::Result<NodeState> {
         let mut state = NodeState::default();
         if !dests_of.is_empty() {
-            self.observe_ipvs(dests_of, &mut state)?;
+            match self.observe_ipvs(dests_of, &mut state) {
+                Err(IpvsError::NotLoaded) if self.empty_ipvs_when_missing => {
+                    warn!("ip_vs is not loaded: planning against an empty IPVS table");
+                }
+                other => other?,
+            }
         }
         for a in self.addrs.list().await? {
             state.addresses.insert(HostAddress {
