@@ -115,6 +115,7 @@ bash "$ROOT/tests/vm/run.sh" --net-user --timeout "${LVS_VM_TIMEOUT:-1500}" \
   --add "$work/agent.kubeconfig:/lvs/agent.kubeconfig" \
   --add "$work/admin.kubeconfig:/lvs/admin.kubeconfig" \
   --add "$ROOT/tests/valid/reference.yaml:/lvs/reference.yaml" \
+  --add "$HERE/latency.sh:/lvs/latency.sh" \
   "$HERE/e2e-guest.sh" | tee "$work/vm.out"
 vm=${PIPESTATUS[0]}
 set -e
