@@ -86,6 +86,14 @@ fn apply(observed: &NodeState, p: &Plan, ledger: &mut Ledger) -> NodeState {
     s
 }
 
+/// The kernel and the ledger after programming `desired` on an empty node.
+fn programmed(desired: &NodeState) -> (NodeState, Ledger) {
+    let mut ledger = Ledger::default();
+    let first = plan(desired, &NodeState::default(), &ledger, NOW, DRAIN);
+    let observed = apply(&NodeState::default(), &first, &mut ledger);
+    (observed, ledger)
+}
+
 #[test]
 fn reference_object_programs_the_seed_documents_commands_in_order() {
     let desired = director(&[reference()]);
@@ -155,9 +163,7 @@ fn real_server_sets_arp_sysctls_before_taking_the_vip_on_lo() {
 #[test]
 fn plan_is_empty_once_the_kernel_holds_the_desired_state() {
     for desired in [director(&[reference()]), real_server(&[reference()])] {
-        let mut ledger = Ledger::default();
-        let first = plan(&desired, &NodeState::default(), &ledger, NOW, DRAIN);
-        let observed = apply(&NodeState::default(), &first, &mut ledger);
+        let (observed, ledger) = programmed(&desired);
         assert_eq!(
             plan(&desired, &observed, &ledger, NOW, DRAIN),
             Plan::default()
@@ -348,13 +354,8 @@ fn standby_director_programs_ipvs_without_the_vip() {
 
 #[test]
 fn a_weight_change_is_exactly_one_edit() {
-    let mut ledger = Ledger::default();
     let desired = director(&[reference()]);
-    let observed = apply(
-        &NodeState::default(),
-        &plan(&desired, &NodeState::default(), &ledger, NOW, DRAIN),
-        &mut ledger,
-    );
+    let (observed, ledger) = programmed(&desired);
     let mut obj = reference();
     obj.spec.backends.as_mut().unwrap()[1].weight = 5;
     let p = plan(&director(&[obj]), &observed, &ledger, NOW, DRAIN);
@@ -366,18 +367,7 @@ fn a_weight_change_is_exactly_one_edit() {
 
 #[test]
 fn scheduler_change_edits_the_service_in_place() {
-    let mut ledger = Ledger::default();
-    let observed = apply(
-        &NodeState::default(),
-        &plan(
-            &director(&[reference()]),
-            &NodeState::default(),
-            &ledger,
-            NOW,
-            DRAIN,
-        ),
-        &mut ledger,
-    );
+    let (observed, ledger) = programmed(&director(&[reference()]));
     let mut obj = reference();
     obj.spec.scheduler = Scheduler::Wrr;
     let p = plan(&director(&[obj]), &observed, &ledger, NOW, DRAIN);
@@ -397,18 +387,7 @@ fn with_conns(mut s: NodeState, dest: &str, active: u32) -> NodeState {
 
 #[test]
 fn removed_backend_with_connections_is_drained_before_it_is_deleted() {
-    let mut ledger = Ledger::default();
-    let observed = apply(
-        &NodeState::default(),
-        &plan(
-            &director(&[reference()]),
-            &NodeState::default(),
-            &ledger,
-            NOW,
-            DRAIN,
-        ),
-        &mut ledger,
-    );
+    let (observed, mut ledger) = programmed(&director(&[reference()]));
     let observed = with_conns(observed, "10.10.24.23", 2);
     let mut obj = reference();
     obj.spec.backends.as_mut().unwrap().pop();
@@ -441,18 +420,7 @@ fn removed_backend_with_connections_is_drained_before_it_is_deleted() {
 
 #[test]
 fn removed_backend_without_connections_is_deleted_at_once() {
-    let mut ledger = Ledger::default();
-    let observed = apply(
-        &NodeState::default(),
-        &plan(
-            &director(&[reference()]),
-            &NodeState::default(),
-            &ledger,
-            NOW,
-            DRAIN,
-        ),
-        &mut ledger,
-    );
+    let (observed, ledger) = programmed(&director(&[reference()]));
     let mut obj = reference();
     obj.spec.backends.as_mut().unwrap().remove(0);
     assert_eq!(
@@ -491,18 +459,7 @@ fn backend_returning_while_draining_gets_its_weight_back() {
 
 #[test]
 fn removed_object_is_cleaned_up_vip_first() {
-    let mut ledger = Ledger::default();
-    let observed = apply(
-        &NodeState::default(),
-        &plan(
-            &director(&[reference()]),
-            &NodeState::default(),
-            &ledger,
-            NOW,
-            DRAIN,
-        ),
-        &mut ledger,
-    );
+    let (observed, mut ledger) = programmed(&director(&[reference()]));
     let p = plan(&NodeState::default(), &observed, &ledger, NOW, DRAIN);
     assert_eq!(
         commands(&p),
@@ -695,13 +652,8 @@ fn a_stricter_arp_ignore_an_admin_chose_is_kept() {
 
 #[test]
 fn a_destination_someone_switched_to_masquerading_is_put_back_to_direct_routing() {
-    let mut ledger = Ledger::default();
     let desired = director(&[reference()]);
-    let mut observed = apply(
-        &NodeState::default(),
-        &plan(&desired, &NodeState::default(), &ledger, NOW, DRAIN),
-        &mut ledger,
-    );
+    let (mut observed, ledger) = programmed(&desired);
     let svc = observed.services.values_mut().next().unwrap();
     svc.dests.values_mut().next().unwrap().direct_route = false;
     assert_eq!(

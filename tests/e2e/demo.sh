@@ -7,6 +7,7 @@
 # shows what it did. Everything it starts, it stops.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/lib.sh"
 ROOT=$(cd "$HERE/../.." && pwd)
 BIN=${LVS_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/lvs-operator/target}/release/lvs-operator}
 export E2E_STATE=${E2E_STATE:-/tmp/lvs-demo}
@@ -27,17 +28,7 @@ kubectl wait --for condition=established --timeout=60s crd/lvsservices.lvs-opera
 kubectl create namespace lvs-operator >/dev/null
 
 say "Registering the four machines of the seed document as Nodes (director labelled as such)"
-for n in director:10 rs1:21 rs2:22 rs3:23; do
-  name=${n%%:*} ip=10.10.24.${n#*:}
-  kubectl create -f - >/dev/null <<YAML
-apiVersion: v1
-kind: Node
-metadata: {name: $name}
-YAML
-  kubectl patch node "$name" --subresource=status --type=merge \
-    -p "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"$ip\"}]}}" >/dev/null
-done
-kubectl label node director lvs-operator.io/director=true >/dev/null
+create_reference_nodes
 kubectl get nodes -L lvs-operator.io/director
 
 say "Booting the VM: a router (10.10.24.1), director (.10), rs1..rs3 (.21-.23) and a client (.5)"

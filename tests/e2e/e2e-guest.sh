@@ -24,29 +24,7 @@ start_agent() {
 	echo $! >"/run/$1.pid"
 }
 
-stop() {
-	kill -TERM "$(cat "/run/$1.pid")" 2>/dev/null
-	_i=0
-	while kill -0 "$(cat "/run/$1.pid")" 2>/dev/null && [ $_i -lt 50 ]; do sleep 0.1; _i=$((_i + 1)); done
-}
-
-wait_until() {
-	_desc=$1 _max=$(($2 * 5)) _n=0
-	shift 2
-	while ! "$@" >/dev/null 2>&1; do
-		_n=$((_n + 1))
-		if [ $_n -ge $_max ]; then
-			fail "$_desc (not within $((_max / 5)) s)"
-			return 1
-		fi
-		sleep 0.2
-	done
-	pass "$_desc (after $((_n * 2 / 10)).$((_n * 2 % 10)) s)"
-}
-
 ipvs() { in_ns director ipvsadm "$@"; }
-has_text() { _t=$1; shift; "$@" 2>&1 | grep -qF -- "$_t"; }
-lacks_text() { ! has_text "$@"; }
 jsonpath() { $K get lvs "$1" -o "jsonpath=$2" 2>/dev/null; }
 condition() { jsonpath "$1" "{.status.conditions[?(@.type==\"$2\")].status}"; }
 is_ready() { [ "$(condition "$1" Ready)" = True ]; }
@@ -137,10 +115,10 @@ echo "=== restart the controller, then the agents, while a client loops on the V
 	echo $fails >/run/loop.fails
 ) &
 loop=$!
-stop controller
+stop_pidfile controller
 start_controller
 sleep 2
-for n in director rs1 rs2 rs3; do stop $n; start_agent $n; sleep 1; done
+for n in director rs1 rs2 rs3; do stop_pidfile $n; start_agent $n; sleep 1; done
 wait $loop
 expect_eq "no failed request while the controller and every agent restarted" 0 "$(cat /run/loop.fails)"
 wait_until "web is Ready again after the restarts" 30 is_ready web

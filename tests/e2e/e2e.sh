@@ -9,6 +9,7 @@
 # e2e-guest.sh runs the controller and one agent per node and drives the scenario with kubectl.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/lib.sh"
 ROOT=$(cd "$HERE/../.." && pwd)
 BIN=${LVS_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/lvs-operator/target}/release/lvs-operator}
 export E2E_STATE=${E2E_STATE:-/tmp/lvs-e2e}
@@ -92,17 +93,7 @@ kubectl delete lvs web --wait=false >/dev/null
 kubectl patch lvs web --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
 
 step "nodes of the reference topology: director and rs1..rs3 with their InternalIPs"
-for n in director:10 rs1:21 rs2:22 rs3:23; do
-  name=${n%%:*} ip=10.10.24.${n#*:}
-  kubectl create -f - >/dev/null <<YAML
-apiVersion: v1
-kind: Node
-metadata: {name: $name, labels: {kubernetes.io/hostname: $name}}
-YAML
-  kubectl patch node "$name" --subresource=status --type=merge \
-    -p "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"$ip\"}]}}" >/dev/null
-done
-kubectl label node director lvs-operator.io/director=true >/dev/null
+create_reference_nodes
 kubectl get nodes -o wide | cut -c1-100
 
 step "the VM: controller and agents with those identities, the scenario driven with kubectl"

@@ -28,40 +28,17 @@ start_agent() {
 	echo $! >"/run/$1.pid"
 }
 
-stop_agent() {
-	kill -TERM "$(cat "/run/$1.pid")" 2>/dev/null
-	_i=0
-	while kill -0 "$(cat "/run/$1.pid")" 2>/dev/null && [ $_i -lt 50 ]; do sleep 0.1; _i=$((_i + 1)); done
-}
-
 start_all() {
 	start_agent director director
 	for rs in $LVS_REAL_SERVERS; do start_agent "$rs" backend; done
 }
 
 stop_all() {
-	stop_agent director
-	for rs in $LVS_REAL_SERVERS; do stop_agent "$rs"; done
-}
-
-# wait_until DESC SECONDS cmd...: polls every 0.2 s; PASS/FAIL with the time it took.
-wait_until() {
-	_desc=$1 _max=$(($2 * 5)) _n=0
-	shift 2
-	while ! "$@" >/dev/null 2>&1; do
-		_n=$((_n + 1))
-		if [ $_n -ge $_max ]; then
-			fail "$_desc (not within $((_max / 5)) s)"
-			return 1
-		fi
-		sleep 0.2
-	done
-	pass "$_desc (after $((_n * 2 / 10)).$((_n * 2 % 10)) s)"
+	stop_pidfile director
+	for rs in $LVS_REAL_SERVERS; do stop_pidfile "$rs"; done
 }
 
 ipvs() { in_ns director ipvsadm "$@"; }
-has_text() { _t=$1; shift; "$@" 2>&1 | grep -qF -- "$_t"; }
-lacks_text() { ! has_text "$@"; }
 
 snapshot() { sh /lvs/snapshot.sh; }
 
@@ -91,16 +68,7 @@ reference_object() {
 
 # --- 1. the agent's kernel state equals the seed document's ---------------------------------
 echo "=== 1. seed commands by hand vs. the agent"
-in_ns director ip addr add $VIP/32 broadcast $VIP dev eth0
-ipvs -A -t $VIP:80 -s rr
-for n in 21 22 23; do ipvs -a -t $VIP:80 -r 10.10.24.$n -g; done
-for rs in $LVS_REAL_SERVERS; do
-	for dev in lo all; do
-		in_ns "$rs" sysctl -q -w net.ipv4.conf.$dev.arp_ignore=1
-		in_ns "$rs" sysctl -q -w net.ipv4.conf.$dev.arp_announce=2
-	done
-	in_ns "$rs" ip addr add $VIP/32 broadcast $VIP dev lo
-done
+seed_setup $VIP
 snapshot >/run/seed.snapshot
 seed_order=$(requests 6)
 echo "seed: 6 requests -> $seed_order"
@@ -240,7 +208,7 @@ echo "=== 4. restart under load"
 ) &
 loop=$!
 sleep 1
-stop_agent director
+stop_pidfile director
 check "SIGTERM: the service outlives the agent" has_text "-A -t $VIP:80 -s rr" ipvs -Sn
 check "SIGTERM: the VIP outlives the agent" has_text "$VIP/32" in_ns director /usr/sbin/ip addr show dev eth0
 sleep 1

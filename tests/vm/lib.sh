@@ -134,7 +134,58 @@ net_user_masquerade() {
 	EOF
 }
 
+# seed_setup VIP: the seed document's commands, typed by hand as an admin would.
+seed_setup() {
+	echo "--- director: VIP + virtual service with three DR real servers"
+	in_ns director ip addr add "$1/32" broadcast "$1" dev eth0
+	in_ns director ipvsadm -A -t "$1:80" -s rr
+	for _n in 21 22 23; do
+		in_ns director ipvsadm -a -t "$1:80" -r "10.10.24.$_n" -g
+	done
+	echo "--- real servers: VIP on lo, never answer/announce ARP for it"
+	for _rs in $LVS_REAL_SERVERS; do
+		for _dev in lo all; do
+			in_ns "$_rs" sysctl -q -w "net.ipv4.conf.$_dev.arp_ignore=1"
+			in_ns "$_rs" sysctl -q -w "net.ipv4.conf.$_dev.arp_announce=2"
+		done
+		in_ns "$_rs" ip addr add "$1/32" broadcast "$1" dev lo
+	done
+}
+
+# stop_pidfile NAME: SIGTERM to the process in /run/NAME.pid, and wait (5 s at most) for it to go.
+stop_pidfile() {
+	kill -TERM "$(cat "/run/$1.pid")" 2>/dev/null
+	_i=0
+	while kill -0 "$(cat "/run/$1.pid")" 2>/dev/null && [ $_i -lt 50 ]; do
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+}
+
 # --- assertions ---------------------------------------------------------------
+
+# wait_until DESC SECONDS cmd...: polls every 0.2 s; PASS/FAIL with the time it took.
+wait_until() {
+	_desc=$1 _max=$(($2 * 5)) _n=0
+	shift 2
+	while ! "$@" >/dev/null 2>&1; do
+		_n=$((_n + 1))
+		if [ $_n -ge $_max ]; then
+			fail "$_desc (not within $((_max / 5)) s)"
+			return 1
+		fi
+		sleep 0.2
+	done
+	pass "$_desc (after $((_n * 2 / 10)).$((_n * 2 % 10)) s)"
+}
+
+# has_text TEXT cmd... / lacks_text TEXT cmd...: whether the command's output contains TEXT.
+has_text() {
+	_t=$1
+	shift
+	"$@" 2>&1 | grep -qF -- "$_t"
+}
+lacks_text() { ! has_text "$@"; }
 
 pass() {
 	LVS_PASSED=$((LVS_PASSED + 1))

@@ -15,21 +15,7 @@ for rs in $LVS_REAL_SERVERS; do
 	expect_eq "client reaches $rs over IPv6" "$rs" "$(http_get client "http://[$(ip6 "$rs")]/" 2>&1)"
 done
 
-echo "--- director: VIP + virtual service with three DR real servers"
-in_ns director ip addr add $VIP/32 broadcast $VIP dev eth0
-in_ns director ipvsadm -A -t $VIP:80 -s rr
-for n in 21 22 23; do
-	in_ns director ipvsadm -a -t $VIP:80 -r 10.10.24.$n -g
-done
-
-echo "--- real servers: VIP on lo, never answer/announce ARP for it"
-for rs in $LVS_REAL_SERVERS; do
-	for dev in lo all; do
-		in_ns "$rs" sysctl -q -w net.ipv4.conf.$dev.arp_ignore=1
-		in_ns "$rs" sysctl -q -w net.ipv4.conf.$dev.arp_announce=2
-	done
-	in_ns "$rs" ip addr add $VIP/32 broadcast $VIP dev lo
-done
+seed_setup $VIP
 
 echo "--- ipvsadm -Sn"
 in_ns director ipvsadm -Sn

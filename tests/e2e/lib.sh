@@ -1,0 +1,19 @@
+# Host-side helpers shared by e2e.sh and demo.sh (sourced, bash).
+
+# The four machines of the reference topology as Node objects: director (labelled a director),
+# rs1..rs3, each with the InternalIP its namespace has in the VM. No kubelet runs, so the status
+# is written by hand.
+create_reference_nodes() {
+  local n name ip
+  for n in director:10 rs1:21 rs2:22 rs3:23; do
+    name=${n%%:*} ip=10.10.24.${n#*:}
+    kubectl create -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Node
+metadata: {name: $name, labels: {kubernetes.io/hostname: $name}}
+YAML
+    kubectl patch node "$name" --subresource=status --type=merge \
+      -p "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"$ip\"}]}}" >/dev/null
+  done
+  kubectl label node director lvs-operator.io/director=true >/dev/null
+}
