@@ -175,11 +175,23 @@ pub fn node_status(
     let part = r.desired.parts.get(&id);
     let programmed = part.is_some_and(|p| covers(&r.after, p));
     if error.is_none() && !programmed {
-        error = r
+        // What went wrong with this object's own services, addresses or sysctls.
+        let failure = r
             .converged
             .failed
-            .first()
-            .map(|(op, e)| format!("{op}: {e}"));
+            .iter()
+            .find(|(op, _)| part.is_some_and(|p| op.concerns(p)));
+        let conflict = r
+            .converged
+            .plan
+            .conflicts
+            .iter()
+            .find(|k| part.is_some_and(|p| p.services.contains_key(k)));
+        error = failure.map(|(op, e)| format!("{op}: {e}")).or_else(|| {
+            conflict.map(|k| {
+                format!("IPVS service {k} exists on this node and was not made by lvs-operator")
+            })
+        });
     }
     let mut role_list = Vec::new();
     if roles.director {
@@ -597,6 +609,62 @@ mod tests {
         assert_eq!(
             lease_name("fd00:24::88".parse().unwrap()),
             "lvs-vip-fd00-24--88"
+        );
+    }
+
+    #[test]
+    fn a_node_reports_programmed_when_the_kernel_holds_its_share_and_names_its_own_failure() {
+        use crate::core::{HostAddress, NodeState, Op};
+        let mut o = web();
+        o.metadata.namespace = Some("default".into());
+        o.metadata.generation = Some(4);
+        let vip = HostAddress::vip("lo", "10.10.24.88".parse().unwrap());
+        let mut part = NodeState::default();
+        part.addresses.insert(vip.clone());
+        let mut r = Resynced::default();
+        r.desired.parts.insert("default/web".into(), part.clone());
+        r.after = part.clone();
+        let rs = Roles {
+            director: false,
+            real_server: true,
+        };
+        let entry = node_status(&o, "rs1", rs, false, &r).unwrap();
+        assert_eq!(
+            (
+                entry.programmed,
+                entry.arp_verified,
+                entry.observed_generation
+            ),
+            (true, true, 4)
+        );
+        assert_eq!(entry.error, None);
+
+        r.after = NodeState::default();
+        let unrelated = HostAddress::vip("lo", "10.10.24.99".parse().unwrap());
+        r.converged.failed.push((
+            Op::AddAddress {
+                address: unrelated,
+                announce: false,
+            },
+            "EPERM".into(),
+        ));
+        r.converged.failed.push((
+            Op::AddAddress {
+                address: vip,
+                announce: false,
+            },
+            "needs CAP_NET_ADMIN".into(),
+        ));
+        let entry = node_status(&o, "rs1", rs, false, &r).unwrap();
+        assert!(!entry.programmed);
+        assert_eq!(
+            entry.error.as_deref(),
+            Some("ip addr add 10.10.24.88/32 broadcast 10.10.24.88 dev lo: needs CAP_NET_ADMIN")
+        );
+        assert_eq!(
+            node_status(&o, "rs1", Roles::default(), false, &r),
+            None,
+            "no role, no entry"
         );
     }
 }

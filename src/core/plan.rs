@@ -156,6 +156,27 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// Whether this operation touches something of `part` (one object's share of the state).
+    pub fn concerns(&self, part: &NodeState) -> bool {
+        match self {
+            Op::AddService { key, .. }
+            | Op::EditService { key, .. }
+            | Op::DelService { key }
+            | Op::AddDest { service: key, .. }
+            | Op::EditDest { service: key, .. }
+            | Op::DrainDest { service: key, .. }
+            | Op::DelDest { service: key, .. } => part.services.contains_key(key),
+            Op::AddAddress { address, .. } | Op::DelAddress { address } => {
+                part.addresses.contains(address)
+            }
+            Op::SetSysctl { name, .. } | Op::RestoreSysctl { name, .. } => {
+                part.sysctls.contains_key(name)
+            }
+        }
+    }
+}
+
 impl fmt::Display for Op {
     /// The equivalent `ipvsadm`, `ip` or `sysctl` command, for dry runs and logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
