@@ -14,7 +14,7 @@ RELEASE_BIN := $(CARGO_TARGET_DIR)/release/lvs-operator
 help: ## This list.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-test: lint check-crds helm-lint unit e2e-dataplane ## Everything CI runs.
+test: lint check-crds helm-lint unit e2e-dataplane e2e ## Everything CI runs.
 
 unit: ## cargo test: the core, validation, netlink codecs, controller logic.
 	cargo test --all-targets
