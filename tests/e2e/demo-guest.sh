@@ -27,7 +27,7 @@ in_ns rs1 /usr/sbin/ip -brief addr show dev lo
 in_ns rs1 sysctl net.ipv4.conf.all.arp_ignore net.ipv4.conf.all.arp_announce
 say "The client asks the VIP six times; the real servers answer in turn"
 for i in 1 2 3 4 5 6; do
-	echo "curl http://10.10.24.88/  ->  $(http_get client http://10.10.24.88/)"
+	echo "GET http://10.10.24.88/  ->  $(http_get client http://10.10.24.88/)"
 done
 say "Replies went straight from the real servers to the client: the director forwarded only the inbound half"
 sleep 2

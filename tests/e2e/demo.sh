@@ -37,4 +37,4 @@ bash "$ROOT/tests/vm/run.sh" --net-user --timeout 600 \
   --add "$ROOT/.tools/bin/kubectl:/usr/local/bin/kubectl" \
   --add "$E2E_STATE/admin-vm.kubeconfig:/lvs/admin.kubeconfig" \
   --add "$ROOT/tests/valid/reference.yaml:/lvs/reference.yaml" \
-  "$HERE/demo-guest.sh" 2>/dev/null | grep -v -e '^\[ *[0-9.]*\]' -e '^init:' -e '^topology_up' -e '^LVS-VM-RESULT' -e '^run.sh'
+  "$HERE/demo-guest.sh" 2>/dev/null | grep -v -e '^\[ *[0-9.]*\]' -e '^SeaBIOS' -e '^Booting from' -e '^init:' -e '^topology_up' -e '^LVS-VM-RESULT' -e '^run.sh'
