@@ -12,6 +12,7 @@ mod fake;
 pub mod kernel;
 pub mod ledger;
 pub mod metrics;
+pub mod roles;
 pub mod standalone;
 
 pub use converge::{Converged, DataPlane, converge};

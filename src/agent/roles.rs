@@ -1,0 +1,370 @@
+//! What this node is for each LvsService, and what it reports: pure functions the in-cluster
+//! agent (`cluster`) runs on every resync.
+//!
+//! A node is a director of an object when it matches the object's director selector (default:
+//! label `lvs-operator.io/director=true`), and one of its real servers when one of its
+//! InternalIPs is a backend (or the controller named it as a backend's node). Objects claim ports
+//! in age order, the same order the controller uses to settle conflicts.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
+use kube::core::SelectorExt;
+
+use crate::api::{LvsService, NodeRole, NodeStatus, selector, validate};
+use crate::core::{Assignment, covers};
+
+use super::converge::Resynced;
+
+/// What the agent needs of its own Node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub addresses: Vec<IpAddr>,
+}
+
+impl NodeInfo {
+    pub fn from_node(node: &Node) -> Self {
+        let addresses = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|a| a.type_ == "InternalIP")
+            .filter_map(|a| a.address.parse().ok())
+            .collect();
+        Self {
+            name: node.name_any(),
+            labels: node.labels().clone(),
+            addresses,
+        }
+    }
+}
+
+/// This node's roles for one object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Roles {
+    pub director: bool,
+    pub real_server: bool,
+}
+
+/// Whether the node may be a director of `obj`, and whether it is one of its real servers.
+pub fn roles(obj: &LvsService, node: &NodeInfo) -> Roles {
+    // A selector we cannot read selects no node; the controller reports it on the object.
+    let director = selector::director_selector(obj).is_ok_and(|s| s.matches(&node.labels));
+    let real_server = backends_of(obj)
+        .iter()
+        .any(|(addr, _)| node.addresses.contains(addr))
+        || obj
+            .status
+            .iter()
+            .flat_map(|s| &s.backends)
+            .any(|b| b.node.as_deref() == Some(node.name.as_str()));
+    Roles {
+        director,
+        real_server,
+    }
+}
+
+/// The real servers of an object: its explicit `spec.backends`, or else those the controller
+/// resolved into `status.backends` (a draining one with weight 0).
+pub fn backends_of(obj: &LvsService) -> Vec<(IpAddr, u32)> {
+    if obj.spec.backends.is_some() {
+        return Assignment::explicit_backends(obj);
+    }
+    obj.status
+        .iter()
+        .flat_map(|s| &s.backends)
+        .filter_map(|b| {
+            let weight = if b.draining {
+                0
+            } else {
+                u32::try_from(b.weight).ok()?
+            };
+            Some((b.address.parse().ok()?, weight))
+        })
+        .collect()
+}
+
+/// The controller said no to this generation (a VIP conflict, for one).
+pub fn rejected(obj: &LvsService) -> bool {
+    obj.status.iter().flat_map(|s| &s.conditions).any(|c| {
+        c.type_ == "Accepted"
+            && c.status == "False"
+            && c.observed_generation == obj.metadata.generation
+    })
+}
+
+/// Age order, then namespace/name: the order in which objects claim ports.
+pub fn by_age(objects: &mut [Arc<LvsService>]) {
+    objects.sort_by(|a, b| {
+        let ts = |o: &LvsService| o.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        ts(a)
+            .cmp(&ts(b))
+            .then_with(|| validate::object_ref(a).cmp(&validate::object_ref(b)))
+    });
+}
+
+/// The Lease deciding which director holds `vip`.
+pub fn lease_name(vip: IpAddr) -> String {
+    format!("lvs-vip-{}", vip.to_string().replace(['.', ':'], "-"))
+}
+
+/// This node's status entry for an object after a resync, or `None` when it has no role.
+pub fn node_status(
+    obj: &LvsService,
+    node: &str,
+    roles: Roles,
+    holds_vip: bool,
+    r: &Resynced,
+) -> Option<NodeStatus> {
+    if !(roles.director || roles.real_server) || obj.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let id = validate::object_ref(obj);
+    let mut error = r
+        .desired
+        .errors
+        .iter()
+        .find(|e| e.object == id)
+        .map(|e| e.message.clone());
+    let part = r.desired.parts.get(&id);
+    let programmed = part.is_some_and(|p| covers(&r.after, p));
+    if error.is_none() && !programmed {
+        // What went wrong with this object's own services, addresses or sysctls.
+        let failure = r
+            .converged
+            .failed
+            .iter()
+            .find(|(op, _)| part.is_some_and(|p| op.concerns(p)));
+        let conflict = r
+            .converged
+            .plan
+            .conflicts
+            .iter()
+            .find(|k| part.is_some_and(|p| p.services.contains_key(k)));
+        error = failure.map(|(op, e)| format!("{op}: {e}")).or_else(|| {
+            conflict.map(|k| {
+                format!("IPVS service {k} exists on this node and was not made by lvs-operator")
+            })
+        });
+    }
+    let mut role_list = Vec::new();
+    if roles.director {
+        role_list.push(NodeRole::Director);
+    }
+    if roles.real_server {
+        role_list.push(NodeRole::Backend);
+    }
+    Some(NodeStatus {
+        node: node.to_string(),
+        roles: role_list,
+        observed_generation: obj.metadata.generation.unwrap_or_default(),
+        active: roles.director && holds_vip,
+        programmed,
+        arp_verified: roles.real_server && programmed,
+        error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BackendStatus, LvsServiceStatus, manifest};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn web() -> LvsService {
+        manifest::parse_documents("t", include_str!("../../tests/valid/reference.yaml"))
+            .remove(0)
+            .unwrap()
+    }
+
+    fn node(labels: &[(&str, &str)], ip: &str) -> NodeInfo {
+        NodeInfo {
+            name: "n1".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            addresses: vec![ip.parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn a_node_labelled_director_directs_and_a_node_holding_a_backend_address_serves() {
+        let o = web();
+        assert_eq!(
+            roles(
+                &o,
+                &node(&[("lvs-operator.io/director", "true")], "10.10.24.10")
+            ),
+            Roles {
+                director: true,
+                real_server: false
+            }
+        );
+        assert_eq!(
+            roles(&o, &node(&[], "10.10.24.22")),
+            Roles {
+                director: false,
+                real_server: true
+            }
+        );
+        assert_eq!(
+            roles(
+                &o,
+                &node(&[("lvs-operator.io/director", "false")], "10.10.24.9")
+            ),
+            Roles::default()
+        );
+    }
+
+    #[test]
+    fn resolved_backends_come_from_status_when_the_spec_lists_none() {
+        let mut o = web();
+        o.spec.backends = None;
+        o.status = Some(LvsServiceStatus {
+            backends: vec![
+                BackendStatus {
+                    address: "10.10.24.31".into(),
+                    node: Some("w1".into()),
+                    weight: 1,
+                    ..Default::default()
+                },
+                BackendStatus {
+                    address: "10.10.24.32".into(),
+                    weight: 1,
+                    draining: true,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        assert_eq!(
+            backends_of(&o),
+            vec![
+                ("10.10.24.31".parse().unwrap(), 1),
+                ("10.10.24.32".parse().unwrap(), 0)
+            ]
+        );
+        let mut w1 = node(&[], "192.168.0.1");
+        w1.name = "w1".into();
+        assert!(roles(&o, &w1).real_server, "named as the backend's node");
+    }
+
+    #[test]
+    fn only_a_rejection_of_the_current_generation_counts() {
+        let mut o = web();
+        o.metadata.generation = Some(2);
+        let cond = |g| Condition {
+            type_: "Accepted".into(),
+            status: "False".into(),
+            reason: "VIPConflict".into(),
+            message: String::new(),
+            observed_generation: Some(g),
+            last_transition_time: Time(Default::default()),
+        };
+        o.status = Some(LvsServiceStatus {
+            conditions: vec![cond(1)],
+            ..Default::default()
+        });
+        assert!(!rejected(&o));
+        o.status = Some(LvsServiceStatus {
+            conditions: vec![cond(2)],
+            ..Default::default()
+        });
+        assert!(rejected(&o));
+    }
+
+    #[test]
+    fn older_objects_claim_ports_first_and_names_break_ties() {
+        let mut a = web();
+        a.metadata.name = Some("b".into());
+        let mut b = web();
+        b.metadata.name = Some("a".into());
+        let mut c = web();
+        c.metadata.name = Some("z".into());
+        c.metadata.creation_timestamp = Some(Time(Default::default()));
+        let mut v = vec![Arc::new(a), Arc::new(b), Arc::new(c)];
+        by_age(&mut v);
+        let names: Vec<_> = v.iter().map(|o| o.name_any()).collect();
+        assert_eq!(
+            names,
+            vec!["a", "b", "z"],
+            "no timestamp sorts first, then by name"
+        );
+    }
+
+    #[test]
+    fn lease_names_are_valid_object_names() {
+        assert_eq!(
+            lease_name("10.10.24.88".parse().unwrap()),
+            "lvs-vip-10-10-24-88"
+        );
+        assert_eq!(
+            lease_name("fd00:24::88".parse().unwrap()),
+            "lvs-vip-fd00-24--88"
+        );
+    }
+
+    #[test]
+    fn a_node_reports_programmed_when_the_kernel_holds_its_share_and_names_its_own_failure() {
+        use crate::core::{HostAddress, NodeState, Op};
+        let mut o = web();
+        o.metadata.namespace = Some("default".into());
+        o.metadata.generation = Some(4);
+        let vip = HostAddress::vip("lo", "10.10.24.88".parse().unwrap());
+        let mut part = NodeState::default();
+        part.addresses.insert(vip.clone());
+        let mut r = Resynced::default();
+        r.desired.parts.insert("default/web".into(), part.clone());
+        r.after = part.clone();
+        let rs = Roles {
+            director: false,
+            real_server: true,
+        };
+        let entry = node_status(&o, "rs1", rs, false, &r).unwrap();
+        assert_eq!(
+            (
+                entry.programmed,
+                entry.arp_verified,
+                entry.observed_generation
+            ),
+            (true, true, 4)
+        );
+        assert_eq!(entry.error, None);
+
+        r.after = NodeState::default();
+        let unrelated = HostAddress::vip("lo", "10.10.24.99".parse().unwrap());
+        r.converged.failed.push((
+            Op::AddAddress {
+                address: unrelated,
+                announce: false,
+            },
+            "EPERM".into(),
+        ));
+        r.converged.failed.push((
+            Op::AddAddress {
+                address: vip,
+                announce: false,
+            },
+            "needs CAP_NET_ADMIN".into(),
+        ));
+        let entry = node_status(&o, "rs1", rs, false, &r).unwrap();
+        assert!(!entry.programmed);
+        assert_eq!(
+            entry.error.as_deref(),
+            Some("ip addr add 10.10.24.88/32 broadcast 10.10.24.88 dev lo: needs CAP_NET_ADMIN")
+        );
+        assert_eq!(
+            node_status(&o, "rs1", Roles::default(), false, &r),
+            None,
+            "no role, no entry"
+        );
+    }
+}
