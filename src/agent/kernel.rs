@@ -20,9 +20,6 @@ use crate::netdev::{Addresses, Sysctls, announce, sysctl::split_conf_name};
 
 use super::converge::DataPlane;
 
-/// The `IP_VS_SVC_F_*` bits the agent manages; the kernel's own (`HASHED`) are not compared.
-const MANAGED_FLAGS: u32 = 0x0001 | 0x0004 | 0x0008 | 0x0010 | 0x0020;
-
 pub struct Kernel {
     ipvs: Option<IpvsHandle>,
     addrs: Addresses,
@@ -71,7 +68,8 @@ impl Kernel {
             let Some(key) = core_key(&svc) else { continue };
             let config = ServiceConfig {
                 scheduler: svc.scheduler.clone(),
-                flags: svc.flags & MANAGED_FLAGS,
+                // The dump parser already dropped the kernel's own HASHED bit.
+                flags: svc.flags,
                 timeout: svc.timeout,
                 netmask: svc.netmask,
             };

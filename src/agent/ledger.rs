@@ -2,10 +2,13 @@
 //!
 //! It is what lets a restarted agent adopt its own IPVS services, addresses and sysctls, and keep
 //! its hands off everybody else's. Written atomically (temporary file, then rename) after every
-//! resync that changed something, so a crash never leaves half a ledger.
+//! resync that changed something, so a crash never leaves half a ledger. Only this agent writes
+//! it, so after the first read the store answers from memory: a resync touches the disk only
+//! when the ledger changed.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::core::Ledger;
 
@@ -14,12 +17,15 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/lvs-operator";
 
 pub struct LedgerStore {
     path: PathBuf,
+    /// The ledger as last read or written.
+    cached: Mutex<Option<Ledger>>,
 }
 
 impl LedgerStore {
     pub fn new(state_dir: &Path) -> Self {
         Self {
             path: state_dir.join("ledger.json"),
+            cached: Mutex::new(None),
         }
     }
 
@@ -29,6 +35,16 @@ impl LedgerStore {
 
     /// The saved ledger, or an empty one on first start.
     pub fn load(&self) -> io::Result<Ledger> {
+        let mut cached = self.cached.lock().expect("ledger lock");
+        if let Some(ledger) = cached.as_ref() {
+            return Ok(ledger.clone());
+        }
+        let ledger = self.read()?;
+        *cached = Some(ledger.clone());
+        Ok(ledger)
+    }
+
+    fn read(&self) -> io::Result<Ledger> {
         match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 io::Error::new(
@@ -47,7 +63,9 @@ impl LedgerStore {
         }
         let tmp = self.path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(ledger)?)?;
-        std::fs::rename(&tmp, &self.path)
+        std::fs::rename(&tmp, &self.path)?;
+        *self.cached.lock().expect("ledger lock") = Some(ledger.clone());
+        Ok(())
     }
 }
 
@@ -67,6 +85,11 @@ mod tests {
         ));
         store.save(&ledger).unwrap();
         assert_eq!(store.load().unwrap(), ledger);
+        assert_eq!(
+            LedgerStore::new(&dir).load().unwrap(),
+            ledger,
+            "a new process reads it back"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -64,18 +64,6 @@ impl Op {
         }
     }
 
-    /// The equivalent ipvsadm arguments, for dry-run output and logs.
-    pub fn to_ipvsadm(&self) -> String {
-        match self {
-            Op::NewService(s) => s.to_ipvsadm_add(),
-            Op::SetService(s) => s.to_ipvsadm_edit(),
-            Op::DelService(s) => s.to_ipvsadm_delete(),
-            Op::NewDest(s, d) => d.to_ipvsadm_add(s),
-            Op::SetDest(s, d) => d.to_ipvsadm_edit(s),
-            Op::DelDest(s, d) => d.to_ipvsadm_delete(s),
-        }
-    }
-
     /// Translates an errno for this operation into an error naming its objects.
     pub fn error_from_errno(&self, errno: i32) -> IpvsError {
         let sched = match self {

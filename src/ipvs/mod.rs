@@ -7,7 +7,6 @@
 //! * [`message`] — IPVS commands and attributes (`include/uapi/linux/ip_vs.h`)
 //!   as typed requests/replies with an exact-bytes emitter and a parser;
 //! * [`types`] — the domain values ([`Service`], [`Destination`], stats…);
-//! * [`render`] — `ipvsadm -Sn`-style rendering for dry-runs and logs;
 //! * [`handle`] — [`IpvsHandle`], the socket: family resolution, dumps,
 //!   single operations and the batching [`IpvsHandle::apply`];
 //! * [`error`] — errors naming the object and translating errnos.
@@ -18,7 +17,6 @@
 pub mod error;
 pub mod handle;
 pub mod message;
-pub mod render;
 pub mod types;
 pub mod wire;
 

@@ -6,6 +6,8 @@
 //! `IP_VS_SVC_F_HASHED` bit is dropped) to compare equal to desired ones.
 
 use std::fmt;
+
+use crate::core::SocketFmt;
 use std::net::IpAddr;
 
 /// `AF_INET`.
@@ -183,20 +185,7 @@ pub struct ServiceKey {
 impl fmt::Display for ServiceKey {
     /// `TCP 10.10.24.88:80` / `UDP [2001:db8::1]:53`, like `ipvsadm -Ln`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.protocol, SockAddr(self.addr, self.port))
-    }
-}
-
-/// `addr:port` with brackets for IPv6, the way ipvsadm prints endpoints.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct SockAddr(pub IpAddr, pub u16);
-
-impl fmt::Display for SockAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            IpAddr::V4(a) => write!(f, "{a}:{}", self.1),
-            IpAddr::V6(a) => write!(f, "[{a}]:{}", self.1),
-        }
+        write!(f, "{} {}", self.protocol, SocketFmt(self.addr, self.port))
     }
 }
 
@@ -257,7 +246,7 @@ pub struct DestKey {
 impl fmt::Display for DestKey {
     /// `10.10.24.21:80` / `[2001:db8::21]:80`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        SockAddr(self.addr, self.port).fmt(f)
+        SocketFmt(self.addr, self.port).fmt(f)
     }
 }
 
@@ -330,7 +319,7 @@ impl fmt::Display for ForeignService {
                 "FWM {m}{}",
                 if self.family == AF_INET6 { " IPv6" } else { "" }
             ),
-            (None, Some(a)) => write!(f, "proto {} {}", self.protocol, SockAddr(a, self.port)),
+            (None, Some(a)) => write!(f, "proto {} {}", self.protocol, SocketFmt(a, self.port)),
             (None, None) => write!(f, "proto {} port {}", self.protocol, self.port),
         }
     }
