@@ -9,15 +9,19 @@ export CARGO_TARGET_DIR ?= $(LVS_CACHE)/target
 BIN := $(CARGO_TARGET_DIR)/debug/lvs-operator
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/lvs-operator
 
-.PHONY: help test unit lint fmt crds check-crds helm-lint build release e2e-dataplane e2e tools demo bench
+.PHONY: help test unit unit-root lint fmt crds check-crds helm-lint build release e2e-dataplane e2e tools demo bench
 
 help: ## This list.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-test: lint check-crds helm-lint unit e2e-dataplane e2e ## Everything CI runs.
+test: lint check-crds helm-lint unit unit-root e2e-dataplane e2e ## Everything CI runs.
 
 unit: ## cargo test: the core, validation, netlink codecs, controller logic.
 	cargo test --all-targets
+
+unit-root: ## The tests that need root and network namespaces (ignored by plain cargo test).
+	@[ "$$(id -u)" = 0 ] || { echo "unit-root: these tests need root (CI runs them as root)"; exit 1; }
+	cargo test --all-targets -- --ignored
 
 lint: ## rustfmt and clippy, warnings are errors.
 	cargo fmt --check

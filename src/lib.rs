@@ -1,7 +1,8 @@
 //! lvs-operator: LVS Direct Routing load balancing, run declaratively from `LvsService` objects.
 //!
 //! `api` holds the types users write; `core` the pure logic from objects to kernel operations;
-//! `controller` the cluster-wide controller.
+//! `ipvs` and `netdev` the kernel's side; `agent` the node agent; `controller` the cluster-wide
+//! controller.
 #![forbid(unsafe_code)]
 
 pub mod agent;
@@ -12,3 +13,4 @@ pub mod http;
 pub mod ipvs;
 pub mod kube_client;
 pub mod netdev;
+pub mod shutdown;

@@ -7,9 +7,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use kube::CustomResourceExt;
 
-use lvs_operator::agent::{cluster, kernel::Kernel, ledger, standalone};
+use lvs_operator::agent::{cluster, kernel::Kernel, ledger, metrics::AgentMetrics, standalone};
 use lvs_operator::api::LvsService;
 use lvs_operator::controller;
+use lvs_operator::http::{Health, serve};
 
 /// LVS Direct Routing load balancing, declared with LvsService objects.
 ///
@@ -89,9 +90,10 @@ struct AgentArgs {
     /// the VIP over at most this long after the active director's agent stopped renewing.
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
-    /// In a cluster: where to serve /metrics (IPVS counters per LvsService), /healthz, /readyz.
-    #[arg(long, env = "LVS_METRICS_ADDR", default_value = "0.0.0.0:9090")]
-    metrics_addr: std::net::SocketAddr,
+    /// Where to serve /metrics (IPVS counters per LvsService), /healthz and /readyz. Default in a
+    /// cluster 0.0.0.0:9090; standalone serves them only when this is given.
+    #[arg(long, env = "LVS_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -145,8 +147,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
         .expect("tokio runtime");
     let store = ledger::LedgerStore::new(&args.state_dir);
     let result = runtime.block_on(async {
-        let mut kernel = Kernel::connect()?;
-        kernel.empty_ipvs_when_missing = args.dry_run;
+        let mut kernel = Kernel::connect(args.dry_run)?;
         match args.standalone.as_deref() {
             Some(path) => {
                 let opts = standalone::Options {
@@ -156,7 +157,20 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                     dry_run: args.dry_run,
                     drain_timeout: args.drain_timeout,
                 };
-                standalone::run(&mut kernel, &store, &opts, args.once, args.resync_period).await
+                let metrics = AgentMetrics::default();
+                if let Some(addr) = args.metrics_addr {
+                    serve(addr, metrics.clone(), Health::default()).await?;
+                }
+                let ok = standalone::run(
+                    &mut kernel,
+                    &store,
+                    &opts,
+                    args.once,
+                    args.resync_period,
+                    &metrics,
+                )
+                .await;
+                Ok(ok)
             }
             None => {
                 let client = lvs_operator::kube_client::connect(args.kubeconfig.as_deref()).await?;
@@ -166,7 +180,9 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                     resync_period: args.resync_period,
                     drain_timeout: args.drain_timeout,
                     lease_seconds: args.lease_seconds,
-                    metrics_addr: args.metrics_addr,
+                    metrics_addr: args
+                        .metrics_addr
+                        .unwrap_or_else(|| ([0, 0, 0, 0], 9090).into()),
                 };
                 cluster::run(client, &mut kernel, &store, opts)
                     .await
@@ -178,7 +194,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            tracing::error!("{e:#}");
             ExitCode::from(1)
         }
     }

@@ -23,7 +23,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -32,12 +32,12 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{Notify, watch};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::{LvsService, NodeStatus, validate};
-use crate::core::{Assignment, DirectorRole};
+use crate::core::{Assignment, DirectorRole, VirtualService};
 
-use super::converge::{self, DataPlane};
+use super::converge::{self, DataPlane, ProblemLog, Resynced};
 use super::ledger::LedgerStore;
 use super::metrics::AgentMetrics;
 use super::roles::{
@@ -111,13 +111,6 @@ impl Elections {
     }
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Keeps a reflector store fed and wakes the resync loop on every change.
 fn reflect<K>(api: Api<K>, config: watcher::Config, notify: Arc<Notify>) -> Store<K>
 where
@@ -145,6 +138,37 @@ where
     reader
 }
 
+/// One LvsService as this resync sees it: the object, and its typed spec when it is valid.
+struct Object {
+    object: Arc<LvsService>,
+    service: Option<VirtualService>,
+}
+
+impl Object {
+    /// Whether this node programs it at all: valid, not being deleted, not rejected.
+    fn live(&self) -> bool {
+        self.service.is_some()
+            && self.object.metadata.deletion_timestamp.is_none()
+            && !rejected(&self.object)
+    }
+}
+
+/// The agent of one node: what it watches, elects and reports, between resyncs.
+struct Agent {
+    client: Client,
+    opts: Options,
+    objects: Store<LvsService>,
+    nodes: Store<Node>,
+    elections: Elections,
+    metrics: AgentMetrics,
+    health: crate::http::Health,
+    /// Field manager of this node's entries in `status.nodes`.
+    manager: String,
+    /// What this agent last wrote for each object, so that an unchanged entry is not rewritten.
+    reported: HashMap<String, Option<NodeStatus>>,
+    problems: ProblemLog,
+}
+
 /// Runs until SIGTERM. Never returns an error for a passing API or kernel failure: it logs,
 /// reports and retries at the next resync.
 pub async fn run<D: DataPlane>(
@@ -153,168 +177,214 @@ pub async fn run<D: DataPlane>(
     store: &LedgerStore,
     opts: Options,
 ) -> anyhow::Result<()> {
-    let metrics = AgentMetrics::default();
-    let health = crate::http::Health::default();
-    crate::http::serve(opts.metrics_addr, metrics.clone(), health.clone()).await?;
     let notify = Arc::new(Notify::new());
-    let objects = reflect(
-        Api::<LvsService>::all(client.clone()),
-        watcher::Config::default(),
-        notify.clone(),
-    );
-    let nodes = reflect(
-        Api::<Node>::all(client.clone()),
-        watcher::Config::default().fields(&format!("metadata.name={}", opts.node)),
-        notify.clone(),
-    );
-    let mut elections = Elections {
-        client: client.clone(),
-        namespace: opts.lease_namespace.clone(),
-        identity: opts.node.clone(),
-        seconds: opts.lease_seconds,
-        notify: notify.clone(),
-        held: HashMap::new(),
-    };
-    let manager = format!("lvs-operator-agent-{}", opts.node);
-    let mut reported: HashMap<String, Option<NodeStatus>> = HashMap::new();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    info!(node = %opts.node, "agent started");
+    let mut agent = Agent::start(client, opts, notify.clone()).await?;
+    let stop = crate::shutdown::requested();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = notify.notified() => {}
-            _ = tokio::time::sleep(opts.resync_period) => {}
-            _ = term.recv() => {
-                info!("SIGTERM: exiting; the data plane and the VIP Leases stay as they are");
-                std::process::exit(0);
+            _ = tokio::time::sleep(agent.opts.resync_period) => {}
+            () = &mut stop => {
+                info!("the data plane and the VIP Leases stay as they are");
+                return Ok(());
             }
         }
         // Coalesce a burst of watch events into one resync.
         tokio::time::sleep(Duration::from_millis(5)).await;
+        agent.resync(dp, store).await;
+    }
+}
 
-        let node = nodes
-            .get(&reflector::ObjectRef::new(&opts.node))
-            .map(|n| NodeInfo::from_node(&n))
-            .unwrap_or_else(|| NodeInfo {
-                name: opts.node.clone(),
-                ..Default::default()
-            });
-        let mut all = objects.state();
-        by_age(&mut all);
-        let live: Vec<&Arc<LvsService>> = all
-            .iter()
-            .filter(|o| {
-                o.metadata.deletion_timestamp.is_none() && !rejected(o) && validate(o).is_ok()
-            })
-            .collect();
-        let role_of: Vec<Roles> = live.iter().map(|o| roles(o, &node)).collect();
-        let vips: BTreeSet<IpAddr> = live
-            .iter()
-            .zip(&role_of)
-            .filter(|(_, r)| r.director)
-            .filter_map(|(o, _)| o.spec.vip.parse().ok())
-            .collect();
-        elections.ensure(&vips).await;
-        let assignments: Vec<Assignment<'_>> = live
-            .iter()
-            .zip(&role_of)
-            .filter(|(_, r)| r.director || r.real_server)
-            .map(|(o, r)| {
-                let holds_vip = o.spec.vip.parse().is_ok_and(|v| elections.holds(v));
-                Assignment {
-                    object: o,
-                    backends: backends_of(o),
-                    director: r.director.then_some(DirectorRole {
-                        holds_vip,
-                        interface: None,
-                    }),
-                    real_server: r.real_server,
-                }
-            })
-            .collect();
+impl Agent {
+    /// Serves metrics and starts the watches.
+    async fn start(client: Client, opts: Options, notify: Arc<Notify>) -> anyhow::Result<Self> {
+        let metrics = AgentMetrics::default();
+        let health = crate::http::Health::default();
+        crate::http::serve(opts.metrics_addr, metrics.clone(), health.clone()).await?;
+        let objects = reflect(
+            Api::<LvsService>::all(client.clone()),
+            watcher::Config::default(),
+            notify.clone(),
+        );
+        let nodes = reflect(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={}", opts.node)),
+            notify.clone(),
+        );
+        let elections = Elections {
+            client: client.clone(),
+            namespace: opts.lease_namespace.clone(),
+            identity: opts.node.clone(),
+            seconds: opts.lease_seconds,
+            notify,
+            held: HashMap::new(),
+        };
+        info!(node = %opts.node, "agent started");
+        Ok(Self {
+            client,
+            manager: format!("lvs-operator-agent-{}", opts.node),
+            opts,
+            objects,
+            nodes,
+            elections,
+            metrics,
+            health,
+            reported: HashMap::new(),
+            problems: ProblemLog::default(),
+        })
+    }
+
+    /// One pass: what this node is, which VIPs it holds, converge, report.
+    async fn resync<D: DataPlane>(&mut self, dp: &mut D, store: &LedgerStore) {
+        let node = self.node_info();
+        let objects = self.objects_by_age();
+        let roles: Vec<Roles> = objects.iter().map(|o| self.roles_of(o, &node)).collect();
+        self.elect(&objects, &roles).await;
+        let assignments = self.assignments(&objects, &roles);
         let settings = converge::Settings {
-            now: now(),
-            drain_timeout: opts.drain_timeout.as_secs(),
+            now: converge::now(),
+            drain_timeout: self.opts.drain_timeout.as_secs(),
             dry_run: false,
             observe_after: true,
         };
-        let r = match converge::resync(dp, store, &assignments, settings).await {
+        let resynced = match converge::resync(dp, store, &assignments, settings).await {
             Ok(r) => r,
             Err(e) => {
-                error!("resync: {e:#}");
-                metrics.error("resync");
-                continue;
+                self.problems.update([format!("resync: {e:#}")]);
+                self.metrics.error("resync");
+                return;
             }
         };
-        metrics.record(&r);
-        health.set_ready(true);
-        for op in &r.converged.plan.ops {
-            if !r.converged.failed.iter().any(|(f, _)| f == op) {
-                info!("applied: {op}");
-            }
+        self.metrics.record(&resynced);
+        self.health.set_ready(true);
+        let placement: Vec<String> = resynced
+            .desired
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.object, e.message))
+            .collect();
+        converge::log_outcome(&resynced.converged, &placement, &mut self.problems);
+        self.report(&objects, &roles, &resynced).await;
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        self.nodes
+            .get(&reflector::ObjectRef::new(&self.opts.node))
+            .map(|n| NodeInfo::from_node(&n))
+            .unwrap_or_else(|| NodeInfo {
+                name: self.opts.node.clone(),
+                ..Default::default()
+            })
+    }
+
+    /// Every object, oldest first (the order in which objects claim ports), each validated once.
+    fn objects_by_age(&self) -> Vec<Object> {
+        let mut all = self.objects.state();
+        by_age(&mut all);
+        all.into_iter()
+            .map(|object| Object {
+                service: validate(&object).ok(),
+                object,
+            })
+            .collect()
+    }
+
+    fn roles_of(&self, o: &Object, node: &NodeInfo) -> Roles {
+        match &o.service {
+            Some(service) if o.live() => roles(&o.object, service, node),
+            _ => Roles::default(),
         }
-        for (op, e) in &r.converged.failed {
-            error!("failed: {op}: {e}");
-        }
-        for o in &all {
-            let roles = if o.metadata.deletion_timestamp.is_none() && !rejected(o) {
-                roles(o, &node)
-            } else {
-                Roles::default()
-            };
-            let holds = o.spec.vip.parse().is_ok_and(|v| elections.holds(v));
-            let entry = node_status(o, &opts.node, roles, holds, &r);
-            let id = validate::object_ref(o);
+    }
+
+    /// Runs for the Lease of every VIP this node may direct, and lets go of the others.
+    async fn elect(&mut self, objects: &[Object], roles: &[Roles]) {
+        let vips: BTreeSet<IpAddr> = objects
+            .iter()
+            .zip(roles)
+            .filter(|(_, r)| r.director)
+            .filter_map(|(o, _)| o.service.as_ref().map(|s| s.vip))
+            .collect();
+        self.elections.ensure(&vips).await;
+    }
+
+    fn assignments<'a>(&self, objects: &'a [Object], roles: &[Roles]) -> Vec<Assignment<'a>> {
+        objects
+            .iter()
+            .zip(roles)
+            .filter(|(_, r)| r.director || r.real_server)
+            .filter_map(|(o, r)| {
+                let service = o.service.as_ref()?;
+                Some(Assignment {
+                    service,
+                    backends: backends_of(&o.object, service),
+                    director: r.director.then(|| DirectorRole {
+                        holds_vip: self.elections.holds(service.vip),
+                        interface: None,
+                    }),
+                    real_server: r.real_server,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes this node's entry of every object whose entry changed, and removes the entries of
+    /// objects it no longer has a part in (only once its state there is really gone: the
+    /// controller's finalizer waits for that).
+    async fn report(&mut self, objects: &[Object], roles: &[Roles], r: &Resynced) {
+        for (o, role) in objects.iter().zip(roles) {
+            let holds = o
+                .service
+                .as_ref()
+                .is_some_and(|s| self.elections.holds(s.vip));
+            let entry = node_status(&o.object, &self.opts.node, *role, holds, r);
+            let id = crate::api::validate::object_ref(&o.object);
             let present = o
+                .object
                 .status
                 .iter()
                 .flat_map(|s| &s.nodes)
-                .any(|n| n.node == opts.node);
-            if reported.get(&id) == Some(&entry) && (entry.is_some() == present) {
+                .any(|n| n.node == self.opts.node);
+            if self.reported.get(&id) == Some(&entry) && (entry.is_some() == present) {
                 continue;
             }
             if entry.is_none() && !present {
-                reported.insert(id, None);
+                self.reported.insert(id, None);
                 continue;
             }
             if entry.is_none() && !r.converged.failed.is_empty() {
-                // The finalizer waits for our entry to go: only once our state is really gone.
                 continue;
             }
-            match report(&client, o, &manager, entry.clone()).await {
+            match self.patch_entry(&o.object, entry.clone()).await {
                 Ok(()) => {
                     debug!(object = %id, "reported {entry:?}");
-                    reported.insert(id, entry);
+                    self.reported.insert(id, entry);
                 }
                 Err(e) => {
                     warn!(object = %id, "reporting status: {e}");
-                    metrics.error("report");
+                    self.metrics.error("report");
                 }
             }
         }
     }
-}
 
-/// Applies this node's entry of `status.nodes` (or removes it, with `None`).
-async fn report(
-    client: &Client,
-    obj: &LvsService,
-    manager: &str,
-    entry: Option<NodeStatus>,
-) -> kube::Result<()> {
-    let api: Api<LvsService> =
-        Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
-    let nodes: Vec<NodeStatus> = entry.into_iter().collect();
-    let patch = serde_json::json!({
-        "apiVersion": "lvs-operator.io/v1alpha1",
-        "kind": "LvsService",
-        "metadata": {"name": obj.name_any()},
-        "status": {"nodes": nodes},
-    });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(manager).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    /// Applies this node's entry of `status.nodes` (or removes it, with `None`).
+    async fn patch_entry(&self, obj: &LvsService, entry: Option<NodeStatus>) -> kube::Result<()> {
+        let api: Api<LvsService> =
+            Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
+        let nodes: Vec<NodeStatus> = entry.into_iter().collect();
+        let patch = serde_json::json!({
+            "apiVersion": "lvs-operator.io/v1alpha1",
+            "kind": "LvsService",
+            "metadata": {"name": obj.name_any()},
+            "status": {"nodes": nodes},
+        });
+        api.patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(&self.manager).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        Ok(())
+    }
 }

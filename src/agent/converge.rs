@@ -1,11 +1,12 @@
-//! One resync: observe, plan, apply, record. The same for both agent modes.
+//! One resync: observe, settle the ledger, plan, write ahead, apply, confirm. The same for both
+//! agent modes.
 
 use std::collections::BTreeSet;
 use std::future::Future;
 
 use crate::core::{
-    Assignment, Desired, Ledger, NodeState, Op, Plan, REAL_SERVER_SYSCTLS, ServiceKey, desired,
-    interface_for, plan, wanted_services,
+    Assignment, Desired, Intent, Ledger, NodeState, Op, Plan, REAL_SERVER_SYSCTLS, ServiceKey,
+    desired, interface_for, plan, wanted_services,
 };
 
 use super::ledger::LedgerStore;
@@ -14,7 +15,8 @@ use super::ledger::LedgerStore;
 /// an in-memory one.
 pub trait DataPlane {
     /// What the node holds now: every IPVS service, the destinations of the services listed in
-    /// `dests_of` (the others are not ours to look into), every address, and the sysctls named.
+    /// `dests_of` (the others are not ours to look into), every address, and the sysctls named
+    /// (one that cannot be read is left out).
     fn observe(
         &mut self,
         dests_of: &BTreeSet<ServiceKey>,
@@ -25,7 +27,7 @@ pub trait DataPlane {
     fn apply(&mut self, ops: &[Op]) -> impl Future<Output = Vec<anyhow::Result<()>>>;
 }
 
-/// What one resync did.
+/// What one resync changed, or would change in a dry run.
 #[derive(Debug, Default)]
 pub struct Converged {
     pub plan: Plan,
@@ -35,7 +37,15 @@ pub struct Converged {
 
 impl Converged {
     pub fn ok(&self) -> bool {
-        self.failed.is_empty() && self.plan.conflicts.is_empty()
+        self.failed.is_empty() && self.plan.blocked.is_empty()
+    }
+
+    /// The operations the kernel carried out (all of them in a dry run, which carries out none).
+    pub fn applied(&self) -> impl Iterator<Item = &Op> {
+        self.plan
+            .ops
+            .iter()
+            .filter(|op| !self.failed.iter().any(|(f, _)| f == *op))
     }
 }
 
@@ -56,7 +66,7 @@ pub struct Settings {
     pub now: u64,
     /// Seconds a removed real server may drain.
     pub drain_timeout: u64,
-    /// Plan only; change nothing.
+    /// Plan only; change nothing (not even the ledger).
     pub dry_run: bool,
     /// Dump the kernel again after applying, to report what really holds (the cluster agent's
     /// status). A second dump of a large table costs as much as the first, so the standalone
@@ -64,77 +74,141 @@ pub struct Settings {
     pub observe_after: bool,
 }
 
-/// Observes, computes the desired state of `assignments`, plans, applies (unless `dry_run`),
-/// and saves the ledger when it changed.
+/// Observes, computes the desired state of `assignments`, settles the ledger, plans, and (unless
+/// `dry_run`) writes the plan's creations ahead into the ledger, applies, and confirms.
 pub async fn resync<D: DataPlane>(
     dp: &mut D,
     store: &LedgerStore,
     assignments: &[Assignment<'_>],
     settings: Settings,
 ) -> anyhow::Result<Resynced> {
-    let Settings {
-        now,
-        drain_timeout,
-        dry_run,
-        observe_after,
-    } = settings;
     let mut ledger = store.load()?;
-    // The destinations of ours and of the ones we want; not of the other services on the node.
-    let mut dests_of: BTreeSet<ServiceKey> = wanted_services(assignments);
-    dests_of.extend(ledger.services.iter().copied());
-    let mut sysctls: BTreeSet<String> = ledger.sysctls.keys().cloned().collect();
-    if assignments.iter().any(|a| a.real_server) {
-        sysctls.extend(REAL_SERVER_SYSCTLS.iter().map(|(n, _)| n.to_string()));
-    }
+    let (dests_of, sysctls) = what_to_observe(&ledger, assignments);
     let observed = dp.observe(&dests_of, &sysctls).await?;
     let desired = desired(assignments, &|vip| interface_for(vip, &observed.addresses));
     let before = ledger.clone();
-    let converged = converge(
-        dp,
+    ledger.settle(&observed, &desired.state);
+    let plan = plan(
         &desired.state,
         &observed,
-        &mut ledger,
-        now,
-        drain_timeout,
-        dry_run,
-    )
-    .await;
+        &ledger,
+        settings.now,
+        settings.drain_timeout,
+    );
+    if settings.dry_run {
+        return Ok(Resynced {
+            desired,
+            converged: Converged {
+                plan,
+                failed: Vec::new(),
+            },
+            after: observed,
+        });
+    }
+    if ledger.intend(&plan.ops) || ledger != before {
+        // Write-ahead: from here on, whatever the kernel does is ours to find after a crash.
+        store.save(&ledger)?;
+    }
+    let failed = apply(dp, &plan.ops, &mut ledger, settings.now).await;
     if ledger != before {
         store.save(&ledger)?;
     }
-    let after = if dry_run || !observe_after || converged.plan.ops.is_empty() {
+    let after = if !settings.observe_after || plan.ops.is_empty() {
         observed
     } else {
         dp.observe(&dests_of, &sysctls).await?
     };
     Ok(Resynced {
         desired,
-        converged,
+        converged: Converged { plan, failed },
         after,
     })
 }
 
-/// Plans from an observation and applies the plan (unless `dry_run`), recording in the ledger
-/// what the kernel accepted.
-pub async fn converge<D: DataPlane>(
-    dp: &mut D,
-    desired: &NodeState,
-    observed: &NodeState,
-    ledger: &mut Ledger,
-    now: u64,
-    drain_timeout: u64,
-    dry_run: bool,
-) -> Converged {
-    let plan = plan(desired, observed, ledger, now, drain_timeout);
-    let mut failed = Vec::new();
-    if !dry_run && !plan.ops.is_empty() {
-        let results = dp.apply(&plan.ops).await;
-        for (op, result) in plan.ops.iter().zip(results) {
-            match result {
-                Ok(()) => ledger.record(op, now),
-                Err(e) => failed.push((op.clone(), format!("{e:#}"))),
+/// The destinations of ours, of those we want and of those we were about to create (not of the
+/// other services on the node), and the sysctls we own or need.
+fn what_to_observe(
+    ledger: &Ledger,
+    assignments: &[Assignment<'_>],
+) -> (BTreeSet<ServiceKey>, BTreeSet<String>) {
+    let mut dests_of = wanted_services(assignments);
+    dests_of.extend(ledger.services.iter().copied());
+    let mut sysctls: BTreeSet<String> = ledger.sysctls.keys().cloned().collect();
+    for intent in &ledger.intents {
+        match intent {
+            Intent::AddService { key, .. } => {
+                dests_of.insert(*key);
             }
+            Intent::SetSysctl { name, .. } => {
+                sysctls.insert(name.clone());
+            }
+            Intent::AddAddress { .. } => {}
         }
     }
-    Converged { plan, failed }
+    if assignments.iter().any(|a| a.real_server) {
+        sysctls.extend(REAL_SERVER_SYSCTLS.iter().map(|(n, _)| n.to_string()));
+    }
+    (dests_of, sysctls)
+}
+
+/// Applies `ops` and confirms the kernel's answers in the ledger; returns the refused ones.
+async fn apply<D: DataPlane>(
+    dp: &mut D,
+    ops: &[Op],
+    ledger: &mut Ledger,
+    now: u64,
+) -> Vec<(Op, String)> {
+    if ops.is_empty() {
+        return Vec::new();
+    }
+    let results = dp.apply(ops).await;
+    let succeeded: Vec<bool> = results.iter().map(Result::is_ok).collect();
+    ledger.confirm(ops, &succeeded, now);
+    ops.iter()
+        .zip(results)
+        .filter_map(|(op, r)| r.err().map(|e| (op.clone(), format!("{e:#}"))))
+        .collect()
+}
+
+/// Seconds since the Unix epoch, the clock of drains.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Logs what a resync did in ipvsadm's words: every change as it is made, and each problem (a
+/// refusal, something left alone, an object rejected) when it appears and when it clears, not at
+/// every resync.
+pub fn log_outcome(c: &Converged, extra_problems: &[String], log: &mut ProblemLog) {
+    for op in c.applied() {
+        tracing::info!("applied: {op}");
+    }
+    let problems = extra_problems
+        .iter()
+        .cloned()
+        .chain(c.failed.iter().map(|(op, e)| format!("failed: {op}: {e}")))
+        .chain(c.plan.blocked.iter().map(ToString::to_string));
+    log.update(problems);
+}
+
+/// The problems logged last time, so that each is logged once while it lasts.
+#[derive(Debug, Default)]
+pub struct ProblemLog {
+    current: BTreeSet<String>,
+}
+
+impl ProblemLog {
+    /// Logs the problems that are new since the last call, and those that are gone.
+    pub fn update(&mut self, problems: impl IntoIterator<Item = String>) {
+        let now: BTreeSet<String> = problems.into_iter().collect();
+        for p in now.difference(&self.current) {
+            tracing::error!("{p}");
+        }
+        for p in self.current.difference(&now) {
+            tracing::info!("resolved: {p}");
+        }
+        self.current = now;
+    }
 }

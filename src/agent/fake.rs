@@ -106,9 +106,9 @@ async fn a_second_resync_writes_nothing() {
     let o = opts(&path, Role::Director);
     let first = resync(&mut k, &s.store(), &o).await.unwrap();
     assert!(first.ok());
-    assert_eq!(first.converged.plan.ops.len(), 5);
+    assert_eq!(first.converged().plan.ops.len(), 5);
     let second = resync(&mut k, &s.store(), &o).await.unwrap();
-    assert!(second.converged.plan.ops.is_empty());
+    assert!(second.converged().plan.ops.is_empty());
     assert_eq!(k.batches.len(), 1, "one batch, for the first resync only");
 }
 
@@ -195,7 +195,7 @@ async fn dry_run_changes_nothing() {
     o.dry_run = true;
     let out = resync(&mut k, &s.store(), &o).await.unwrap();
     assert_eq!(
-        out.converged.plan.ops[0].to_string(),
+        out.converged().plan.ops[0].to_string(),
         "ipvsadm -A -t 10.10.24.88:80 -s rr"
     );
     assert!(k.batches.is_empty());

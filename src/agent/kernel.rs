@@ -2,111 +2,131 @@
 //!
 //! Observing costs one IPVS service dump, one destination dump per service that is ours or
 //! wanted (never for the others: kube-proxy's thousands of services are not ours to read), one
-//! link and one address dump, and a read per sysctl. Applying batches consecutive IPVS operations
-//! into as few sendmsg calls as the socket buffer allows; each result is matched to its request.
+//! link and one address dump, and a read per sysctl. Applying sends consecutive IPVS operations in
+//! batches, each result matched to its request. IPVS work runs on its own thread
+//! ([`IpvsWorker`]), so a slow or silent kernel never stalls the agent's runtime; a call that
+//! times out fails this resync, and the next one retries.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::Context;
 use tracing::{debug, warn};
 
-use crate::core::{
-    Counters, DestKey, DestState, HostAddress, NodeState, Op, Protocol, ServiceConfig, ServiceKey,
-    ServiceState, ServiceStats,
+use crate::core::{DestState, HostAddress, NodeState, Op, ServiceKey, ServiceState, ServiceStats};
+use crate::ipvs::handle::BATCH;
+use crate::ipvs::{
+    Dest, IpvsError, IpvsHandle, IpvsWorker, Request, ServiceEntry, worker::Connect,
 };
-use crate::ipvs::{self, IpvsError, IpvsHandle};
 use crate::netdev::{Addresses, Sysctls, announce, sysctl::split_conf_name};
 
 use super::converge::DataPlane;
 
 pub struct Kernel {
-    ipvs: Option<IpvsHandle>,
+    ipvs: IpvsWorker,
     addrs: Addresses,
     sysctls: Sysctls,
     /// Gratuitous ARP / unsolicited NA count after a director takes a VIP.
     announcements: u32,
-    /// For `--dry-run` only: where ip_vs is not loaded, plan against an empty IPVS table instead
-    /// of failing, so an admin sees the whole plan before loading anything.
-    pub empty_ipvs_when_missing: bool,
+    /// For `--dry-run`: where ip_vs is not loaded, plan against an empty IPVS table instead of
+    /// failing (and never load it: a dry run changes nothing), so an admin sees the whole plan.
+    dry_run: bool,
 }
 
 impl Kernel {
     /// Connects rtnetlink now and IPVS when first needed: a real server has no use for ip_vs,
-    /// and must work where the module is absent.
-    pub fn connect() -> anyhow::Result<Self> {
+    /// and must work where the module is absent. `dry_run` never loads a module.
+    pub fn connect(dry_run: bool) -> anyhow::Result<Self> {
+        let connect: Connect = if dry_run {
+            IpvsHandle::connect
+        } else {
+            connect_loading_ip_vs
+        };
         Ok(Self {
-            ipvs: None,
+            ipvs: IpvsWorker::new(connect),
             addrs: Addresses::connect()?,
             sysctls: Sysctls::system(),
             announcements: 3,
-            empty_ipvs_when_missing: false,
+            dry_run,
         })
     }
 
-    fn ipvs(&mut self) -> Result<&mut IpvsHandle, IpvsError> {
-        if self.ipvs.is_none() {
-            let handle = match IpvsHandle::connect() {
-                Err(IpvsError::NotLoaded) if try_modprobe() => IpvsHandle::connect(),
-                other => other,
-            }?;
-            self.ipvs = Some(handle);
-        }
-        Ok(self.ipvs.as_mut().expect("connected above"))
-    }
-
-    fn observe_ipvs(
+    async fn observe_ipvs(
         &mut self,
         dests_of: &BTreeSet<ServiceKey>,
         state: &mut NodeState,
     ) -> Result<(), IpvsError> {
-        let ipvs = self.ipvs()?;
-        for observed in ipvs.services()? {
-            let Some(svc) = observed.service().cloned() else {
-                continue;
+        let dests_of = dests_of.clone();
+        let dumped = self
+            .ipvs
+            .run(move |h| {
+                let mut out = Vec::new();
+                for entry in h.services()? {
+                    let ServiceEntry::Service {
+                        key,
+                        config,
+                        counters,
+                    } = entry
+                    else {
+                        continue;
+                    };
+                    let dests = if dests_of.contains(&key) {
+                        Some(h.dests(&key)?)
+                    } else {
+                        None
+                    };
+                    out.push((key, config, counters, dests));
+                }
+                Ok(out)
+            })
+            .await?;
+        for (key, config, counters, dests) in dumped {
+            let mut service = ServiceState {
+                config,
+                dests: BTreeMap::new(),
             };
-            let Some(key) = core_key(&svc) else { continue };
-            let config = ServiceConfig {
-                scheduler: svc.scheduler.clone(),
-                // The dump parser already dropped the kernel's own HASHED bit.
-                flags: svc.flags,
-                timeout: svc.timeout,
-                netmask: svc.netmask,
-            };
-            let mut dests = std::collections::BTreeMap::new();
-            if dests_of.contains(&key) {
-                let s = &observed.stats;
+            if let Some(dests) = dests {
                 let mut stats = ServiceStats {
-                    service: counters(s.conns, s.inpkts, s.outpkts, s.inbytes, s.outbytes),
+                    service: counters,
                     ..Default::default()
                 };
-                for d in ipvs.dests(&svc)? {
-                    let dest = DestKey {
-                        addr: d.dest.addr,
-                        port: d.dest.port,
-                    };
-                    let t = &d.stats;
-                    let c = counters(t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes);
-                    stats
-                        .dests
-                        .insert(dest, (c, t.active_conns, t.inactive_conns));
-                    dests.insert(
-                        dest,
+                for d in dests {
+                    stats.dests.insert(d.key, d.stats);
+                    service.dests.insert(
+                        d.key,
                         DestState {
                             weight: d.dest.weight,
                             active_conns: d.stats.active_conns,
-                            direct_route: d.dest.fwd == ipvs::Forward::DirectRoute,
+                            forward: d.dest.forward,
                         },
                     );
                 }
                 state.stats.insert(key, stats);
             }
-            state.services.insert(key, ServiceState { config, dests });
+            state.services.insert(key, service);
         }
         Ok(())
     }
 
-    async fn apply_one(&mut self, op: &Op) -> anyhow::Result<()> {
+    /// One run of consecutive IPVS operations, in jobs of one netlink batch each.
+    async fn apply_ipvs(&mut self, ops: &[Op]) -> Vec<anyhow::Result<()>> {
+        let requests: Vec<Request> = ops.iter().filter_map(request).collect();
+        let mut results = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(BATCH) {
+            let chunk = chunk.to_vec();
+            let n = chunk.len();
+            match self.ipvs.run(move |h| Ok(h.apply(&chunk))).await {
+                Ok(done) => results.extend(done.into_iter().map(|r| r.map_err(Into::into))),
+                Err(e) => {
+                    let msg = e.to_string();
+                    results.extend((0..n).map(|_| Err(anyhow::anyhow!("{msg}"))));
+                }
+            }
+        }
+        results
+    }
+
+    async fn apply_other(&mut self, op: &Op) -> anyhow::Result<()> {
         match op {
             Op::AddAddress {
                 address,
@@ -139,7 +159,7 @@ impl Kernel {
                     split_conf_name(name).with_context(|| format!("unsupported sysctl {name}"))?;
                 Ok(self.sysctls.set(ifname, key, value)?)
             }
-            _ => unreachable!("IPVS operations are applied in batches"),
+            _ => unreachable!("IPVS operations go through apply_ipvs"),
         }
     }
 }
@@ -152,8 +172,8 @@ impl DataPlane for Kernel {
     ) -> anyhow::Result<NodeState> {
         let mut state = NodeState::default();
         if !dests_of.is_empty() {
-            match self.observe_ipvs(dests_of, &mut state) {
-                Err(IpvsError::NotLoaded) if self.empty_ipvs_when_missing => {
+            match self.observe_ipvs(dests_of, &mut state).await {
+                Err(IpvsError::NotLoaded) if self.dry_run => {
                     warn!("ip_vs is not loaded: planning against an empty IPVS table");
                 }
                 other => other?,
@@ -174,6 +194,7 @@ impl DataPlane for Kernel {
                 Ok(value) => {
                     state.sysctls.insert(name.clone(), value);
                 }
+                // Left out of the observation: the planner then never writes it.
                 Err(e) => debug!("reading {name}: {e}"),
             }
         }
@@ -186,25 +207,14 @@ impl DataPlane for Kernel {
         while i < ops.len() {
             let run = ops[i..]
                 .iter()
-                .take_while(|op| ipvs_op(op).is_some())
+                .take_while(|op| request(op).is_some())
                 .count();
             if run > 0 {
-                let batch: Vec<ipvs::Op> = ops[i..i + run].iter().filter_map(ipvs_op).collect();
-                match self.ipvs() {
-                    Ok(handle) => results.extend(
-                        handle
-                            .apply(&batch)
-                            .into_iter()
-                            .map(|r| r.map_err(anyhow::Error::from)),
-                    ),
-                    Err(e) => {
-                        let msg = e.to_string();
-                        results.extend((0..run).map(|_| Err(anyhow::anyhow!("{msg}"))));
-                    }
-                }
+                let done = self.apply_ipvs(&ops[i..i + run]).await;
+                results.extend(done);
                 i += run;
             } else {
-                results.push(self.apply_one(&ops[i]).await);
+                results.push(self.apply_other(&ops[i]).await);
                 i += 1;
             }
         }
@@ -212,87 +222,38 @@ impl DataPlane for Kernel {
     }
 }
 
-fn counters(
-    connections: u64,
-    in_packets: u64,
-    out_packets: u64,
-    in_bytes: u64,
-    out_bytes: u64,
-) -> Counters {
-    Counters {
-        connections,
-        in_packets,
-        out_packets,
-        in_bytes,
-        out_bytes,
-    }
-}
-
-fn core_key(svc: &ipvs::Service) -> Option<ServiceKey> {
-    let protocol = match svc.protocol {
-        ipvs::Protocol::Tcp => Protocol::Tcp,
-        ipvs::Protocol::Udp => Protocol::Udp,
-        ipvs::Protocol::Sctp => Protocol::Sctp,
-    };
-    Some(ServiceKey {
-        vip: svc.addr,
-        protocol,
-        port: svc.port,
-    })
-}
-
-fn ipvs_service(key: &ServiceKey, config: Option<&ServiceConfig>) -> ipvs::Service {
-    let protocol = match key.protocol {
-        Protocol::Tcp => ipvs::Protocol::Tcp,
-        Protocol::Udp => ipvs::Protocol::Udp,
-        Protocol::Sctp => ipvs::Protocol::Sctp,
-    };
-    let mut svc = ipvs::Service::new(
-        key.vip,
-        protocol,
-        key.port,
-        config.map(|c| c.scheduler.as_str()).unwrap_or(""),
-    );
-    if let Some(c) = config {
-        svc.flags = c.flags;
-        svc.timeout = c.timeout;
-        svc.netmask = c.netmask;
-    }
-    svc
-}
-
-fn dr(dest: &DestKey, weight: u32) -> ipvs::Destination {
-    ipvs::Destination::direct_route(dest.addr, dest.port, weight)
-}
-
-/// The IPVS request for an operation, or `None` for address and sysctl operations.
-fn ipvs_op(op: &Op) -> Option<ipvs::Op> {
+/// The IPVS request that carries out an operation, or `None` for address and sysctl operations.
+pub fn request(op: &Op) -> Option<Request> {
     Some(match op {
-        Op::AddService { key, config } => ipvs::Op::NewService(ipvs_service(key, Some(config))),
-        Op::EditService { key, config } => ipvs::Op::SetService(ipvs_service(key, Some(config))),
-        Op::DelService { key } => ipvs::Op::DelService(ipvs_service(key, None)),
+        Op::AddService { key, config } => Request::NewService(*key, config.clone()),
+        Op::EditService { key, config } => Request::SetService(*key, config.clone()),
+        Op::DelService { key } => Request::DelService(*key),
         Op::AddDest {
             service,
             dest,
             weight,
-        } => ipvs::Op::NewDest(ipvs_service(service, None), dr(dest, *weight)),
+        } => Request::NewDest(*service, *dest, Dest::direct_route(*weight)),
         Op::EditDest {
             service,
             dest,
             weight,
-        } => ipvs::Op::SetDest(ipvs_service(service, None), dr(dest, *weight)),
-        Op::DrainDest { service, dest } => {
-            ipvs::Op::SetDest(ipvs_service(service, None), dr(dest, 0))
-        }
-        Op::DelDest { service, dest } => {
-            ipvs::Op::DelDest(ipvs_service(service, None), dr(dest, 0))
-        }
+        } => Request::SetDest(*service, *dest, Dest::direct_route(*weight)),
+        Op::DrainDest { service, dest } => Request::SetDest(*service, *dest, Dest::direct_route(0)),
+        Op::DelDest { service, dest } => Request::DelDest(*service, *dest),
         _ => return None,
     })
 }
 
-/// `modprobe ip_vs`, where the agent may load modules (a privileged container with /lib/modules).
-fn try_modprobe() -> bool {
+/// [`IpvsHandle::connect`], loading ip_vs first where it is missing and the agent may load
+/// modules (a privileged container with /lib/modules).
+fn connect_loading_ip_vs() -> Result<IpvsHandle, IpvsError> {
+    match IpvsHandle::connect() {
+        Err(IpvsError::NotLoaded) if modprobe_ip_vs() => IpvsHandle::connect(),
+        other => other,
+    }
+}
+
+fn modprobe_ip_vs() -> bool {
     match std::process::Command::new("modprobe").arg("ip_vs").status() {
         Ok(s) if s.success() => true,
         Ok(s) => {

@@ -5,16 +5,16 @@
 //! written at scrape time from the last snapshot: the set of services changes with the objects,
 //! and a counter of a removed service must disappear with it.
 
-use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::api::protocol_name;
-use crate::core::{Counters, SocketFmt};
+use crate::core::{Counters, DestStats};
 
 use super::converge::Resynced;
 
@@ -23,18 +23,31 @@ pub struct CategoryLabels {
     pub category: String,
 }
 
-/// One service or destination line of `ipvsadm -Ln --stats`, with its object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpvsSample {
-    pub namespace: String,
-    pub name: String,
+/// The labels of a service line of `ipvsadm -Ln --stats`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    namespace: String,
+    name: String,
     /// `TCP 10.10.24.88:80`.
-    pub service: String,
-    /// `10.10.24.21:80` for a destination, `None` for the service itself.
-    pub real_server: Option<String>,
-    pub counters: Counters,
-    pub active: u32,
-    pub inactive: u32,
+    service: String,
+}
+
+/// The labels of a real-server line under a service.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DestLabels {
+    namespace: String,
+    name: String,
+    service: String,
+    /// `10.10.24.21:80`.
+    real_server: String,
+}
+
+/// One service of the last resync, with its object and its destinations' counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServiceSample {
+    labels: ServiceLabels,
+    counters: Counters,
+    dests: Vec<(String, DestStats)>,
 }
 
 #[derive(Clone)]
@@ -43,26 +56,29 @@ pub struct AgentMetrics {
     pub resyncs: Counter,
     pub applied: Counter,
     pub errors: Family<CategoryLabels, Counter>,
-    ipvs: Arc<Mutex<Vec<IpvsSample>>>,
+    ipvs: Arc<IpvsCollector>,
 }
 
 impl Default for AgentMetrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("lvs_operator_agent");
+        let mut registry = Registry::default();
+        let ipvs = Arc::new(IpvsCollector::default());
+        registry.register_collector(Box::new(ipvs.clone()));
+        let own = registry.sub_registry_with_prefix("lvs_operator_agent");
         let resyncs = Counter::default();
         let applied = Counter::default();
         let errors = Family::<CategoryLabels, Counter>::default();
-        registry.register(
+        own.register(
             "resyncs",
             "Resyncs run (observe, plan, apply)",
             resyncs.clone(),
         );
-        registry.register(
+        own.register(
             "operations_applied",
             "Kernel changes the agent made",
             applied.clone(),
         );
-        registry.register(
+        own.register(
             "errors",
             "Failures by category: resync, apply, report",
             errors.clone(),
@@ -72,7 +88,7 @@ impl Default for AgentMetrics {
             resyncs,
             applied,
             errors,
-            ipvs: Arc::default(),
+            ipvs,
         }
     }
 }
@@ -89,18 +105,23 @@ impl AgentMetrics {
     /// Records a resync: its counts and the IPVS counters it observed.
     pub fn record(&self, r: &Resynced) {
         self.resyncs.inc();
-        let failed = r.converged.failed.len() as u64;
-        self.applied
-            .inc_by(r.converged.plan.ops.len() as u64 - failed);
-        for _ in 0..failed {
+        self.applied.inc_by(r.converged.applied().count() as u64);
+        for _ in &r.converged.failed {
             self.error("apply");
         }
-        *self.ipvs.lock().expect("metrics lock") = samples(r);
+        *self.ipvs.samples.lock().expect("metrics lock") = samples(r);
     }
 }
 
-/// The IPVS counters of every service an object owns, service line then destination lines.
-pub fn samples(r: &Resynced) -> Vec<IpvsSample> {
+/// The IPVS counters of every service an object owns, from the resync's own observation (no
+/// extra netlink dump). Written at scrape time from the last snapshot: the set of services changes
+/// with the objects, and the series of a removed service must disappear with it.
+#[derive(Debug, Default)]
+struct IpvsCollector {
+    samples: Mutex<Vec<ServiceSample>>,
+}
+
+fn samples(r: &Resynced) -> Vec<ServiceSample> {
     let mut out = Vec::new();
     for (object, part) in &r.desired.parts {
         let (namespace, name) = object.split_once('/').unwrap_or(("", object));
@@ -108,107 +129,99 @@ pub fn samples(r: &Resynced) -> Vec<IpvsSample> {
             let Some(stats) = r.after.stats.get(key) else {
                 continue;
             };
-            let service = format!(
-                "{} {}",
-                protocol_name(key.protocol),
-                SocketFmt(key.vip, key.port)
-            );
-            let sample = |real_server, counters, active, inactive| IpvsSample {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-                service: service.clone(),
-                real_server,
-                counters,
-                active,
-                inactive,
-            };
-            out.push(sample(None, stats.service, 0, 0));
-            for (dest, (c, active, inactive)) in &stats.dests {
-                out.push(sample(Some(dest.to_string()), *c, *active, *inactive));
-            }
+            out.push(ServiceSample {
+                labels: ServiceLabels {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    service: key.to_string(),
+                },
+                counters: stats.service,
+                dests: stats
+                    .dests
+                    .iter()
+                    .map(|(dest, s)| (dest.to_string(), *s))
+                    .collect(),
+            });
         }
     }
     out
 }
 
-/// OpenMetrics text for the IPVS samples (without the closing `# EOF`).
-pub fn render_ipvs(samples: &[IpvsSample]) -> String {
-    type Get = fn(&IpvsSample) -> u64;
-    let families: [(&str, &str, &str, bool, Get); 7] = [
-        (
-            "lvs_ipvs_connections",
-            "counter",
-            "Connections scheduled",
-            false,
-            |s| s.counters.connections,
-        ),
-        (
-            "lvs_ipvs_packets_in",
-            "counter",
-            "Packets from clients",
-            false,
-            |s| s.counters.in_packets,
-        ),
-        (
-            "lvs_ipvs_packets_out",
-            "counter",
-            "Packets to clients through the director (0 under DR)",
-            false,
-            |s| s.counters.out_packets,
-        ),
-        (
-            "lvs_ipvs_bytes_in",
-            "counter",
-            "Bytes from clients",
-            false,
-            |s| s.counters.in_bytes,
-        ),
-        (
-            "lvs_ipvs_bytes_out",
-            "counter",
-            "Bytes to clients through the director (0 under DR)",
-            false,
-            |s| s.counters.out_bytes,
-        ),
-        (
-            "lvs_ipvs_active_connections",
-            "gauge",
-            "Established connections per real server",
-            true,
-            |s| u64::from(s.active),
-        ),
-        (
-            "lvs_ipvs_inactive_connections",
-            "gauge",
-            "Other connections per real server",
-            true,
-            |s| u64::from(s.inactive),
-        ),
-    ];
-    let mut out = String::new();
-    for (family, kind, help, dest_only, get) in families {
-        let _ = writeln!(out, "# TYPE {family} {kind}\n# HELP {family} {help}.");
-        let suffix = if kind == "counter" { "_total" } else { "" };
-        for s in samples
-            .iter()
-            .filter(|s| !dest_only || s.real_server.is_some())
-        {
-            let rs = s
-                .real_server
-                .as_deref()
-                .map(|r| format!(",real_server=\"{r}\""))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "{family}{suffix}{{namespace=\"{}\",name=\"{}\",service=\"{}\"{rs}}} {}",
-                s.namespace,
-                s.name,
-                s.service,
-                get(s)
-            );
+type Traffic = fn(&Counters) -> u64;
+
+/// The traffic families, each with a service line and a line per real server.
+const TRAFFIC: [(&str, &str, Traffic); 5] = [
+    ("lvs_ipvs_connections", "Connections scheduled", |c| {
+        c.connections
+    }),
+    ("lvs_ipvs_packets_in", "Packets from clients", |c| {
+        c.in_packets
+    }),
+    (
+        "lvs_ipvs_packets_out",
+        "Packets to clients through the director (0 under DR)",
+        |c| c.out_packets,
+    ),
+    ("lvs_ipvs_bytes_in", "Bytes from clients", |c| c.in_bytes),
+    (
+        "lvs_ipvs_bytes_out",
+        "Bytes to clients through the director (0 under DR)",
+        |c| c.out_bytes,
+    ),
+];
+
+type Conns = fn(&DestStats) -> u32;
+
+/// The connection-table gauges, per real server only.
+const CONNECTIONS: [(&str, &str, Conns); 2] = [
+    (
+        "lvs_ipvs_active_connections",
+        "Established connections per real server",
+        |s| s.active_conns,
+    ),
+    (
+        "lvs_ipvs_inactive_connections",
+        "Other connections per real server",
+        |s| s.inactive_conns,
+    ),
+];
+
+impl Collector for IpvsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let samples = self.samples.lock().expect("metrics lock");
+        for (family, help, get) in TRAFFIC {
+            let counter = ConstCounter::new(0u64);
+            let mut metric =
+                encoder.encode_descriptor(family, help, None, counter.metric_type())?;
+            for s in samples.iter() {
+                ConstCounter::new(get(&s.counters)).encode(metric.encode_family(&s.labels)?)?;
+                for (real_server, d) in &s.dests {
+                    let labels = dest_labels(&s.labels, real_server);
+                    ConstCounter::new(get(&d.traffic)).encode(metric.encode_family(&labels)?)?;
+                }
+            }
         }
+        for (family, help, get) in CONNECTIONS {
+            let gauge = ConstGauge::new(0i64);
+            let mut metric = encoder.encode_descriptor(family, help, None, gauge.metric_type())?;
+            for s in samples.iter() {
+                for (real_server, d) in &s.dests {
+                    let labels = dest_labels(&s.labels, real_server);
+                    ConstGauge::new(i64::from(get(d))).encode(metric.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
     }
-    out
+}
+
+fn dest_labels(service: &ServiceLabels, real_server: &str) -> DestLabels {
+    DestLabels {
+        namespace: service.namespace.clone(),
+        name: service.name.clone(),
+        service: service.service.clone(),
+        real_server: real_server.to_string(),
+    }
 }
 
 impl crate::http::Metrics for AgentMetrics {
@@ -216,9 +229,7 @@ impl crate::http::Metrics for AgentMetrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
-        let own = out.strip_suffix("# EOF\n").unwrap_or(&out).to_string();
-        let ipvs = render_ipvs(&self.ipvs.lock().expect("metrics lock"));
-        format!("{own}{ipvs}# EOF\n")
+        out
     }
 }
 
@@ -226,7 +237,8 @@ impl crate::http::Metrics for AgentMetrics {
 mod tests {
     use super::*;
     use crate::core::{
-        DestKey, NodeState, Protocol, ServiceConfig, ServiceKey, ServiceState, ServiceStats,
+        DestKey, NodeState, Protocol, Scheduler, ServiceConfig, ServiceKey, ServiceState,
+        ServiceStats,
     };
     use crate::http::Metrics as _;
 
@@ -242,12 +254,7 @@ mod tests {
             port: 80,
         };
         let mut part = NodeState::default();
-        let config = ServiceConfig {
-            scheduler: "rr".into(),
-            flags: 0,
-            timeout: 0,
-            netmask: u32::MAX,
-        };
+        let config = ServiceConfig::new(Scheduler::Rr, key.vip);
         part.services.insert(
             key,
             ServiceState {
@@ -264,11 +271,17 @@ mod tests {
             in_bytes: 2520,
             out_bytes: 0,
         };
+        let d = DestStats {
+            active_conns: 1,
+            inactive_conns: 2,
+            persist_conns: 0,
+            traffic: c,
+        };
         r.after.stats.insert(
             key,
             ServiceStats {
                 service: c,
-                dests: [(dest, (c, 1, 2))].into(),
+                dests: [(dest, d)].into(),
             },
         );
         let m = AgentMetrics::default();

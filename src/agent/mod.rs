@@ -15,4 +15,4 @@ pub mod metrics;
 pub mod roles;
 pub mod standalone;
 
-pub use converge::{Converged, DataPlane, converge};
+pub use converge::{Converged, DataPlane, Resynced};

@@ -15,7 +15,7 @@ use kube::ResourceExt;
 use kube::core::SelectorExt;
 
 use crate::api::{LvsService, NodeRole, NodeStatus, selector, validate};
-use crate::core::{Assignment, covers};
+use crate::core::{RealServer, VirtualService, covers};
 
 use super::converge::Resynced;
 
@@ -54,12 +54,12 @@ pub struct Roles {
 }
 
 /// Whether the node may be a director of `obj`, and whether it is one of its real servers.
-pub fn roles(obj: &LvsService, node: &NodeInfo) -> Roles {
+pub fn roles(obj: &LvsService, service: &VirtualService, node: &NodeInfo) -> Roles {
     // A selector we cannot read selects no node; the controller reports it on the object.
     let director = selector::director_selector(obj).is_ok_and(|s| s.matches(&node.labels));
-    let real_server = backends_of(obj)
+    let real_server = backends_of(obj, service)
         .iter()
-        .any(|(addr, _)| node.addresses.contains(addr))
+        .any(|b| node.addresses.contains(&b.addr))
         || obj
             .status
             .iter()
@@ -72,10 +72,11 @@ pub fn roles(obj: &LvsService, node: &NodeInfo) -> Roles {
 }
 
 /// The real servers of an object: its explicit `spec.backends`, or else those the controller
-/// resolved into `status.backends` (a draining one with weight 0).
-pub fn backends_of(obj: &LvsService) -> Vec<(IpAddr, u32)> {
-    if obj.spec.backends.is_some() {
-        return Assignment::explicit_backends(obj);
+/// resolved into `status.backends` (a draining one with weight 0). The controller writes those
+/// addresses; one that does not parse is not a real server.
+pub fn backends_of(obj: &LvsService, service: &VirtualService) -> Vec<RealServer> {
+    if let Some(backends) = &service.backends {
+        return backends.clone();
     }
     obj.status
         .iter()
@@ -86,7 +87,10 @@ pub fn backends_of(obj: &LvsService) -> Vec<(IpAddr, u32)> {
             } else {
                 u32::try_from(b.weight).ok()?
             };
-            Some((b.address.parse().ok()?, weight))
+            Some(RealServer {
+                addr: b.address.parse().ok()?,
+                weight,
+            })
         })
         .collect()
 }
@@ -142,17 +146,15 @@ pub fn node_status(
             .failed
             .iter()
             .find(|(op, _)| part.is_some_and(|p| op.concerns(p)));
-        let conflict = r
+        let blocked = r
             .converged
             .plan
-            .conflicts
+            .blocked
             .iter()
-            .find(|k| part.is_some_and(|p| p.services.contains_key(k)));
-        error = failure.map(|(op, e)| format!("{op}: {e}")).or_else(|| {
-            conflict.map(|k| {
-                format!("IPVS service {k} exists on this node and was not made by lvs-operator")
-            })
-        });
+            .find(|b| part.is_some_and(|p| b.concerns(p)));
+        error = failure
+            .map(|(op, e)| format!("{op}: {e}"))
+            .or_else(|| blocked.map(ToString::to_string));
     }
     let mut role_list = Vec::new();
     if roles.director {
@@ -201,6 +203,7 @@ mod tests {
         assert_eq!(
             roles(
                 &o,
+                &validate(&o).unwrap(),
                 &node(&[("lvs-operator.io/director", "true")], "10.10.24.10")
             ),
             Roles {
@@ -209,7 +212,7 @@ mod tests {
             }
         );
         assert_eq!(
-            roles(&o, &node(&[], "10.10.24.22")),
+            roles(&o, &validate(&o).unwrap(), &node(&[], "10.10.24.22")),
             Roles {
                 director: false,
                 real_server: true
@@ -218,6 +221,7 @@ mod tests {
         assert_eq!(
             roles(
                 &o,
+                &validate(&o).unwrap(),
                 &node(&[("lvs-operator.io/director", "false")], "10.10.24.9")
             ),
             Roles::default()
@@ -228,6 +232,7 @@ mod tests {
     fn resolved_backends_come_from_status_when_the_spec_lists_none() {
         let mut o = web();
         o.spec.backends = None;
+        o.spec.backend_service = Some(crate::api::BackendServiceRef { name: "web".into() });
         o.status = Some(LvsServiceStatus {
             backends: vec![
                 BackendStatus {
@@ -246,15 +251,24 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            backends_of(&o),
+            backends_of(&o, &validate(&o).unwrap()),
             vec![
-                ("10.10.24.31".parse().unwrap(), 1),
-                ("10.10.24.32".parse().unwrap(), 0)
+                RealServer {
+                    addr: "10.10.24.31".parse().unwrap(),
+                    weight: 1
+                },
+                RealServer {
+                    addr: "10.10.24.32".parse().unwrap(),
+                    weight: 0
+                }
             ]
         );
         let mut w1 = node(&[], "192.168.0.1");
         w1.name = "w1".into();
-        assert!(roles(&o, &w1).real_server, "named as the backend's node");
+        assert!(
+            roles(&o, &validate(&o).unwrap(), &w1).real_server,
+            "named as the backend's node"
+        );
     }
 
     #[test]

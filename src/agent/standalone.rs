@@ -7,15 +7,16 @@
 //! missing file is far more likely a deploy in progress than a wish to tear everything down.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use tracing::{error, info, warn};
+use tracing::error;
 
-use crate::api::{LvsService, manifest, validate};
-use crate::core::{Assignment, DirectorRole};
+use crate::api::{manifest, validate};
+use crate::core::{Assignment, DirectorRole, VirtualService};
 
-use super::converge::{self, Converged, DataPlane};
+use super::converge::{self, Converged, DataPlane, ProblemLog, Resynced};
 use super::ledger::LedgerStore;
+use super::metrics::AgentMetrics;
 
 /// What this machine is for every object in PATH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -41,29 +42,26 @@ pub struct Options<'a> {
 pub struct Outcome {
     /// Objects rejected (invalid, or not placeable on this machine), one line each.
     pub rejected: Vec<String>,
-    pub converged: Converged,
+    pub resynced: Resynced,
 }
 
 impl Outcome {
     pub fn ok(&self) -> bool {
-        self.rejected.is_empty() && self.converged.ok()
+        self.rejected.is_empty() && self.converged().ok()
+    }
+
+    pub fn converged(&self) -> &Converged {
+        &self.resynced.converged
     }
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Reads PATH and keeps the valid objects; the invalid ones become one message per field.
-fn load(path: &Path) -> std::io::Result<(Vec<LvsService>, Vec<String>)> {
+fn load(path: &Path) -> std::io::Result<(Vec<VirtualService>, Vec<String>)> {
     let mut valid = Vec::new();
     let mut rejected = Vec::new();
     for doc in manifest::read_path(path)? {
-        match doc.and_then(|o| validate(&o).map(|()| o)) {
-            Ok(o) => valid.push(o),
+        match doc.and_then(|o| validate(&o)) {
+            Ok(service) => valid.push(service),
             Err(e) => rejected.extend(e.to_string().lines().map(str::to_string)),
         }
     }
@@ -76,17 +74,17 @@ pub async fn resync<D: DataPlane>(
     store: &LedgerStore,
     opts: &Options<'_>,
 ) -> anyhow::Result<Outcome> {
-    let (objects, mut rejected) = load(opts.path).map_err(|e| {
+    let (services, mut rejected) = load(opts.path).map_err(|e| {
         anyhow::anyhow!(
             "reading {}: {e}; leaving the data plane as it is",
             opts.path.display()
         )
     })?;
-    let assignments: Vec<Assignment<'_>> = objects
+    let assignments: Vec<Assignment<'_>> = services
         .iter()
-        .map(|o| Assignment {
-            object: o,
-            backends: Assignment::explicit_backends(o),
+        .map(|service| Assignment {
+            service,
+            backends: service.backends.clone().unwrap_or_default(),
             director: (opts.role == Role::Director).then(|| DirectorRole {
                 holds_vip: true,
                 interface: opts.interface.clone(),
@@ -94,51 +92,39 @@ pub async fn resync<D: DataPlane>(
             real_server: opts.role == Role::Backend,
         })
         .collect();
-    let drain = opts.drain_timeout.as_secs();
     let settings = converge::Settings {
-        now: now(),
-        drain_timeout: drain,
+        now: converge::now(),
+        drain_timeout: opts.drain_timeout.as_secs(),
         dry_run: opts.dry_run,
         observe_after: false,
     };
-    let r = converge::resync(dp, store, &assignments, settings).await?;
+    let resynced = converge::resync(dp, store, &assignments, settings).await?;
     rejected.extend(
-        r.desired
+        resynced
+            .desired
             .errors
             .iter()
             .map(|p| format!("{}: {}", p.object, p.message)),
     );
-    Ok(Outcome {
-        rejected,
-        converged: r.converged,
-    })
+    Ok(Outcome { rejected, resynced })
 }
 
-/// Prints what a resync did the way an admin reads it: the commands, then the problems.
-pub fn report(outcome: &Outcome, dry_run: bool) {
-    for line in &outcome.rejected {
-        error!("{line}");
-        eprintln!("error: {line}");
-    }
-    for key in &outcome.converged.plan.conflicts {
-        warn!(
-            "IPVS service {key} already exists and was not made by lvs-operator; leaving it alone"
-        );
-        eprintln!(
-            "error: IPVS service {key} already exists and was not made by lvs-operator; leaving it alone"
-        );
-    }
-    let failed: Vec<_> = outcome.converged.failed.iter().map(|(op, _)| op).collect();
-    for op in &outcome.converged.plan.ops {
-        if dry_run {
+/// Says what a resync did, each thing once: in a dry run the commands on stdout and the problems
+/// in the log, else the changes and the problems in the log.
+pub fn report(outcome: &Outcome, dry_run: bool, log: &mut ProblemLog) {
+    if dry_run {
+        for op in &outcome.converged().plan.ops {
             println!("{op}");
-        } else if !failed.contains(&op) {
-            info!("applied: {op}");
         }
-    }
-    for (op, e) in &outcome.converged.failed {
-        error!("failed: {op}: {e}");
-        eprintln!("error: {op}: {e}");
+        let blocked = outcome
+            .converged()
+            .plan
+            .blocked
+            .iter()
+            .map(ToString::to_string);
+        log.update(outcome.rejected.iter().cloned().chain(blocked));
+    } else {
+        converge::log_outcome(outcome.converged(), &outcome.rejected, log);
     }
 }
 
@@ -149,27 +135,33 @@ pub async fn run<D: DataPlane>(
     opts: &Options<'_>,
     once: bool,
     period: Duration,
-) -> anyhow::Result<bool> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    metrics: &AgentMetrics,
+) -> bool {
+    let stop = crate::shutdown::requested();
+    tokio::pin!(stop);
+    let mut log = ProblemLog::default();
     loop {
         let ok = match resync(dp, store, opts).await {
             Ok(outcome) => {
-                report(&outcome, opts.dry_run);
+                report(&outcome, opts.dry_run, &mut log);
+                metrics.record(&outcome.resynced);
                 outcome.ok()
             }
             Err(e) => {
                 error!("{e:#}");
-                eprintln!("error: {e:#}");
+                metrics.error("resync");
                 false
             }
         };
         if once || opts.dry_run {
-            return Ok(ok);
+            return ok;
         }
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
-            _ = term.recv() => { info!("SIGTERM: exiting, the data plane stays as it is"); return Ok(true) }
-            _ = tokio::signal::ctrl_c() => { info!("interrupted: exiting, the data plane stays as it is"); return Ok(true) }
+            () = &mut stop => {
+                tracing::info!("the data plane stays as it is");
+                return true;
+            }
         }
     }
 }

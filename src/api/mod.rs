@@ -31,12 +31,3 @@ pub use validate::{FieldError, InvalidObject, validate};
 
 /// API group of every kind this operator defines.
 pub const GROUP: &str = "lvs-operator.io";
-
-/// The protocol as users and `kubectl get` write it.
-pub fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "TCP",
-        Protocol::Udp => "UDP",
-        Protocol::Sctp => "SCTP",
-    }
-}

@@ -2,10 +2,10 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::LvsServiceStatus;
+pub use crate::ipvs::{Protocol, Scheduler};
 
 /// An LVS Direct Routing virtual service: a virtual IP on a director node, balanced with IPVS over
 /// real servers that answer clients directly.
@@ -129,119 +129,6 @@ pub struct ServicePort {
     /// TCP (default), UDP or SCTP: `ipvsadm -t`, `-u` or `--sctp-service`.
     #[serde(default)]
     pub protocol: Protocol,
-}
-
-/// Transport protocol of a virtual service.
-#[derive(
-    JsonSchema,
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-)]
-pub enum Protocol {
-    #[default]
-    #[serde(rename = "TCP")]
-    Tcp,
-    #[serde(rename = "UDP")]
-    Udp,
-    #[serde(rename = "SCTP")]
-    Sctp,
-}
-
-/// An IPVS scheduler, named as `ipvsadm -s` names it (each is the kernel module `ip_vs_<name>`).
-#[derive(
-    JsonSchema,
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Scheduler {
-    /// Round robin.
-    Rr,
-    /// Weighted round robin.
-    Wrr,
-    /// Least connections.
-    Lc,
-    /// Weighted least connections (the default, as in ipvsadm).
-    #[default]
-    Wlc,
-    /// Locality-based least connections.
-    Lblc,
-    /// Locality-based least connections with replication.
-    Lblcr,
-    /// Destination hashing.
-    Dh,
-    /// Source hashing.
-    Sh,
-    /// Shortest expected delay.
-    Sed,
-    /// Never queue.
-    Nq,
-    /// Weighted failover.
-    Fo,
-    /// Weighted overflow.
-    Ovf,
-    /// Maglev hashing.
-    Mh,
-    /// Weighted random twos choice.
-    Twos,
-}
-
-impl Scheduler {
-    /// Every scheduler, in the order the CRD lists them.
-    pub const ALL: [Scheduler; 14] = [
-        Self::Rr,
-        Self::Wrr,
-        Self::Lc,
-        Self::Wlc,
-        Self::Lblc,
-        Self::Lblcr,
-        Self::Dh,
-        Self::Sh,
-        Self::Sed,
-        Self::Nq,
-        Self::Fo,
-        Self::Ovf,
-        Self::Mh,
-        Self::Twos,
-    ];
-
-    /// The name the kernel and ipvsadm use (`rr`, `wlc`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Rr => "rr",
-            Self::Wrr => "wrr",
-            Self::Lc => "lc",
-            Self::Wlc => "wlc",
-            Self::Lblc => "lblc",
-            Self::Lblcr => "lblcr",
-            Self::Dh => "dh",
-            Self::Sh => "sh",
-            Self::Sed => "sed",
-            Self::Nq => "nq",
-            Self::Fo => "fo",
-            Self::Ovf => "ovf",
-            Self::Mh => "mh",
-            Self::Twos => "twos",
-        }
-    }
 }
 
 /// Flags of the source-hashing (`sh`) and Maglev (`mh`) schedulers.

@@ -1,8 +1,11 @@
-//! The CRD's validation rules, enforced again in Rust.
+//! The CRD's validation rules, enforced again in Rust, and the one place the spec is parsed.
 //!
 //! The API server enforces the schema and CEL rules of the CRD; the agent enforces these, because
 //! in standalone mode nothing stands between a YAML file and the kernel. Messages repeat the CEL
 //! rules' wording where the two can say the same thing. Every error names the object and the field.
+//!
+//! A valid object comes out as a [`VirtualService`]: addresses parsed, ports as `u16`, the IPVS
+//! settings computed. Everything downstream reads that value and never the strings again.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -10,7 +13,10 @@ use std::net::IpAddr;
 
 use kube::ResourceExt;
 
-use super::{LvsService, Scheduler};
+use super::{LvsService, LvsServiceSpec, Scheduler};
+use crate::core::{Port, RealServer, VirtualService};
+use crate::ipvs::ServiceConfig;
+use crate::ipvs::types::{SVC_F_PERSISTENT, SVC_F_SCHED1, SVC_F_SCHED2};
 
 /// One invalid field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,24 +70,79 @@ pub fn object_ref(obj: &LvsService) -> String {
     }
 }
 
-/// Checks everything the CRD checks. `Ok` means the agent may program the object.
-pub fn validate(obj: &LvsService) -> Result<(), InvalidObject> {
+/// Checks everything the CRD checks and returns the object as the data plane reads it.
+pub fn validate(obj: &LvsService) -> Result<VirtualService, InvalidObject> {
     let mut errors = Vec::new();
     if obj.metadata.name.as_deref().unwrap_or("").is_empty() {
         errors.push(FieldError::new("metadata.name", "must be set"));
     }
-    check_spec(obj, &mut errors);
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(InvalidObject {
+    let vip = check_spec(obj, &mut errors);
+    match vip {
+        Some(vip) if errors.is_empty() => Ok(typed(obj, vip)),
+        _ => Err(InvalidObject {
             object: object_ref(obj),
             errors,
-        })
+        }),
     }
 }
 
-fn check_spec(obj: &LvsService, errors: &mut Vec<FieldError>) {
+/// The typed value of a spec that passed every check (so no conversion here can fail).
+fn typed(obj: &LvsService, vip: IpAddr) -> VirtualService {
+    let spec = &obj.spec;
+    VirtualService {
+        id: object_ref(obj),
+        vip,
+        ports: spec
+            .ports
+            .iter()
+            .map(|p| Port {
+                protocol: p.protocol,
+                port: u16::try_from(p.port).unwrap_or_default(),
+            })
+            .collect(),
+        config: service_config(spec, vip),
+        backends: spec.backends.as_ref().map(|backends| {
+            backends
+                .iter()
+                .filter_map(|b| {
+                    Some(RealServer {
+                        addr: b.address.parse().ok()?,
+                        weight: u32::try_from(b.weight).ok()?,
+                    })
+                })
+                .collect()
+        }),
+        interface: spec.directors.as_ref().and_then(|d| d.interface.clone()),
+    }
+}
+
+/// The IPVS settings of every port of an object, as ipvsadm would send them: the netmask is
+/// always set (255.255.255.255 or /128 unless persistence groups clients), which is what the
+/// kernel reports back, so an unchanged service compares equal.
+fn service_config(spec: &LvsServiceSpec, vip: IpAddr) -> ServiceConfig {
+    let mut config = ServiceConfig::new(spec.scheduler, vip);
+    if let Some(p) = &spec.persistence {
+        config.flags |= SVC_F_PERSISTENT;
+        config.timeout = u32::try_from(p.timeout_seconds).unwrap_or(u32::MAX);
+        if let Some(mask) = p.netmask.as_deref().and_then(|m| parse_netmask(vip, m)) {
+            config.netmask = mask;
+        }
+    }
+    if let Some(f) = &spec.scheduler_flags
+        && matches!(spec.scheduler, Scheduler::Sh | Scheduler::Mh)
+    {
+        if f.fallback {
+            config.flags |= SVC_F_SCHED1;
+        }
+        if f.port {
+            config.flags |= SVC_F_SCHED2;
+        }
+    }
+    config
+}
+
+/// Checks the spec, pushing every error found; returns the VIP when it parses.
+fn check_spec(obj: &LvsService, errors: &mut Vec<FieldError>) -> Option<IpAddr> {
     let spec = &obj.spec;
     let vip = check_address("spec.vip", &spec.vip, "10.10.24.88 or 2001:db8::88", errors);
 
@@ -102,11 +163,7 @@ fn check_spec(obj: &LvsService, errors: &mut Vec<FieldError>) {
         if !seen.insert((p.port, p.protocol)) {
             errors.push(FieldError::new(
                 format!("spec.ports[{i}]"),
-                format!(
-                    "duplicate port {}/{}",
-                    p.port,
-                    super::protocol_name(p.protocol)
-                ),
+                format!("duplicate port {}/{}", p.port, p.protocol),
             ));
         }
     }
@@ -205,6 +262,7 @@ fn check_spec(obj: &LvsService, errors: &mut Vec<FieldError>) {
             "must be a network interface name of 1 to 15 characters, such as eth0",
         ));
     }
+    vip
 }
 
 /// Parses an address the way the CRD's CEL rule accepts it: unicast, in canonical form.

@@ -18,6 +18,7 @@ use kube::core::SelectorExt;
 pub use crate::api::selector::{SelectorError, director_selector, parse_selector};
 
 use crate::api::LvsService;
+use crate::core::VirtualService;
 
 /// The label the EndpointSlice controller puts on every slice of a Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -65,28 +66,21 @@ impl ExpectedNodes {
 ///   that still serves drains (weight 0); one that does not serve is left out.
 pub fn resolve_backends(
     object: &LvsService,
+    service: &VirtualService,
     nodes: &[Arc<Node>],
     slices: &[Arc<EndpointSlice>],
 ) -> Result<Vec<ResolvedBackend>, SelectorError> {
-    let Ok(vip) = object.spec.vip.parse::<IpAddr>() else {
-        return Ok(Vec::new());
-    };
+    let vip = service.vip;
     let by_ip = node_addresses(nodes, vip);
     let node_of = |addr: &IpAddr| by_ip.get(addr).cloned();
     let mut found: BTreeMap<IpAddr, ResolvedBackend> = BTreeMap::new();
 
-    if let Some(backends) = &object.spec.backends {
+    if let Some(backends) = &service.backends {
         for b in backends {
-            let Ok(address) = b.address.parse::<IpAddr>() else {
-                continue;
-            };
-            if address.is_ipv4() != vip.is_ipv4() {
-                continue;
-            }
-            found.entry(address).or_insert(ResolvedBackend {
-                address,
-                node: node_of(&address),
-                weight: b.weight,
+            found.entry(b.addr).or_insert(ResolvedBackend {
+                address: b.addr,
+                node: node_of(&b.addr),
+                weight: i32::try_from(b.weight).unwrap_or(i32::MAX),
                 draining: false,
             });
         }
@@ -204,7 +198,7 @@ fn internal_ips(node: &Node) -> impl Iterator<Item = IpAddr> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::DEFAULT_DIRECTOR_LABEL;
+    use crate::api::{DEFAULT_DIRECTOR_LABEL, validate};
     use crate::controller::fixtures::{lvs, node, not_serving, ready, serving_terminating, slice};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     use pretty_assertions::assert_eq;
@@ -237,7 +231,7 @@ mod tests {
         ]);
         let nodes = arcs(vec![node("n1", "10.0.0.11", &[])]);
         assert_eq!(
-            resolve_backends(&obj, &nodes, &[]).unwrap(),
+            resolve_backends(&obj, &validate(&obj).unwrap(), &nodes, &[]).unwrap(),
             vec![
                 backend("10.0.0.11", Some("n1"), 0, false),
                 backend("10.0.0.12", None, 5, false),
@@ -259,7 +253,7 @@ mod tests {
             node("n3", "10.0.0.13", &[("role", "db")]),
         ]);
         assert_eq!(
-            resolve_backends(&obj, &nodes, &[]).unwrap(),
+            resolve_backends(&obj, &validate(&obj).unwrap(), &nodes, &[]).unwrap(),
             vec![
                 backend("10.0.0.11", Some("n1"), 1, false),
                 backend("10.0.0.12", Some("n2"), 1, false),
@@ -285,7 +279,7 @@ mod tests {
             });
         let nodes = arcs(vec![dual, node("n2", "10.0.0.12", &[])]);
         assert_eq!(
-            resolve_backends(&obj, &nodes, &[]).unwrap(),
+            resolve_backends(&obj, &validate(&obj).unwrap(), &nodes, &[]).unwrap(),
             vec![backend("2001:db8::11", Some("n1"), 1, false)]
         );
     }
@@ -312,7 +306,7 @@ mod tests {
             ],
         )]);
         assert_eq!(
-            resolve_backends(&obj, &nodes, &slices).unwrap(),
+            resolve_backends(&obj, &validate(&obj).unwrap(), &nodes, &slices).unwrap(),
             vec![
                 backend("10.0.0.11", Some("n1"), 0, true),
                 backend("10.0.0.12", Some("n2"), 1, false),
@@ -357,7 +351,7 @@ mod tests {
             ),
         ]);
         assert_eq!(
-            resolve_backends(&obj, &[], &slices).unwrap(),
+            resolve_backends(&obj, &validate(&obj).unwrap(), &[], &slices).unwrap(),
             vec![backend("10.0.0.23", None, 1, false)]
         );
     }
@@ -391,7 +385,7 @@ mod tests {
             ),
         ]);
         assert_eq!(
-            resolve_backends(&obj, &[], &slices).unwrap(),
+            resolve_backends(&obj, &validate(&obj).unwrap(), &[], &slices).unwrap(),
             vec![backend("10.0.0.11", None, 1, false)]
         );
     }
@@ -405,7 +399,7 @@ mod tests {
         ep.conditions = None;
         let slices = arcs(vec![slice("default", "web", "web-1", "IPv4", vec![ep])]);
         assert_eq!(
-            resolve_backends(&obj, &[], &slices).unwrap(),
+            resolve_backends(&obj, &validate(&obj).unwrap(), &[], &slices).unwrap(),
             vec![backend("10.0.0.11", None, 1, false)]
         );
     }

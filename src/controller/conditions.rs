@@ -26,8 +26,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::backends::{ExpectedNodes, ResolvedBackend};
-use super::conflicts::Conflict;
 use crate::api::{BackendStatus, LvsService, LvsServiceStatus, NodeStatus};
+use crate::core::Conflict;
 
 /// The object is valid and not in conflict. False at the current generation keeps every agent
 /// from programming it (see the module doc).

@@ -1,93 +1,44 @@
 //! Which of several LvsServices claiming the same VIP:port/protocol keeps it.
 //!
-//! The oldest object wins (`metadata.creationTimestamp`, then the string `namespace/name`, so
-//! equal timestamps still give one answer). The agents order objects the same way when they
-//! place them, so both sides agree on the winner. Claims are granted in that order, and an object that lost one port
-//! claims none of its ports: an object is programmed whole or not at all, as the agents do it, so
-//! a loser cannot keep a third object out either. Objects the controller rejects as invalid claim
-//! nothing. Objects being deleted keep their claims until their finalizer is gone, because their
-//! agents may still hold the VIP in the kernel.
+//! The rule is the core's ([`crate::core::claims`]), shared with the agents; this module puts the
+//! objects in its order: oldest first (`metadata.creationTimestamp`, then the string
+//! `namespace/name`, so equal timestamps still give one answer). Objects the controller rejects as
+//! invalid claim nothing. Objects being deleted keep their claims until their finalizer is gone,
+//! because their agents may still hold the VIP in the kernel.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::api::{LvsService, Protocol, protocol_name, validate, validate::object_ref};
-use crate::core::SocketFmt;
-
-/// The port an object lost, and to whom.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conflict {
-    /// `namespace/name` of the object that keeps the port.
-    pub winner: String,
-    pub vip: IpAddr,
-    pub port: i32,
-    pub protocol: Protocol,
-}
-
-impl Conflict {
-    /// The condition message users read.
-    pub fn message(&self) -> String {
-        let port = u16::try_from(self.port).unwrap_or_default();
-        format!(
-            "{} {} is already claimed by {}, which is older",
-            protocol_name(self.protocol),
-            SocketFmt(self.vip, port),
-            self.winner
-        )
-    }
-}
+use crate::api::{LvsService, validate, validate::object_ref};
+use crate::core::{Conflict, VirtualService, claims};
 
 /// The conflict that keeps `target` from being accepted, if any. `all` is every LvsService the
-/// controller knows (it may hold an older copy of `target`, which is ignored).
-pub fn find_conflict(target: &LvsService, all: &[Arc<LvsService>]) -> Option<Conflict> {
-    let vip: IpAddr = target.spec.vip.parse().ok()?;
-    let mut rivals: Vec<&LvsService> = all
+/// controller knows (it may hold an older copy of `target`, which is ignored); `service` is
+/// `target` validated.
+pub fn find_conflict(
+    target: &LvsService,
+    service: &VirtualService,
+    all: &[Arc<LvsService>],
+) -> Option<Conflict> {
+    let mut rivals: Vec<(&LvsService, VirtualService)> = all
         .iter()
         .map(Arc::as_ref)
         .filter(|o| !same_object(o, target))
-        .filter(|o| o.spec.vip.parse::<IpAddr>().ok() == Some(vip))
-        .filter(|o| validate(o).is_ok())
+        .filter_map(|o| Some((o, validate(o).ok()?)))
+        .filter(|(_, s)| s.vip == service.vip)
         .collect();
-    rivals.push(target);
-    rivals.sort_by_key(|o| age_key(o));
-
-    let mut granted: Vec<(i32, Protocol, &LvsService)> = Vec::new();
-    for object in rivals {
-        let lost = object.spec.ports.iter().find_map(|p| {
-            granted
-                .iter()
-                .find(|(port, proto, _)| *port == p.port && *proto == p.protocol)
-                .map(|(port, proto, winner)| (*port, *proto, *winner))
-        });
-        match lost {
-            Some((port, protocol, winner)) if same_object(object, target) => {
-                return Some(Conflict {
-                    winner: object_ref(winner),
-                    vip,
-                    port,
-                    protocol,
-                });
-            }
-            Some(_) => {}
-            None if same_object(object, target) => return None,
-            None => granted.extend(
-                object
-                    .spec
-                    .ports
-                    .iter()
-                    .map(|p| (p.port, p.protocol, object)),
-            ),
-        }
-    }
-    None
+    rivals.push((target, service.clone()));
+    rivals.sort_by_key(|(o, _)| age_key(o));
+    let services: Vec<&VirtualService> = rivals.iter().map(|(_, s)| s).collect();
+    let at = rivals.iter().position(|(o, _)| same_object(o, target))?;
+    claims(&services).swap_remove(at)
 }
 
 /// Oldest first, then by `namespace/name` as a string: the agents' order (a stored object always
 /// has a timestamp; one without sorts first there, so here too).
-fn age_key(o: &LvsService) -> (Option<Timestamp>, String) {
+pub fn age_key(o: &LvsService) -> (Option<Timestamp>, String) {
     (
         o.metadata.creation_timestamp.as_ref().map(|t| t.0),
         object_ref(o),
@@ -104,7 +55,7 @@ fn same_object(a: &LvsService, b: &LvsService) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ServicePort;
+    use crate::api::{Protocol, ServicePort};
     use crate::controller::fixtures::{created_at, lvs};
     use pretty_assertions::assert_eq;
 
@@ -117,10 +68,11 @@ mod tests {
         let old = created_at(lvs("old", "10.0.0.100"), 100);
         let new = created_at(lvs("new", "10.0.0.100"), 200);
         let all = arcs(&[&old, &new]);
-        assert_eq!(find_conflict(&old, &all), None);
-        let conflict = find_conflict(&new, &all).expect("the newer object conflicts");
+        assert_eq!(find_conflict(&old, &validate(&old).unwrap(), &all), None);
+        let conflict = find_conflict(&new, &validate(&new).unwrap(), &all)
+            .expect("the newer object conflicts");
         assert_eq!(conflict.winner, "default/old");
-        assert_eq!(conflict.port, 80);
+        assert_eq!(conflict.key.port, 80);
         assert_eq!(
             conflict.message(),
             "TCP 10.0.0.100:80 is already claimed by default/old, which is older"
@@ -132,10 +84,20 @@ mod tests {
         let a = created_at(lvs("a", "10.0.0.100"), 100);
         let b = created_at(lvs("b", "10.0.0.100"), 100);
         let all = arcs(&[&b, &a]);
-        assert_eq!(find_conflict(&a, &all), None);
-        assert_eq!(find_conflict(&b, &all).unwrap().winner, "default/a");
+        assert_eq!(find_conflict(&a, &validate(&a).unwrap(), &all), None);
+        assert_eq!(
+            find_conflict(&b, &validate(&b).unwrap(), &all)
+                .unwrap()
+                .winner,
+            "default/a"
+        );
         let all = arcs(&[&a, &b]);
-        assert_eq!(find_conflict(&b, &all).unwrap().winner, "default/a");
+        assert_eq!(
+            find_conflict(&b, &validate(&b).unwrap(), &all)
+                .unwrap()
+                .winner,
+            "default/a"
+        );
     }
 
     #[test]
@@ -154,7 +116,12 @@ mod tests {
         let other_vip = created_at(lvs("elsewhere", "10.0.0.101"), 400);
         let all = arcs(&[&old, &udp, &other_port, &other_vip]);
         for o in [&udp, &other_port, &other_vip] {
-            assert_eq!(find_conflict(o, &all), None, "{}", o.name_any());
+            assert_eq!(
+                find_conflict(o, &validate(o).unwrap(), &all),
+                None,
+                "{}",
+                o.name_any()
+            );
         }
     }
 
@@ -172,8 +139,13 @@ mod tests {
             protocol: Protocol::Tcp,
         }];
         let all = arcs(&[&a, &b, &c]);
-        assert_eq!(find_conflict(&b, &all).unwrap().winner, "default/a");
-        assert_eq!(find_conflict(&c, &all), None);
+        assert_eq!(
+            find_conflict(&b, &validate(&b).unwrap(), &all)
+                .unwrap()
+                .winner,
+            "default/a"
+        );
+        assert_eq!(find_conflict(&c, &validate(&c).unwrap(), &all), None);
     }
 
     #[test]
@@ -196,7 +168,9 @@ mod tests {
         ];
         let all = arcs(&[&a, &b]);
         assert_eq!(
-            find_conflict(&b, &all).unwrap().message(),
+            find_conflict(&b, &validate(&b).unwrap(), &all)
+                .unwrap()
+                .message(),
             "UDP [2001:db8::1]:53 is already claimed by default/a, which is older"
         );
     }

@@ -139,14 +139,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             lease,
             metrics.clone(),
             work,
-            shutdown_signal(),
+            crate::shutdown::requested(),
         )
         .await
     } else {
         metrics.leader.set(1);
         tokio::select! {
             () = work() => warn!("the controller stopped"),
-            () = shutdown_signal() => {}
+            () = crate::shutdown::requested() => {}
         }
         Ok(())
     }
@@ -230,21 +230,4 @@ pub async fn run_controller(
             future::ready(())
         })
         .await;
-}
-
-/// Completes on SIGTERM (kubelet stopping the pod) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    info!("shutting down");
 }

@@ -226,7 +226,7 @@ fn resolve(
     nodes: &[Arc<Node>],
     slices: &[Arc<EndpointSlice>],
 ) -> Result<Resolved, String> {
-    validate(object).map_err(|e| {
+    let service = validate(object).map_err(|e| {
         e.errors
             .iter()
             .map(ToString::to_string)
@@ -234,9 +234,9 @@ fn resolve(
             .join("; ")
     })?;
     let selector_error = |e: super::backends::SelectorError| format!("{}: {}", e.field, e.message);
-    let backends = resolve_backends(object, nodes, slices).map_err(selector_error)?;
+    let backends = resolve_backends(object, &service, nodes, slices).map_err(selector_error)?;
     let expected = expected_nodes(object, nodes, &backends).map_err(selector_error)?;
-    let acceptance = match find_conflict(object, services) {
+    let acceptance = match find_conflict(object, &service, services) {
         Some(conflict) => Acceptance::Conflict(conflict),
         None => Acceptance::Accepted,
     };

@@ -4,20 +4,18 @@
 //! object already serves, no interface for its VIP), it contributes nothing and gets an error,
 //! and the objects around it are unaffected.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::api::{self, LvsService, Scheduler, protocol_name, validate::object_ref};
-
 use super::model::*;
+use super::service::{RealServer, VirtualService};
 
 /// What this node does for one object.
 #[derive(Debug, Clone)]
 pub struct Assignment<'a> {
-    /// A validated object.
-    pub object: &'a LvsService,
+    pub service: &'a VirtualService,
     /// Its real servers with their weights (0 for one being drained).
-    pub backends: Vec<(IpAddr, u32)>,
+    pub backends: Vec<RealServer>,
     /// Set when this node is a director for the object.
     pub director: Option<DirectorRole>,
     /// This node is one of the object's real servers.
@@ -31,19 +29,6 @@ pub struct DirectorRole {
     pub holds_vip: bool,
     /// Interface for the VIP, overriding `spec.directors.interface` (the standalone `--interface`).
     pub interface: Option<String>,
-}
-
-impl<'a> Assignment<'a> {
-    /// The explicit backends of `spec.backends` (the only source without a cluster).
-    pub fn explicit_backends(object: &LvsService) -> Vec<(IpAddr, u32)> {
-        object
-            .spec
-            .backends
-            .iter()
-            .flatten()
-            .filter_map(|b| Some((b.address.parse().ok()?, u32::try_from(b.weight).ok()?)))
-            .collect()
-    }
 }
 
 /// An object that could not be placed on this node, and why.
@@ -71,20 +56,21 @@ pub fn desired(
     interface_for: &dyn Fn(IpAddr) -> Option<String>,
 ) -> Desired {
     let mut d = Desired::default();
-    let mut owners: BTreeMap<ServiceKey, String> = BTreeMap::new();
+    let mut owners: BTreeMap<ServiceKey, &str> = BTreeMap::new();
     for a in assignments {
+        let id = a.service.id.as_str();
         match object_state(a, interface_for, &owners) {
             Ok(part) => {
                 for key in part.services.keys() {
-                    owners.insert(*key, object_ref(a.object));
+                    owners.insert(*key, id);
                 }
                 d.state.services.extend(part.services.clone());
                 d.state.addresses.extend(part.addresses.iter().cloned());
                 d.state.sysctls.extend(part.sysctls.clone());
-                d.parts.insert(object_ref(a.object), part);
+                d.parts.insert(id.to_string(), part);
             }
             Err(message) => d.errors.push(PlacementError {
-                object: object_ref(a.object),
+                object: id.to_string(),
                 message,
             }),
         }
@@ -92,54 +78,37 @@ pub fn desired(
     d
 }
 
-/// [`desired`] without the per-object parts.
-pub fn desired_state(
-    assignments: &[Assignment<'_>],
-    interface_for: &dyn Fn(IpAddr) -> Option<String>,
-) -> (NodeState, Vec<PlacementError>) {
-    let d = desired(assignments, interface_for);
-    (d.state, d.errors)
-}
-
 fn object_state(
     a: &Assignment<'_>,
     interface_for: &dyn Fn(IpAddr) -> Option<String>,
-    owners: &BTreeMap<ServiceKey, String>,
+    owners: &BTreeMap<ServiceKey, &str>,
 ) -> Result<NodeState, String> {
-    let spec = &a.object.spec;
-    let vip: IpAddr = spec
-        .vip
-        .parse()
-        .map_err(|_| format!("spec.vip: {:?} is not an IP address", spec.vip))?;
+    let service = a.service;
+    let vip = service.vip;
     let mut state = NodeState::default();
 
     if let Some(role) = &a.director {
-        let config = service_config(spec, vip);
-        for (i, p) in spec.ports.iter().enumerate() {
-            let port = u16::try_from(p.port).map_err(|_| {
-                format!("spec.ports[{i}].port: {} is out of range 1..65535", p.port)
-            })?;
-            let key = ServiceKey {
-                vip,
-                protocol: p.protocol,
-                port,
-            };
+        for (i, key) in service.keys().enumerate() {
             if let Some(owner) = owners.get(&key) {
                 return Err(format!(
-                    "spec.ports[{i}]: {} {} is already served by {owner}",
-                    protocol_name(p.protocol),
-                    SocketFmt(vip, port)
+                    "spec.ports[{i}]: {key} is already served by {owner}"
                 ));
             }
             let dests = a
                 .backends
                 .iter()
-                .map(|(addr, weight)| (DestKey { addr: *addr, port }, DestState::dr(*weight)))
+                .map(|b| {
+                    let dest = DestKey {
+                        addr: b.addr,
+                        port: key.port,
+                    };
+                    (dest, DestState::dr(b.weight))
+                })
                 .collect();
             state.services.insert(
                 key,
                 ServiceState {
-                    config: config.clone(),
+                    config: service.config.clone(),
                     dests,
                 },
             );
@@ -148,7 +117,7 @@ fn object_state(
             let ifname = role
                 .interface
                 .clone()
-                .or_else(|| spec.directors.as_ref().and_then(|d| d.interface.clone()))
+                .or_else(|| service.interface.clone())
                 .or_else(|| interface_for(vip))
                 .ok_or_else(|| {
                     format!(
@@ -170,69 +139,20 @@ fn object_state(
     Ok(state)
 }
 
-/// The IPVS settings of every port of an object, as ipvsadm would send them: the netmask is
-/// always set (255.255.255.255 or /128 unless persistence groups clients), which is what the
-/// kernel reports back, so an unchanged service compares equal.
-pub fn service_config(spec: &api::LvsServiceSpec, vip: IpAddr) -> ServiceConfig {
-    let mut flags = 0;
-    let (mut timeout, mut netmask) = (0, if vip.is_ipv4() { u32::MAX } else { 128 });
-    if let Some(p) = &spec.persistence {
-        flags |= SVC_F_PERSISTENT;
-        timeout = u32::try_from(p.timeout_seconds).unwrap_or(u32::MAX);
-        if let Some(mask) = p
-            .netmask
-            .as_deref()
-            .and_then(|m| api::validate::parse_netmask(vip, m))
-        {
-            netmask = mask;
-        }
-    }
-    if let Some(f) = &spec.scheduler_flags
-        && matches!(spec.scheduler, Scheduler::Sh | Scheduler::Mh)
-    {
-        if f.fallback {
-            flags |= SVC_F_SCHED1;
-        }
-        if f.port {
-            flags |= SVC_F_SCHED2;
-        }
-    }
-    ServiceConfig {
-        scheduler: spec.scheduler.name().to_string(),
-        flags,
-        timeout,
-        netmask,
-    }
-}
-
 /// The IPVS services the assignments could ask for, before any placement check: enough to know
 /// which services' destinations to dump.
-pub fn wanted_services(assignments: &[Assignment<'_>]) -> std::collections::BTreeSet<ServiceKey> {
-    let mut keys = std::collections::BTreeSet::new();
-    for a in assignments.iter().filter(|a| a.director.is_some()) {
-        let Ok(vip) = a.object.spec.vip.parse::<IpAddr>() else {
-            continue;
-        };
-        for p in &a.object.spec.ports {
-            if let Ok(port) = u16::try_from(p.port) {
-                keys.insert(ServiceKey {
-                    vip,
-                    protocol: p.protocol,
-                    port,
-                });
-            }
-        }
-    }
-    keys
+pub fn wanted_services(assignments: &[Assignment<'_>]) -> BTreeSet<ServiceKey> {
+    assignments
+        .iter()
+        .filter(|a| a.director.is_some())
+        .flat_map(|a| a.service.keys())
+        .collect()
 }
 
 /// The interface holding an address whose subnet contains `vip` (`eth0` in the reference setup),
 /// the way an admin picks the device for `ip addr add VIP/32 dev ...`. Host routes (/32, /128)
 /// and `lo` never count: they are VIPs themselves, not a LAN.
-pub fn interface_for(
-    vip: IpAddr,
-    addresses: &std::collections::BTreeSet<HostAddress>,
-) -> Option<String> {
+pub fn interface_for(vip: IpAddr, addresses: &BTreeSet<HostAddress>) -> Option<String> {
     addresses
         .iter()
         .filter(|a| a.ifname != "lo" && a.addr.is_ipv4() == vip.is_ipv4())

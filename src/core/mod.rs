@@ -1,20 +1,27 @@
 //! The pure core: what a node should hold, and the operations that get it there.
 //!
-//! Nothing here talks to the API server or the kernel. [`desired`] turns validated LvsService
-//! objects and this node's roles into a [`NodeState`]; the agent dumps the kernel into another
-//! [`NodeState`]; [`plan()`] compares the two, under the [`Ledger`] of what this agent made, and
-//! returns the minimal [`Op`]s. The data-plane modules carry the ops out; the ledger records them.
+//! Nothing here talks to the API server or the kernel, and nothing here knows a Kubernetes type.
+//! [`desired()`] turns validated objects ([`VirtualService`]) and this node's roles into a
+//! [`NodeState`]; the agent dumps the kernel into another [`NodeState`]; the [`Ledger`] settles
+//! against it; [`plan()`] compares the two under the ledger of what this agent made and returns
+//! the minimal [`Op`]s. The data-plane modules carry the ops out; the ledger records them.
+//! The vocabulary of services and real servers is the IPVS module's own ([`crate::ipvs`]).
 
+pub mod claims;
 pub mod desired;
+pub mod ledger;
 pub mod model;
 pub mod plan;
+pub mod service;
 
+pub use claims::{Conflict, claims};
 pub use desired::{
-    Assignment, Desired, DirectorRole, PlacementError, desired, desired_state, interface_for,
-    service_config, wanted_services,
+    Assignment, Desired, DirectorRole, PlacementError, desired, interface_for, wanted_services,
 };
+pub use ledger::{Drain, Intent, Ledger, SysctlRecord};
 pub use model::*;
-pub use plan::{Drain, Ledger, Op, Plan, SysctlRecord, covers, plan};
+pub use plan::{Blocked, Op, Plan, covers, plan};
+pub use service::{Port, RealServer, VirtualService};
 
 #[cfg(test)]
 pub(crate) mod fake;

@@ -10,97 +10,35 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::api::{Protocol, Scheduler};
+pub use crate::ipvs::types::{SVC_F_PERSISTENT, SVC_F_SCHED1, SVC_F_SCHED2};
+pub use crate::ipvs::{
+    Counters, DestKey, DestStats, Forward, Protocol, Scheduler, ServiceConfig, ServiceKey,
+};
 
-/// Identity of an IPVS virtual service, as `ipvsadm -t VIP:PORT` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ServiceKey {
-    pub vip: IpAddr,
-    pub protocol: Protocol,
-    pub port: u16,
-}
-
-impl fmt::Display for ServiceKey {
-    /// `-t 10.10.24.88:80`, the way ipvsadm takes it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let flag = match self.protocol {
-            Protocol::Tcp => "-t",
-            Protocol::Udp => "-u",
-            Protocol::Sctp => "--sctp-service",
-        };
-        write!(f, "{flag} {}", SocketFmt(self.vip, self.port))
-    }
-}
-
-/// `10.10.24.88:80` or `[2001:db8::88]:80`, as ipvsadm prints addresses with ports.
-pub struct SocketFmt(pub IpAddr, pub u16);
-
-impl fmt::Display for SocketFmt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            IpAddr::V4(a) => write!(f, "{a}:{}", self.1),
-            IpAddr::V6(a) => write!(f, "[{a}]:{}", self.1),
-        }
-    }
-}
-
-/// `IP_VS_SVC_F_PERSISTENT`: the service keeps clients on one real server.
-pub const SVC_F_PERSISTENT: u32 = 0x0001;
-/// `IP_VS_SVC_F_SCHED1`: `sh-fallback` / `mh-fallback`.
-pub const SVC_F_SCHED1: u32 = 0x0008;
-/// `IP_VS_SVC_F_SCHED2`: `sh-port` / `mh-port`.
-pub const SVC_F_SCHED2: u32 = 0x0010;
-
-/// The settings of a virtual service that `ipvsadm -E` can change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceConfig {
-    /// Scheduler name as the kernel reports it (`rr`, `wlc`, ...).
-    pub scheduler: String,
-    /// `IP_VS_SVC_F_*` flags we set (persistence, scheduler flags). The kernel's own `HASHED`
-    /// bit is masked off when observing.
-    pub flags: u32,
-    /// Persistence timeout in seconds; 0 when not persistent.
-    pub timeout: u32,
-    /// Persistence netmask (`IPVS_SVC_ATTR_NETMASK`): the IPv4 mask as a number (0xffffff00 for
-    /// 255.255.255.0), or an IPv6 prefix length.
-    pub netmask: u32,
-}
-
-/// A real server of a virtual service: `ipvsadm -a ... -r ADDR:PORT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct DestKey {
-    pub addr: IpAddr,
-    pub port: u16,
-}
-
-impl fmt::Display for DestKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        SocketFmt(self.addr, self.port).fmt(f)
-    }
-}
-
-/// A destination's settings and, when observed, its load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What the planner reads of a destination: its weight and, when observed, its forwarding
+/// method and load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DestState {
     pub weight: u32,
     /// Observed only: connections still established through this destination.
     pub active_conns: u32,
-    /// Observed only: false when the destination uses another forwarding method than DR.
-    pub direct_route: bool,
+    /// Direct Routing for what we make; observed destinations may have been switched.
+    pub forward: Forward,
 }
 
 impl DestState {
+    /// A Direct Routing destination (`-g -w WEIGHT`).
     pub fn dr(weight: u32) -> Self {
         Self {
             weight,
             active_conns: 0,
-            direct_route: true,
+            forward: Forward::DirectRoute,
         }
     }
 }
 
 /// One virtual service and its destinations.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceState {
     pub config: ServiceConfig,
     pub dests: BTreeMap<DestKey, DestState>,
@@ -145,22 +83,11 @@ pub struct NodeState {
     pub stats: BTreeMap<ServiceKey, ServiceStats>,
 }
 
-/// IPVS counters, as `ipvsadm -Ln --stats` shows them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub connections: u64,
-    pub in_packets: u64,
-    pub out_packets: u64,
-    pub in_bytes: u64,
-    pub out_bytes: u64,
-}
-
 /// A service's counters and its destinations'.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceStats {
     pub service: Counters,
-    /// Per destination: counters, active connections, inactive connections.
-    pub dests: BTreeMap<DestKey, (Counters, u32, u32)>,
+    pub dests: BTreeMap<DestKey, DestStats>,
 }
 
 /// The sysctls a real server needs, with the values the LVS-DR recipe gives them: answer ARP

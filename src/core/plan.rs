@@ -1,108 +1,19 @@
 //! `plan(desired, observed, ledger)`: the minimal operations from what a node holds to what it
 //! should hold, touching only what this agent made.
 //!
-//! Ownership is the [`Ledger`]'s: a service, address or sysctl enters it when we create or change
-//! it, and only what is in it is ever edited back or removed. Something we want that someone else
-//! already made (kube-proxy's IPVS service, an admin's address) is left as it is: an address is
-//! simply shared, a service is reported as a conflict and not touched.
+//! Ownership is the [`Ledger`]'s (see `ledger`): only what it holds is ever edited back or removed.
+//! Something we want that someone else already made (kube-proxy's IPVS service, an admin's
+//! address) is left as it is: an address is simply shared, a service is reported as
+//! [`Blocked::ForeignService`] and not touched. A sysctl whose value cannot be read is not written
+//! either: its old value could never be restored.
 //!
 //! Removed real servers drain as kube-proxy's graceful termination does: weight 0 first, deleted
 //! once their active connections reach 0 or the drain timeout passes. When equal, the plan is empty.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
+use super::ledger::Ledger;
 use super::model::*;
-
-/// What this agent made, persisted across restarts so that a new agent adopts its own state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Ledger {
-    #[serde(default)]
-    pub services: BTreeSet<ServiceKey>,
-    #[serde(default)]
-    pub addresses: BTreeSet<HostAddress>,
-    /// Sysctls we changed: the value they had before, and the value we set.
-    #[serde(default)]
-    pub sysctls: BTreeMap<String, SysctlRecord>,
-    /// Destinations being drained and since when (seconds since the Unix epoch).
-    #[serde(default)]
-    pub draining: Vec<Drain>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SysctlRecord {
-    pub previous: String,
-    pub ours: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Drain {
-    pub service: ServiceKey,
-    pub dest: DestKey,
-    pub since: u64,
-}
-
-impl Ledger {
-    fn drain_since(&self, service: &ServiceKey, dest: &DestKey) -> Option<u64> {
-        self.draining
-            .iter()
-            .find(|d| d.service == *service && d.dest == *dest)
-            .map(|d| d.since)
-    }
-
-    /// Records an operation the kernel accepted.
-    pub fn record(&mut self, op: &Op, now: u64) {
-        match op {
-            Op::AddService { key, .. } | Op::EditService { key, .. } => {
-                self.services.insert(*key);
-            }
-            Op::DelService { key } => {
-                self.services.remove(key);
-                self.draining.retain(|d| d.service != *key);
-            }
-            Op::AddDest { service, dest, .. }
-            | Op::EditDest { service, dest, .. }
-            | Op::DelDest { service, dest } => {
-                self.draining
-                    .retain(|d| !(d.service == *service && d.dest == *dest));
-            }
-            Op::DrainDest { service, dest } => {
-                if self.drain_since(service, dest).is_none() {
-                    self.draining.push(Drain {
-                        service: *service,
-                        dest: *dest,
-                        since: now,
-                    });
-                }
-            }
-            Op::AddAddress { address, .. } => {
-                self.addresses.insert(address.clone());
-            }
-            Op::DelAddress { address } => {
-                self.addresses.remove(address);
-            }
-            Op::SetSysctl {
-                name,
-                value,
-                previous,
-            } => {
-                self.sysctls
-                    .entry(name.clone())
-                    .or_insert_with(|| SysctlRecord {
-                        previous: previous.clone(),
-                        ours: value.clone(),
-                    })
-                    .ours = value.clone();
-            }
-            Op::RestoreSysctl { name, .. } => {
-                self.sysctls.remove(name);
-            }
-        }
-    }
-}
 
 /// One change to the kernel. Each maps to one netlink request or one sysctl write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,24 +93,26 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::AddService { key, config } => {
-                write!(f, "ipvsadm -A {key}{}", ServiceOpts(key, config))
+                write!(f, "ipvsadm -A {}{}", Named(key), ServiceOpts(key, config))
             }
             Op::EditService { key, config } => {
-                write!(f, "ipvsadm -E {key}{}", ServiceOpts(key, config))
+                write!(f, "ipvsadm -E {}{}", Named(key), ServiceOpts(key, config))
             }
-            Op::DelService { key } => write!(f, "ipvsadm -D {key}"),
+            Op::DelService { key } => write!(f, "ipvsadm -D {}", Named(key)),
             Op::AddDest {
                 service,
                 dest,
                 weight,
-            } => write!(f, "ipvsadm -a {service} -r {dest} -g -w {weight}"),
+            } => write!(f, "ipvsadm -a {} -r {dest} -g -w {weight}", Named(service)),
             Op::EditDest {
                 service,
                 dest,
                 weight,
-            } => write!(f, "ipvsadm -e {service} -r {dest} -g -w {weight}"),
-            Op::DrainDest { service, dest } => write!(f, "ipvsadm -e {service} -r {dest} -g -w 0"),
-            Op::DelDest { service, dest } => write!(f, "ipvsadm -d {service} -r {dest}"),
+            } => write!(f, "ipvsadm -e {} -r {dest} -g -w {weight}", Named(service)),
+            Op::DrainDest { service, dest } => {
+                write!(f, "ipvsadm -e {} -r {dest} -g -w 0", Named(service))
+            }
+            Op::DelDest { service, dest } => write!(f, "ipvsadm -d {} -r {dest}", Named(service)),
             Op::AddAddress { address, .. } => match address.addr {
                 std::net::IpAddr::V4(a) if address.prefix_len == 32 => {
                     write!(f, "ip addr add {a}/32 broadcast {a} dev {}", address.ifname)
@@ -211,6 +124,15 @@ impl fmt::Display for Op {
                 write!(f, "sysctl -w {name}={value}")
             }
         }
+    }
+}
+
+/// A service as ipvsadm's options name it: `-t 10.10.24.88:80`.
+struct Named<'a>(&'a ServiceKey);
+
+impl fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.0.protocol.ipvsadm_flag(), self.0.socket())
     }
 }
 
@@ -249,8 +171,42 @@ impl fmt::Display for ServiceOpts<'_> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub ops: Vec<Op>,
-    /// Services we want whose identity someone else already uses; we leave theirs alone.
-    pub conflicts: Vec<ServiceKey>,
+    /// What we want and may not do; each is left as it is, and reported.
+    pub blocked: Vec<Blocked>,
+}
+
+/// Something the desired state asks for that the plan leaves alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    /// An IPVS service we want exists and was made by someone else.
+    ForeignService(ServiceKey),
+    /// A sysctl we need could not be read, so its old value could never be put back.
+    UnreadableSysctl(String),
+}
+
+impl Blocked {
+    /// Whether this touches something of `part` (one object's share of the state).
+    pub fn concerns(&self, part: &NodeState) -> bool {
+        match self {
+            Blocked::ForeignService(key) => part.services.contains_key(key),
+            Blocked::UnreadableSysctl(name) => part.sysctls.contains_key(name),
+        }
+    }
+}
+
+impl fmt::Display for Blocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Blocked::ForeignService(key) => write!(
+                f,
+                "IPVS service {key} already exists and was not made by lvs-operator; leaving it alone"
+            ),
+            Blocked::UnreadableSysctl(name) => write!(
+                f,
+                "sysctl {name} cannot be read, so lvs-operator does not change it (it could not restore it)"
+            ),
+        }
+    }
 }
 
 /// Whether an observed sysctl value already does what `desired` asks: a stricter value an admin
@@ -271,7 +227,7 @@ pub fn covers(observed: &NodeState, part: &NodeState) -> bool {
                 && want.dests.iter().all(|(dest, d)| {
                     have.dests
                         .get(dest)
-                        .is_some_and(|h| h.weight == d.weight && h.direct_route)
+                        .is_some_and(|h| h.weight == d.weight && h.forward == d.forward)
                 })
         })
     });
@@ -306,13 +262,14 @@ pub fn plan(
     let mut restore = Vec::new();
 
     for (name, value) in &desired.sysctls {
-        let current = observed.sysctls.get(name).map(String::as_str).unwrap_or("");
-        if !sysctl_satisfied(name, value, current) {
-            sysctl_ops.push(Op::SetSysctl {
+        match observed.sysctls.get(name) {
+            None => p.blocked.push(Blocked::UnreadableSysctl(name.clone())),
+            Some(current) if sysctl_satisfied(name, value, current) => {}
+            Some(current) => sysctl_ops.push(Op::SetSysctl {
                 name: name.clone(),
                 value: value.clone(),
-                previous: current.to_string(),
-            });
+                previous: current.clone(),
+            }),
         }
     }
     for (name, rec) in &ledger.sysctls {
@@ -343,7 +300,9 @@ pub fn plan(
                     });
                 }
             }
-            Some(_) if !ledger.services.contains(key) => p.conflicts.push(*key),
+            Some(_) if !ledger.services.contains(key) => {
+                p.blocked.push(Blocked::ForeignService(*key))
+            }
             Some(have) => {
                 if have.config != want.config {
                     ipvs_ops.push(Op::EditService {
@@ -399,7 +358,7 @@ fn plan_dests(
                 dest: *dest,
                 weight: d.weight,
             }),
-            Some(h) if h.weight != d.weight || !h.direct_route => ops.push(Op::EditDest {
+            Some(h) if h.weight != d.weight || h.forward != d.forward => ops.push(Op::EditDest {
                 service: key,
                 dest: *dest,
                 weight: d.weight,

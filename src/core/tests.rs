@@ -5,23 +5,20 @@ use std::net::IpAddr;
 use pretty_assertions::assert_eq;
 
 use super::*;
-use crate::api::{LvsService, manifest, validate};
+use crate::api::{manifest, validate};
 
 const NOW: u64 = 1_000;
 const DRAIN: u64 = 900;
 
-fn objects(yaml: &str) -> Vec<LvsService> {
+/// The objects of a manifest, validated (the tests speak YAML; the core reads only the result).
+fn objects(yaml: &str) -> Vec<VirtualService> {
     manifest::parse_documents("test", yaml)
         .into_iter()
-        .map(|d| {
-            let o = d.unwrap();
-            validate(&o).unwrap();
-            o
-        })
+        .map(|d| validate(&d.unwrap()).unwrap())
         .collect()
 }
 
-fn reference() -> LvsService {
+fn reference() -> VirtualService {
     objects(include_str!("../../tests/valid/reference.yaml")).remove(0)
 }
 
@@ -29,12 +26,12 @@ fn eth0(_: IpAddr) -> Option<String> {
     Some("eth0".into())
 }
 
-fn director(objs: &[LvsService]) -> NodeState {
+fn director(objs: &[VirtualService]) -> NodeState {
     let a: Vec<_> = objs
         .iter()
         .map(|o| Assignment {
-            object: o,
-            backends: Assignment::explicit_backends(o),
+            service: o,
+            backends: o.backends.clone().unwrap_or_default(),
             director: Some(DirectorRole {
                 holds_vip: true,
                 interface: None,
@@ -47,11 +44,11 @@ fn director(objs: &[LvsService]) -> NodeState {
     state
 }
 
-fn real_server(objs: &[LvsService]) -> NodeState {
+fn real_server(objs: &[VirtualService]) -> NodeState {
     let a: Vec<_> = objs
         .iter()
         .map(|o| Assignment {
-            object: o,
+            service: o,
             backends: vec![],
             director: None,
             real_server: true,
@@ -72,6 +69,14 @@ fn key(vip: &str, protocol: Protocol, port: u16) -> ServiceKey {
     }
 }
 
+fn desired_state(
+    a: &[Assignment<'_>],
+    interface_for: &dyn Fn(IpAddr) -> Option<String>,
+) -> (NodeState, Vec<PlacementError>) {
+    let d = desired(a, interface_for);
+    (d.state, d.errors)
+}
+
 fn commands(p: &Plan) -> Vec<String> {
     p.ops.iter().map(|o| o.to_string()).collect()
 }
@@ -86,11 +91,20 @@ fn apply(observed: &NodeState, p: &Plan, ledger: &mut Ledger) -> NodeState {
     s
 }
 
-/// The kernel and the ledger after programming `desired` on an empty node.
+/// A node nobody has configured: no IPVS service, no VIP, the ARP sysctls at the kernel's 0.
+fn bare() -> NodeState {
+    let mut s = NodeState::default();
+    for (name, _) in REAL_SERVER_SYSCTLS {
+        s.sysctls.insert(name.to_string(), "0".into());
+    }
+    s
+}
+
+/// The kernel and the ledger after programming `desired` on a bare node.
 fn programmed(desired: &NodeState) -> (NodeState, Ledger) {
     let mut ledger = Ledger::default();
-    let first = plan(desired, &NodeState::default(), &ledger, NOW, DRAIN);
-    let observed = apply(&NodeState::default(), &first, &mut ledger);
+    let first = plan(desired, &bare(), &ledger, NOW, DRAIN);
+    let observed = apply(&bare(), &first, &mut ledger);
     (observed, ledger)
 }
 
@@ -183,7 +197,7 @@ fn every_scheduler_maps_to_its_kernel_name() {
             d.services[&key("10.0.0.1", Protocol::Tcp, 80)]
                 .config
                 .scheduler,
-            s.name()
+            s
         );
     }
     let d = director(&objects(
@@ -193,7 +207,7 @@ fn every_scheduler_maps_to_its_kernel_name() {
         d.services[&key("10.0.0.1", Protocol::Tcp, 80)]
             .config
             .scheduler,
-        "wlc",
+        Scheduler::Wlc,
         "default as ipvsadm"
     );
 }
@@ -293,8 +307,8 @@ fn second_object_claiming_a_served_port_is_refused_whole() {
     let a: Vec<_> = objs
         .iter()
         .map(|o| Assignment {
-            object: o,
-            backends: Assignment::explicit_backends(o),
+            service: o,
+            backends: o.backends.clone().unwrap_or_default(),
             director: Some(DirectorRole {
                 holds_vip: true,
                 interface: None,
@@ -320,8 +334,8 @@ fn second_object_claiming_a_served_port_is_refused_whole() {
 fn director_without_an_interface_for_the_vip_reports_the_field() {
     let obj = reference();
     let a = [Assignment {
-        object: &obj,
-        backends: Assignment::explicit_backends(&obj),
+        service: &obj,
+        backends: obj.backends.clone().unwrap_or_default(),
         director: Some(DirectorRole {
             holds_vip: true,
             interface: None,
@@ -339,8 +353,8 @@ fn director_without_an_interface_for_the_vip_reports_the_field() {
 fn standby_director_programs_ipvs_without_the_vip() {
     let obj = reference();
     let a = [Assignment {
-        object: &obj,
-        backends: Assignment::explicit_backends(&obj),
+        service: &obj,
+        backends: obj.backends.clone().unwrap_or_default(),
         director: Some(DirectorRole {
             holds_vip: false,
             interface: None,
@@ -357,7 +371,7 @@ fn a_weight_change_is_exactly_one_edit() {
     let desired = director(&[reference()]);
     let (observed, ledger) = programmed(&desired);
     let mut obj = reference();
-    obj.spec.backends.as_mut().unwrap()[1].weight = 5;
+    obj.backends.as_mut().unwrap()[1].weight = 5;
     let p = plan(&director(&[obj]), &observed, &ledger, NOW, DRAIN);
     assert_eq!(
         commands(&p),
@@ -369,7 +383,7 @@ fn a_weight_change_is_exactly_one_edit() {
 fn scheduler_change_edits_the_service_in_place() {
     let (observed, ledger) = programmed(&director(&[reference()]));
     let mut obj = reference();
-    obj.spec.scheduler = Scheduler::Wrr;
+    obj.config.scheduler = Scheduler::Wrr;
     let p = plan(&director(&[obj]), &observed, &ledger, NOW, DRAIN);
     assert_eq!(commands(&p), vec!["ipvsadm -E -t 10.10.24.88:80 -s wrr"]);
 }
@@ -390,7 +404,7 @@ fn removed_backend_with_connections_is_drained_before_it_is_deleted() {
     let (observed, mut ledger) = programmed(&director(&[reference()]));
     let observed = with_conns(observed, "10.10.24.23", 2);
     let mut obj = reference();
-    obj.spec.backends.as_mut().unwrap().pop();
+    obj.backends.as_mut().unwrap().pop();
     let desired = director(&[obj]);
 
     let p = plan(&desired, &observed, &ledger, NOW, DRAIN);
@@ -422,7 +436,7 @@ fn removed_backend_with_connections_is_drained_before_it_is_deleted() {
 fn removed_backend_without_connections_is_deleted_at_once() {
     let (observed, ledger) = programmed(&director(&[reference()]));
     let mut obj = reference();
-    obj.spec.backends.as_mut().unwrap().remove(0);
+    obj.backends.as_mut().unwrap().remove(0);
     assert_eq!(
         commands(&plan(&director(&[obj]), &observed, &ledger, NOW, DRAIN)),
         vec!["ipvsadm -d -t 10.10.24.88:80 -r 10.10.24.21:80"]
@@ -439,7 +453,7 @@ fn backend_returning_while_draining_gets_its_weight_back() {
         &mut ledger,
     );
     let mut obj = reference();
-    obj.spec.backends.as_mut().unwrap().pop();
+    obj.backends.as_mut().unwrap().pop();
     let observed = with_conns(observed, "10.10.24.23", 1);
     let observed = apply(
         &observed,
@@ -477,12 +491,7 @@ fn foreign() -> NodeState {
     s.services.insert(
         key("10.96.0.1", Protocol::Tcp, 443),
         ServiceState {
-            config: ServiceConfig {
-                scheduler: "rr".into(),
-                flags: 0,
-                timeout: 0,
-                netmask: u32::MAX,
-            },
+            config: ServiceConfig::new(Scheduler::Rr, ip("10.96.0.1")),
             dests: [(
                 DestKey {
                     addr: ip("10.0.0.5"),
@@ -491,7 +500,7 @@ fn foreign() -> NodeState {
                 DestState {
                     weight: 1,
                     active_conns: 3,
-                    direct_route: false,
+                    forward: Forward::Masq,
                 },
             )]
             .into(),
@@ -522,12 +531,7 @@ fn foreign_services_and_addresses_survive_programming_and_removal() {
 fn a_foreign_service_on_our_port_is_a_conflict_and_is_left_alone() {
     let mut observed = foreign();
     let theirs = ServiceState {
-        config: ServiceConfig {
-            scheduler: "wlc".into(),
-            flags: 0,
-            timeout: 0,
-            netmask: u32::MAX,
-        },
+        config: ServiceConfig::new(Scheduler::Wlc, ip("10.10.24.88")),
         dests: Default::default(),
     };
     observed
@@ -540,7 +544,14 @@ fn a_foreign_service_on_our_port_is_a_conflict_and_is_left_alone() {
         NOW,
         DRAIN,
     );
-    assert_eq!(p.conflicts, vec![key("10.10.24.88", Protocol::Tcp, 80)]);
+    assert_eq!(
+        p.blocked,
+        vec![Blocked::ForeignService(key(
+            "10.10.24.88",
+            Protocol::Tcp,
+            80
+        ))]
+    );
     assert!(
         p.ops
             .iter()
@@ -581,8 +592,8 @@ fn drift_is_repaired_service_address_and_sysctl() {
     let rs = real_server(&[reference()]);
     both.sysctls = rs.sysctls.clone();
     let observed = apply(
-        &NodeState::default(),
-        &plan(&both, &NodeState::default(), &ledger, NOW, DRAIN),
+        &bare(),
+        &plan(&both, &bare(), &ledger, NOW, DRAIN),
         &mut ledger,
     );
     let mut drifted = observed.clone();
@@ -594,7 +605,7 @@ fn drift_is_repaired_service_address_and_sysctl() {
     let p = plan(&both, &drifted, &ledger, NOW, DRAIN);
     assert_eq!(apply(&drifted, &p, &mut ledger), observed);
     assert_eq!(
-        ledger.sysctls["net.ipv4.conf.all.arp_ignore"].previous, "",
+        ledger.sysctls["net.ipv4.conf.all.arp_ignore"].previous, "0",
         "the first previous value is kept"
     );
 }
@@ -655,7 +666,7 @@ fn a_destination_someone_switched_to_masquerading_is_put_back_to_direct_routing(
     let desired = director(&[reference()]);
     let (mut observed, ledger) = programmed(&desired);
     let svc = observed.services.values_mut().next().unwrap();
-    svc.dests.values_mut().next().unwrap().direct_route = false;
+    svc.dests.values_mut().next().unwrap().forward = Forward::Masq;
     assert_eq!(
         commands(&plan(&desired, &observed, &ledger, NOW, DRAIN)),
         vec!["ipvsadm -e -t 10.10.24.88:80 -r 10.10.24.21:80 -g -w 1"]
@@ -730,5 +741,98 @@ fn vip_interface_is_the_one_holding_its_subnet() {
         interface_for(ip("10.10.24.88"), &addrs).as_deref(),
         Some("eth0"),
         "the most specific subnet wins"
+    );
+}
+
+#[test]
+fn a_sysctl_that_cannot_be_read_is_never_written_nor_recorded() {
+    let mut observed = bare();
+    observed.sysctls.remove("net.ipv4.conf.all.arp_ignore");
+    let mut ledger = Ledger::default();
+    let p = plan(&real_server(&[reference()]), &observed, &ledger, NOW, DRAIN);
+    assert_eq!(
+        p.blocked,
+        vec![Blocked::UnreadableSysctl(
+            "net.ipv4.conf.all.arp_ignore".into()
+        )]
+    );
+    assert!(
+        commands(&p).iter().all(|c| !c.contains("all.arp_ignore")),
+        "{p:?}"
+    );
+    apply(&observed, &p, &mut ledger);
+    assert!(!ledger.sysctls.contains_key("net.ipv4.conf.all.arp_ignore"));
+}
+
+/// A crash after the kernel carried out a plan and before the ledger recorded it: the intents
+/// written ahead are all a restarted agent has.
+fn crashed_after_the_kernel(desired: &NodeState, start: &NodeState) -> (NodeState, Ledger) {
+    let mut ledger = Ledger::default();
+    let p = plan(desired, start, &ledger, NOW, DRAIN);
+    assert!(ledger.intend(&p.ops));
+    let mut kernel = start.clone();
+    for op in &p.ops {
+        super::fake::apply_op(&mut kernel, op);
+    }
+    (kernel, ledger)
+}
+
+#[test]
+fn a_restart_after_a_crash_adopts_exactly_what_it_had_intended() {
+    let mut desired = director(&[reference()]);
+    desired.sysctls = real_server(&[reference()]).sysctls;
+    let (kernel, mut ledger) = crashed_after_the_kernel(&desired, &bare());
+    ledger.settle(&kernel, &desired);
+    assert!(ledger.intents.is_empty());
+    assert_eq!(ledger.services.len(), 1, "its service is its own");
+    assert_eq!(ledger.addresses.len(), 1, "its VIP is its own");
+    assert_eq!(ledger.sysctls["net.ipv4.conf.all.arp_ignore"].previous, "0");
+    assert_eq!(
+        plan(&desired, &kernel, &ledger, NOW, DRAIN),
+        Plan::default()
+    );
+    let removal = plan(&NodeState::default(), &kernel, &ledger, NOW, DRAIN);
+    assert_eq!(
+        apply(&kernel, &removal, &mut ledger),
+        bare(),
+        "everything goes back"
+    );
+}
+
+#[test]
+fn an_intent_the_kernel_shows_done_differently_is_not_adopted() {
+    let desired = director(&[reference()]);
+    let (mut kernel, mut ledger) = crashed_after_the_kernel(&desired, &bare());
+    // Someone made the service with other settings in between: it is theirs.
+    kernel
+        .services
+        .values_mut()
+        .next()
+        .unwrap()
+        .config
+        .scheduler = Scheduler::Wlc;
+    ledger.settle(&kernel, &desired);
+    assert!(ledger.services.is_empty());
+    assert_eq!(
+        plan(&desired, &kernel, &ledger, NOW, DRAIN).blocked,
+        vec![Blocked::ForeignService(key(
+            "10.10.24.88",
+            Protocol::Tcp,
+            80
+        ))]
+    );
+}
+
+#[test]
+fn what_is_gone_from_the_kernel_is_forgotten() {
+    let desired = director(&[reference()]);
+    let (observed, mut ledger) = programmed(&desired);
+    ledger.settle(&NodeState::default(), &NodeState::default());
+    assert_eq!(ledger, Ledger::default());
+    // A service that someone else now makes under the same name is theirs, not ours.
+    let theirs = observed;
+    assert_eq!(
+        plan(&NodeState::default(), &theirs, &ledger, NOW, DRAIN),
+        Plan::default()
     );
 }

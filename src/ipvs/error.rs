@@ -3,11 +3,14 @@
 //!
 //! The kernel answers every IPVS command with a bare errno; what it *means*
 //! depends on the command (ENOENT on `NEW_SERVICE` is a missing scheduler
-//! module, on `DEL_DEST` a missing destination). [`KernelError::from_errno`]
-//! does that per-command translation, and every [`IpvsError`] variant names the
-//! object the failed request was about.
+//! module, on `DEL_DEST` a missing destination). The request that got the errno
+//! translates it (`message::Request::error`); every [`IpvsError`] variant names
+//! the object the failed request was about. This file is a leaf of the module:
+//! it knows the objects, not the messages.
 
-use crate::ipvs::message::Cmd;
+use std::time::Duration;
+
+use crate::ipvs::types::{DestKey, ServiceKey};
 
 /// `EPERM`.
 pub const EPERM: i32 = 1;
@@ -51,28 +54,12 @@ pub enum KernelError {
     /// Any other errno.
     #[error("{}", std::io::Error::from_raw_os_error(*.0))]
     Errno(i32),
-    /// The request could not be sent or its ack never came (socket failure).
+    /// The request could not be sent or its ack never came (socket failure or timeout).
     #[error("no reply from the kernel: {0}")]
     Transport(String),
 }
 
 impl KernelError {
-    /// Translates a positive errno returned for `cmd`. `scheduler` is the
-    /// scheduler the request asked for (only used for service commands).
-    pub fn from_errno(cmd: Cmd, errno: i32, scheduler: Option<&str>) -> Self {
-        match (errno, cmd) {
-            (ENOENT, Cmd::NewService | Cmd::SetService) => KernelError::SchedulerUnavailable {
-                scheduler: scheduler.unwrap_or("?").to_string(),
-            },
-            (ENOENT, Cmd::NewDest | Cmd::SetDest | Cmd::DelDest) => KernelError::NoSuchDest,
-            (ESRCH, _) => KernelError::NoSuchService,
-            (EEXIST, _) => KernelError::Exists,
-            (EPERM, _) => KernelError::PermissionDenied,
-            (EINVAL, _) => KernelError::Invalid,
-            (e, _) => KernelError::Errno(e),
-        }
-    }
-
     /// The errno behind this error, if it came from the kernel.
     pub fn errno(&self) -> Option<i32> {
         match self {
@@ -105,6 +92,10 @@ pub enum IpvsError {
     /// The kernel sent bytes we could not parse.
     #[error("malformed netlink message: {0}")]
     Malformed(String),
+    /// The kernel did not answer in time: the call was abandoned so that the agent's other work
+    /// (Lease renewals, health probes, /healthz) goes on, and it is retried at the next resync.
+    #[error("IPVS did not answer within {0:?}; will retry")]
+    Timeout(Duration),
     /// `GET_INFO` failed.
     #[error("get IPVS info: {source}")]
     Info {
@@ -126,62 +117,52 @@ pub enum IpvsError {
     /// `GET_DEST` dump failed.
     #[error("list destinations of {service}: {source}")]
     ListDests {
-        /// e.g. `TCP 10.10.24.88:80`.
-        service: String,
+        service: ServiceKey,
         /// Translated errno.
         source: KernelError,
     },
     /// `NEW_SERVICE` failed.
     #[error("add service {service}: {source}")]
     NewService {
-        /// e.g. `TCP 10.10.24.88:80`.
-        service: String,
+        service: ServiceKey,
         /// Translated errno.
         source: KernelError,
     },
     /// `SET_SERVICE` failed.
     #[error("edit service {service}: {source}")]
     SetService {
-        /// e.g. `TCP 10.10.24.88:80`.
-        service: String,
+        service: ServiceKey,
         /// Translated errno.
         source: KernelError,
     },
     /// `DEL_SERVICE` failed.
     #[error("delete service {service}: {source}")]
     DelService {
-        /// e.g. `TCP 10.10.24.88:80`.
-        service: String,
+        service: ServiceKey,
         /// Translated errno.
         source: KernelError,
     },
     /// `NEW_DEST` failed.
     #[error("add destination {dest} to {service}: {source}")]
     NewDest {
-        /// e.g. `TCP 10.10.24.88:80`.
-        service: String,
-        /// e.g. `10.10.24.21:80`.
-        dest: String,
+        service: ServiceKey,
+        dest: DestKey,
         /// Translated errno.
         source: KernelError,
     },
     /// `SET_DEST` failed.
     #[error("edit destination {dest} of {service}: {source}")]
     SetDest {
-        /// e.g. `TCP 10.10.24.88:80`.
-        service: String,
-        /// e.g. `10.10.24.21:80`.
-        dest: String,
+        service: ServiceKey,
+        dest: DestKey,
         /// Translated errno.
         source: KernelError,
     },
     /// `DEL_DEST` failed.
     #[error("delete destination {dest} from {service}: {source}")]
     DelDest {
-        /// e.g. `TCP 10.10.24.88:80`.
-        service: String,
-        /// e.g. `10.10.24.21:80`.
-        dest: String,
+        service: ServiceKey,
+        dest: DestKey,
         /// Translated errno.
         source: KernelError,
     },
@@ -216,23 +197,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn enoent_on_new_service_names_the_missing_scheduler_module() {
-        let e = IpvsError::NewService {
-            service: "TCP 10.10.24.88:80".into(),
-            source: KernelError::from_errno(Cmd::NewService, ENOENT, Some("mh")),
-        };
-        assert_eq!(
-            e.to_string(),
-            "add service TCP 10.10.24.88:80: scheduler module ip_vs_mh is not available (modprobe ip_vs_mh)"
-        );
-    }
-
-    #[test]
-    fn enoent_on_dest_commands_means_no_such_destination() {
+    fn errors_name_the_service_and_destination_as_ipvsadm_lists_them() {
         let e = IpvsError::DelDest {
-            service: "TCP 10.10.24.88:80".into(),
-            dest: "10.10.24.21:80".into(),
-            source: KernelError::from_errno(Cmd::DelDest, ENOENT, None),
+            service: ServiceKey {
+                vip: "10.10.24.88".parse().unwrap(),
+                protocol: crate::ipvs::Protocol::Tcp,
+                port: 80,
+            },
+            dest: DestKey {
+                addr: "10.10.24.21".parse().unwrap(),
+                port: 80,
+            },
+            source: KernelError::NoSuchDest,
         };
         assert_eq!(
             e.to_string(),
@@ -241,22 +217,12 @@ mod tests {
     }
 
     #[test]
-    fn esrch_eexist_and_eperm_are_translated_for_any_command() {
-        assert_eq!(
-            KernelError::from_errno(Cmd::NewDest, ESRCH, None),
-            KernelError::NoSuchService
-        );
-        assert_eq!(
-            KernelError::from_errno(Cmd::NewService, EEXIST, Some("rr")),
-            KernelError::Exists
-        );
-        let perm = KernelError::from_errno(Cmd::GetInfo, EPERM, None);
-        assert!(perm.to_string().contains("CAP_NET_ADMIN"));
-        assert!(perm.to_string().contains("host network namespace"));
-    }
-
-    #[test]
     fn missing_family_tells_the_user_to_load_ip_vs() {
         assert!(IpvsError::NotLoaded.to_string().contains("modprobe ip_vs"));
+        assert!(
+            KernelError::PermissionDenied
+                .to_string()
+                .contains("host network namespace")
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! IPVS generic-netlink messages as typed values: the command and attribute
 //! numbers of `include/uapi/linux/ip_vs.h`, an emitter producing the exact
-//! request bytes, and parsers for requests (for tests) and kernel replies.
+//! request bytes, the parser of kernel replies, and the translation of the
+//! errno a request got into an error naming its objects.
 //!
 //! Layout decisions follow `net/netfilter/ipvs/ip_vs_ctl.c` and ipvsadm's
 //! libipvs, which is what the kernel side is tested against:
@@ -13,11 +14,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::ipvs::error::IpvsError;
+use crate::ipvs::error::{EEXIST, EINVAL, ENOENT, EPERM, ESRCH, IpvsError, KernelError};
 use crate::ipvs::types::{
-    AF_INET, AF_INET6, DestKey, DestStats, Destination, ForeignService, Forward, Info,
-    ObservedDest, ObservedService, Protocol, SVC_F_HASHED, Service, ServiceEntry, ServiceKey,
-    Stats, family_of,
+    AF_INET, AF_INET6, Counters, Dest, DestEntry, DestKey, DestStats, ForeignService, Forward,
+    Info, Protocol, SVC_F_HASHED, Scheduler, ServiceConfig, ServiceEntry, ServiceKey, family_of,
 };
 use crate::ipvs::wire::{
     self, Attr, CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME, CTRL_CMD_GETFAMILY, CTRL_CMD_NEWFAMILY,
@@ -209,23 +209,20 @@ wire_enum! {
     }
 }
 
-/// A request this client sends to the IPVS family.
-///
-/// Identity-only requests carry keys, so that `Request::parse(emit(r)) == r`
-/// holds exactly.
+/// A request this client sends to the IPVS family: one per `ipvsadm` operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// `IPVS_CMD_NEW_SERVICE` with the full service.
-    NewService(Service),
-    /// `IPVS_CMD_SET_SERVICE` with the full service.
-    SetService(Service),
-    /// `IPVS_CMD_DEL_SERVICE` with the service identity.
+    /// `IPVS_CMD_NEW_SERVICE` (`ipvsadm -A`).
+    NewService(ServiceKey, ServiceConfig),
+    /// `IPVS_CMD_SET_SERVICE` (`ipvsadm -E`).
+    SetService(ServiceKey, ServiceConfig),
+    /// `IPVS_CMD_DEL_SERVICE` (`ipvsadm -D`).
     DelService(ServiceKey),
-    /// `IPVS_CMD_NEW_DEST`: service identity + full destination.
-    NewDest(ServiceKey, Destination),
-    /// `IPVS_CMD_SET_DEST`: service identity + full destination.
-    SetDest(ServiceKey, Destination),
-    /// `IPVS_CMD_DEL_DEST`: service identity + destination identity.
+    /// `IPVS_CMD_NEW_DEST` (`ipvsadm -a`).
+    NewDest(ServiceKey, DestKey, Dest),
+    /// `IPVS_CMD_SET_DEST` (`ipvsadm -e`).
+    SetDest(ServiceKey, DestKey, Dest),
+    /// `IPVS_CMD_DEL_DEST` (`ipvsadm -d`).
     DelDest(ServiceKey, DestKey),
     /// `IPVS_CMD_GET_SERVICE` as a dump (no attributes).
     GetServices,
@@ -239,8 +236,8 @@ impl Request {
     /// The genl command byte.
     pub fn cmd(&self) -> Cmd {
         match self {
-            Request::NewService(_) => Cmd::NewService,
-            Request::SetService(_) => Cmd::SetService,
+            Request::NewService(..) => Cmd::NewService,
+            Request::SetService(..) => Cmd::SetService,
             Request::DelService(_) => Cmd::DelService,
             Request::NewDest(..) => Cmd::NewDest,
             Request::SetDest(..) => Cmd::SetDest,
@@ -251,11 +248,16 @@ impl Request {
         }
     }
 
+    /// Whether the kernel answers with a multipart dump ending in `NLMSG_DONE`.
+    pub fn is_dump(&self) -> bool {
+        matches!(self, Request::GetServices | Request::GetDests(_))
+    }
+
     /// `nlmsg_flags`: mutations ask for an ack so success is confirmed per
     /// sequence number; dumps use `NLM_F_DUMP`; `GET_INFO` gets its reply.
     pub fn nlmsg_flags(&self) -> u16 {
         match self {
-            Request::GetServices | Request::GetDests(_) => NLM_F_REQUEST | NLM_F_DUMP,
+            r if r.is_dump() => NLM_F_REQUEST | NLM_F_DUMP,
             Request::GetInfo => NLM_F_REQUEST,
             _ => NLM_F_REQUEST | NLM_F_ACK,
         }
@@ -272,11 +274,11 @@ impl Request {
             IPVS_GENL_VERSION,
         );
         match self {
-            Request::NewService(s) | Request::SetService(s) => put_service(&mut w, s),
+            Request::NewService(k, c) | Request::SetService(k, c) => put_service(&mut w, k, c),
             Request::DelService(k) | Request::GetDests(k) => put_service_key(&mut w, k),
-            Request::NewDest(k, d) | Request::SetDest(k, d) => {
+            Request::NewDest(k, d, s) | Request::SetDest(k, d, s) => {
                 put_service_key(&mut w, k);
-                put_dest(&mut w, d);
+                put_dest(&mut w, d, s);
             }
             Request::DelDest(k, d) => {
                 put_service_key(&mut w, k);
@@ -292,8 +294,56 @@ impl Request {
         self.emit_into(Vec::new(), family, seq)
     }
 
-    /// Parses one request message (the inverse of [`Request::emit`]); used to
-    /// check the emitter and to decode captured traffic.
+    /// What the kernel's `errno` means for this request: ENOENT on `NEW_SERVICE` is a missing
+    /// scheduler module, on a destination command a missing destination.
+    pub fn kernel_error(&self, errno: i32) -> KernelError {
+        match (errno, self) {
+            (ENOENT, Request::NewService(_, c) | Request::SetService(_, c)) => {
+                KernelError::SchedulerUnavailable {
+                    scheduler: c.scheduler.name().to_string(),
+                }
+            }
+            (ENOENT, Request::NewDest(..) | Request::SetDest(..) | Request::DelDest(..)) => {
+                KernelError::NoSuchDest
+            }
+            (ESRCH, _) => KernelError::NoSuchService,
+            (EEXIST, _) => KernelError::Exists,
+            (EPERM, _) => KernelError::PermissionDenied,
+            (EINVAL, _) => KernelError::Invalid,
+            (e, _) => KernelError::Errno(e),
+        }
+    }
+
+    /// The error for this request, naming its objects.
+    pub fn error(&self, source: KernelError) -> IpvsError {
+        match *self {
+            Request::NewService(service, _) => IpvsError::NewService { service, source },
+            Request::SetService(service, _) => IpvsError::SetService { service, source },
+            Request::DelService(service) => IpvsError::DelService { service, source },
+            Request::NewDest(service, dest, _) => IpvsError::NewDest {
+                service,
+                dest,
+                source,
+            },
+            Request::SetDest(service, dest, _) => IpvsError::SetDest {
+                service,
+                dest,
+                source,
+            },
+            Request::DelDest(service, dest) => IpvsError::DelDest {
+                service,
+                dest,
+                source,
+            },
+            Request::GetServices => IpvsError::ListServices { source },
+            Request::GetDests(service) => IpvsError::ListDests { service, source },
+            Request::GetInfo => IpvsError::Info { source },
+        }
+    }
+
+    /// Parses one request message, the inverse of [`Request::emit`]: the byte tests and the
+    /// round-trip property check the emitter with it.
+    #[cfg(test)]
     pub fn parse(msg: &[u8]) -> Result<(Request, u32), IpvsError> {
         let msgs = wire::split_messages(msg)?;
         let [m] = msgs.as_slice() else {
@@ -303,34 +353,30 @@ impl Request {
         let cmd = Cmd::from_raw(cmd)
             .ok_or_else(|| IpvsError::malformed(format!("unknown IPVS command {cmd}")))?;
         let top = wire::parse_attrs(attrs)?;
-        let svc = find(&top, CmdAttr::Service.raw())
-            .map(SvcAttrs::parse)
-            .transpose()?;
-        let dest = find(&top, CmdAttr::Dest.raw())
-            .map(DestAttrs::parse)
-            .transpose()?;
-        let need_svc = || {
-            svc.clone()
+        let svc = || {
+            find(&top, CmdAttr::Service.raw())
                 .ok_or_else(|| IpvsError::malformed("missing IPVS_CMD_ATTR_SERVICE"))
+                .and_then(SvcAttrs::parse)
         };
-        let need_dest = || {
-            dest.clone()
+        let dest = || {
+            find(&top, CmdAttr::Dest.raw())
                 .ok_or_else(|| IpvsError::malformed("missing IPVS_CMD_ATTR_DEST"))
+                .and_then(DestAttrs::parse)
         };
         let req = match cmd {
-            Cmd::NewService => Request::NewService(need_svc()?.service()?),
-            Cmd::SetService => Request::SetService(need_svc()?.service()?),
-            Cmd::DelService => Request::DelService(need_svc()?.key()?),
+            Cmd::NewService => Request::NewService(svc()?.key()?, svc()?.config()?),
+            Cmd::SetService => Request::SetService(svc()?.key()?, svc()?.config()?),
+            Cmd::DelService => Request::DelService(svc()?.key()?),
             Cmd::GetService => Request::GetServices,
-            Cmd::GetDest => Request::GetDests(need_svc()?.key()?),
+            Cmd::GetDest => Request::GetDests(svc()?.key()?),
             Cmd::GetInfo => Request::GetInfo,
             Cmd::NewDest | Cmd::SetDest | Cmd::DelDest => {
-                let key = need_svc()?.key()?;
-                let d = need_dest()?;
-                let fam = family_of(&key.addr);
+                let key = svc()?.key()?;
+                let d = dest()?;
+                let fam = key.family();
                 match cmd {
-                    Cmd::NewDest => Request::NewDest(key, d.dest(fam)?),
-                    Cmd::SetDest => Request::SetDest(key, d.dest(fam)?),
+                    Cmd::NewDest => Request::NewDest(key, d.key(fam)?, d.dest()?),
+                    Cmd::SetDest => Request::SetDest(key, d.key(fam)?, d.dest()?),
                     _ => Request::DelDest(key, d.key(fam)?),
                 }
             }
@@ -348,9 +394,9 @@ impl Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// One `IPVS_CMD_NEW_SERVICE` part of a `GET_SERVICE` dump.
-    Service(ObservedService),
+    Service(ServiceEntry),
     /// One `IPVS_CMD_NEW_DEST` part of a `GET_DEST` dump.
-    Dest(ObservedDest),
+    Dest(DestEntry),
     /// The `IPVS_CMD_SET_INFO` answer to `GET_INFO`.
     Info(Info),
 }
@@ -368,12 +414,12 @@ impl Reply {
                 let a = find(&top, CmdAttr::Service.raw()).ok_or_else(|| {
                     IpvsError::malformed("service reply without IPVS_CMD_ATTR_SERVICE")
                 })?;
-                SvcAttrs::parse(a)?.observed().map(Reply::Service)
+                SvcAttrs::parse(a)?.entry().map(Reply::Service)
             }
             Some(Cmd::NewDest) => {
                 let a = find(&top, CmdAttr::Dest.raw())
                     .ok_or_else(|| IpvsError::malformed("dest reply without IPVS_CMD_ATTR_DEST"))?;
-                DestAttrs::parse(a)?.observed(dest_family).map(Reply::Dest)
+                DestAttrs::parse(a)?.entry(dest_family).map(Reply::Dest)
             }
             Some(Cmd::SetInfo) => {
                 let get = |t: InfoAttr| {
@@ -440,16 +486,18 @@ fn addr_bytes(addr: &IpAddr) -> [u8; 16] {
 }
 
 fn decode_addr(family: u16, a: Attr<'_>) -> Result<IpAddr, IpvsError> {
+    // The kernel sends `union nf_inet_addr` (16 bytes) for both families; a bare 4-byte IPv4
+    // address is accepted too, as libnl does.
     match (family, a.payload.len()) {
-        (AF_INET, n) if n >= 4 => Ok(IpAddr::V4(Ipv4Addr::new(
+        (AF_INET, 4 | 16) => Ok(IpAddr::V4(Ipv4Addr::new(
             a.payload[0],
             a.payload[1],
             a.payload[2],
             a.payload[3],
         ))),
-        (AF_INET6, n) if n >= 16 => {
+        (AF_INET6, 16) => {
             let mut b = [0u8; 16];
-            b.copy_from_slice(&a.payload[..16]);
+            b.copy_from_slice(a.payload);
             Ok(IpAddr::V6(Ipv6Addr::from(b)))
         }
         (f, n) => Err(IpvsError::malformed(format!(
@@ -483,25 +531,25 @@ fn put_service_key(w: &mut MsgWriter, k: &ServiceKey) {
 }
 
 fn put_service_identity(w: &mut MsgWriter, k: &ServiceKey) {
-    w.u16(SvcAttr::Af.raw(), family_of(&k.addr));
+    w.u16(SvcAttr::Af.raw(), k.family());
     w.u16(SvcAttr::Protocol.raw(), k.protocol.number());
-    w.attr(SvcAttr::Addr.raw(), &addr_bytes(&k.addr));
+    w.attr(SvcAttr::Addr.raw(), &addr_bytes(&k.vip));
     w.be16(SvcAttr::Port.raw(), k.port);
 }
 
-fn put_service(w: &mut MsgWriter, s: &Service) {
+fn put_service(w: &mut MsgWriter, k: &ServiceKey, c: &ServiceConfig) {
     let n = w.begin_nest(CmdAttr::Service.raw());
-    put_service_identity(w, &s.key());
+    put_service_identity(w, k);
     // The kernel's full-entry parse requires all four of these (else EINVAL).
-    w.string(SvcAttr::SchedName.raw(), &s.scheduler);
+    w.string(SvcAttr::SchedName.raw(), c.scheduler.name());
     let mut flags = [0u8; 8];
-    flags[..4].copy_from_slice(&s.flags.to_ne_bytes());
+    flags[..4].copy_from_slice(&c.flags.to_ne_bytes());
     flags[4..].copy_from_slice(&u32::MAX.to_ne_bytes());
     w.attr(SvcAttr::Flags.raw(), &flags);
-    w.u32(SvcAttr::Timeout.raw(), s.timeout);
+    w.u32(SvcAttr::Timeout.raw(), c.timeout);
     w.attr(
         SvcAttr::Netmask.raw(),
-        &netmask_bytes(s.family(), s.netmask),
+        &netmask_bytes(k.family(), c.netmask),
     );
     w.end_nest(n);
 }
@@ -510,35 +558,37 @@ fn put_dest_key(w: &mut MsgWriter, d: &DestKey) {
     let n = w.begin_nest(CmdAttr::Dest.raw());
     w.attr(DestAttr::Addr.raw(), &addr_bytes(&d.addr));
     w.be16(DestAttr::Port.raw(), d.port);
-    w.u16(DestAttr::AddrFamily.raw(), family_of(&d.addr));
+    w.u16(DestAttr::AddrFamily.raw(), family_of(d.addr));
     w.end_nest(n);
 }
 
-fn put_dest(w: &mut MsgWriter, d: &Destination) {
+fn put_dest(w: &mut MsgWriter, k: &DestKey, d: &Dest) {
     let n = w.begin_nest(CmdAttr::Dest.raw());
-    w.attr(DestAttr::Addr.raw(), &addr_bytes(&d.addr));
-    w.be16(DestAttr::Port.raw(), d.port);
+    w.attr(DestAttr::Addr.raw(), &addr_bytes(&k.addr));
+    w.be16(DestAttr::Port.raw(), k.port);
     // The kernel's full-entry parse requires FWD_METHOD, WEIGHT, U/L_THRESH.
-    w.u32(DestAttr::FwdMethod.raw(), d.fwd as u32);
+    w.u32(DestAttr::FwdMethod.raw(), d.forward as u32);
     w.u32(DestAttr::Weight.raw(), d.weight);
     w.u32(DestAttr::UThresh.raw(), d.upper_threshold);
     w.u32(DestAttr::LThresh.raw(), d.lower_threshold);
     // Sent explicitly (as ipvsadm does) so a mixed-family dest is never
     // silently taken as the service's family.
-    w.u16(DestAttr::AddrFamily.raw(), family_of(&d.addr));
+    w.u16(DestAttr::AddrFamily.raw(), family_of(k.addr));
     w.end_nest(n);
 }
 
-fn parse_stats(a: Attr<'_>) -> Result<Stats, IpvsError> {
-    let mut s = Stats::default();
+fn parse_counters(a: Attr<'_>) -> Result<Counters, IpvsError> {
+    let mut s = Counters::default();
     for c in a.nested()? {
         let slot = match StatsAttr::from_raw(c.ty) {
-            Some(StatsAttr::Conns) => &mut s.conns,
-            Some(StatsAttr::Inpkts) => &mut s.inpkts,
-            Some(StatsAttr::Outpkts) => &mut s.outpkts,
-            Some(StatsAttr::Inbytes) => &mut s.inbytes,
-            Some(StatsAttr::Outbytes) => &mut s.outbytes,
-            _ => continue, // rates and padding are not needed
+            Some(StatsAttr::Conns) => &mut s.connections,
+            Some(StatsAttr::Inpkts) => &mut s.in_packets,
+            Some(StatsAttr::Outpkts) => &mut s.out_packets,
+            Some(StatsAttr::Inbytes) => &mut s.in_bytes,
+            Some(StatsAttr::Outbytes) => &mut s.out_bytes,
+            // Skipped on purpose: the rate estimates (CPS, INPPS, ...) are not used, PAD is
+            // alignment, and a counter a future kernel adds is not ours to guess at.
+            _ => continue,
         };
         *slot = c.uint()?;
     }
@@ -547,39 +597,50 @@ fn parse_stats(a: Attr<'_>) -> Result<Stats, IpvsError> {
 
 /// The attributes of one nested service, each optional until converted.
 #[derive(Debug, Clone, Default)]
-struct SvcAttrs {
+struct SvcAttrs<'a> {
     af: Option<u16>,
     protocol: Option<u16>,
-    addr: Option<Vec<u8>>,
+    addr: Option<Attr<'a>>,
     port: Option<u16>,
     fwmark: Option<u32>,
     sched: Option<String>,
     flags: Option<u32>,
     timeout: Option<u32>,
-    netmask: Option<Vec<u8>>,
-    stats: Option<Stats>,
-    stats64: Option<Stats>,
+    netmask: Option<Attr<'a>>,
+    stats: Option<Counters>,
+    stats64: Option<Counters>,
 }
 
-impl SvcAttrs {
-    fn parse(nest: Attr<'_>) -> Result<Self, IpvsError> {
+impl<'a> SvcAttrs<'a> {
+    fn parse(nest: Attr<'a>) -> Result<Self, IpvsError> {
         let mut s = SvcAttrs::default();
         for a in nest.nested()? {
             match SvcAttr::from_raw(a.ty) {
                 Some(SvcAttr::Af) => s.af = Some(a.u16()?),
                 Some(SvcAttr::Protocol) => s.protocol = Some(a.u16()?),
-                Some(SvcAttr::Addr) => s.addr = Some(a.payload.to_vec()),
+                Some(SvcAttr::Addr) => s.addr = Some(a),
                 Some(SvcAttr::Port) => s.port = Some(a.be16()?),
                 Some(SvcAttr::Fwmark) => s.fwmark = Some(a.u32()?),
                 Some(SvcAttr::SchedName) => s.sched = Some(a.string()?),
-                // struct ip_vs_flags: the mask is always ~0 in dumps; HASHED is
-                // kernel bookkeeping, dropped so observed == desired.
-                Some(SvcAttr::Flags) => s.flags = Some(a.u32()? & !SVC_F_HASHED),
+                Some(SvcAttr::Flags) => {
+                    // struct ip_vs_flags { flags, mask }: the mask is always ~0 in dumps;
+                    // HASHED is kernel bookkeeping, dropped so observed == desired.
+                    let raw: [u8; 8] = a.payload.try_into().map_err(|_| {
+                        IpvsError::malformed(format!(
+                            "IPVS_SVC_ATTR_FLAGS has {} bytes, struct ip_vs_flags has 8",
+                            a.payload.len()
+                        ))
+                    })?;
+                    let flags = u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]);
+                    s.flags = Some(flags & !SVC_F_HASHED);
+                }
                 Some(SvcAttr::Timeout) => s.timeout = Some(a.u32()?),
-                Some(SvcAttr::Netmask) => s.netmask = Some(a.payload.to_vec()),
-                Some(SvcAttr::Stats) => s.stats = Some(parse_stats(a)?),
-                Some(SvcAttr::Stats64) => s.stats64 = Some(parse_stats(a)?),
-                _ => {} // PE name and future attributes are ignored
+                Some(SvcAttr::Netmask) => s.netmask = Some(a),
+                Some(SvcAttr::Stats) => s.stats = Some(parse_counters(a)?),
+                Some(SvcAttr::Stats64) => s.stats64 = Some(parse_counters(a)?),
+                // Skipped on purpose: the persistence engine name (PE_NAME) is not managed here,
+                // and an attribute a future kernel adds must not break the dump.
+                Some(SvcAttr::PeName) | None => {}
             }
         }
         Ok(s)
@@ -592,29 +653,12 @@ impl SvcAttrs {
 
     fn addr(&self) -> Result<Option<IpAddr>, IpvsError> {
         let family = self.family()?;
-        self.addr
-            .as_deref()
-            .map(|b| {
-                decode_addr(
-                    family,
-                    Attr {
-                        ty: SvcAttr::Addr.raw(),
-                        payload: b,
-                    },
-                )
-            })
-            .transpose()
+        self.addr.map(|a| decode_addr(family, a)).transpose()
     }
 
     fn netmask(&self) -> Result<u32, IpvsError> {
-        match self.netmask.as_deref() {
-            Some(b) => decode_netmask(
-                self.family()?,
-                Attr {
-                    ty: SvcAttr::Netmask.raw(),
-                    payload: b,
-                },
-            ),
+        match self.netmask {
+            Some(a) => decode_netmask(self.family()?, a),
             None => Ok(0),
         }
     }
@@ -624,7 +668,7 @@ impl SvcAttrs {
             .protocol
             .ok_or_else(|| IpvsError::malformed("service without IPVS_SVC_ATTR_PROTOCOL"))?;
         Ok(ServiceKey {
-            addr: self
+            vip: self
                 .addr()?
                 .ok_or_else(|| IpvsError::malformed("service without IPVS_SVC_ATTR_ADDR"))?,
             protocol: Protocol::from_number(proto)
@@ -635,13 +679,9 @@ impl SvcAttrs {
         })
     }
 
-    fn service(&self) -> Result<Service, IpvsError> {
-        let k = self.key()?;
-        Ok(Service {
-            addr: k.addr,
-            protocol: k.protocol,
-            port: k.port,
-            scheduler: self.sched.clone().unwrap_or_default(),
+    fn config(&self) -> Result<ServiceConfig, IpvsError> {
+        Ok(ServiceConfig {
+            scheduler: Scheduler::from_name(self.sched.as_deref().unwrap_or("")),
             flags: self.flags.unwrap_or(0),
             timeout: self.timeout.unwrap_or(0),
             netmask: self.netmask()?,
@@ -650,36 +690,31 @@ impl SvcAttrs {
 
     /// A dump entry: managed kind when it has a known protocol and no fwmark,
     /// otherwise kept as foreign rather than failing the whole dump.
-    fn observed(&self) -> Result<ObservedService, IpvsError> {
+    fn entry(&self) -> Result<ServiceEntry, IpvsError> {
         let managed = self.fwmark.unwrap_or(0) == 0
             && self.protocol.and_then(Protocol::from_number).is_some();
-        let entry = if managed {
-            ServiceEntry::Service(self.service()?)
-        } else {
-            ServiceEntry::Foreign(ForeignService {
+        if !managed {
+            return Ok(ServiceEntry::Foreign(ForeignService {
                 family: self.family()?,
                 fwmark: self.fwmark.filter(|&m| m != 0),
                 protocol: self.protocol.unwrap_or(0),
                 addr: self.addr()?,
                 port: self.port.unwrap_or(0),
-                scheduler: self.sched.clone().unwrap_or_default(),
-                flags: self.flags.unwrap_or(0),
-                timeout: self.timeout.unwrap_or(0),
-                netmask: self.netmask()?,
-            })
-        };
-        Ok(ObservedService {
-            entry,
+            }));
+        }
+        Ok(ServiceEntry::Service {
+            key: self.key()?,
+            config: self.config()?,
             // STATS64 (kernel >= 4.x) does not wrap; prefer it.
-            stats: self.stats64.or(self.stats).unwrap_or_default(),
+            counters: self.stats64.or(self.stats).unwrap_or_default(),
         })
     }
 }
 
 /// The attributes of one nested destination.
 #[derive(Debug, Clone, Default)]
-struct DestAttrs {
-    addr: Option<Vec<u8>>,
+struct DestAttrs<'a> {
+    addr: Option<Attr<'a>>,
     port: Option<u16>,
     fwd: Option<u32>,
     weight: Option<u32>,
@@ -689,16 +724,16 @@ struct DestAttrs {
     inactive: Option<u32>,
     persist: Option<u32>,
     family: Option<u16>,
-    stats: Option<Stats>,
-    stats64: Option<Stats>,
+    stats: Option<Counters>,
+    stats64: Option<Counters>,
 }
 
-impl DestAttrs {
-    fn parse(nest: Attr<'_>) -> Result<Self, IpvsError> {
+impl<'a> DestAttrs<'a> {
+    fn parse(nest: Attr<'a>) -> Result<Self, IpvsError> {
         let mut d = DestAttrs::default();
         for a in nest.nested()? {
             match DestAttr::from_raw(a.ty) {
-                Some(DestAttr::Addr) => d.addr = Some(a.payload.to_vec()),
+                Some(DestAttr::Addr) => d.addr = Some(a),
                 Some(DestAttr::Port) => d.port = Some(a.be16()?),
                 Some(DestAttr::FwdMethod) => d.fwd = Some(a.u32()?),
                 Some(DestAttr::Weight) => d.weight = Some(a.u32()?),
@@ -708,9 +743,11 @@ impl DestAttrs {
                 Some(DestAttr::InactConns) => d.inactive = Some(a.u32()?),
                 Some(DestAttr::PersistConns) => d.persist = Some(a.u32()?),
                 Some(DestAttr::AddrFamily) => d.family = Some(a.u16()?),
-                Some(DestAttr::Stats) => d.stats = Some(parse_stats(a)?),
-                Some(DestAttr::Stats64) => d.stats64 = Some(parse_stats(a)?),
-                _ => {} // tunnel attributes are not used for DR
+                Some(DestAttr::Stats) => d.stats = Some(parse_counters(a)?),
+                Some(DestAttr::Stats64) => d.stats64 = Some(parse_counters(a)?),
+                // Skipped on purpose: tunnel settings do not apply to Direct Routing, and an
+                // attribute a future kernel adds must not break the dump.
+                Some(DestAttr::TunType | DestAttr::TunPort | DestAttr::TunFlags) | None => {}
             }
         }
         Ok(d)
@@ -720,49 +757,35 @@ impl DestAttrs {
         let family = self.family.unwrap_or(svc_family);
         let raw = self
             .addr
-            .as_deref()
             .ok_or_else(|| IpvsError::malformed("destination without IPVS_DEST_ATTR_ADDR"))?;
         Ok(DestKey {
-            addr: decode_addr(
-                family,
-                Attr {
-                    ty: DestAttr::Addr.raw(),
-                    payload: raw,
-                },
-            )?,
+            addr: decode_addr(family, raw)?,
             port: self
                 .port
                 .ok_or_else(|| IpvsError::malformed("destination without IPVS_DEST_ATTR_PORT"))?,
         })
     }
 
-    fn dest(&self, svc_family: u16) -> Result<Destination, IpvsError> {
-        let k = self.key(svc_family)?;
+    fn dest(&self) -> Result<Dest, IpvsError> {
         let fwd = self.fwd.unwrap_or(0);
-        Ok(Destination {
-            addr: k.addr,
-            port: k.port,
+        Ok(Dest {
             weight: self.weight.unwrap_or(0),
-            fwd: Forward::from_bits(fwd)
+            forward: Forward::from_bits(fwd)
                 .ok_or_else(|| IpvsError::malformed(format!("unknown forwarding method {fwd}")))?,
             upper_threshold: self.u_thresh.unwrap_or(0),
             lower_threshold: self.l_thresh.unwrap_or(0),
         })
     }
 
-    fn observed(&self, svc_family: u16) -> Result<ObservedDest, IpvsError> {
-        let s = self.stats64.or(self.stats).unwrap_or_default();
-        Ok(ObservedDest {
-            dest: self.dest(svc_family)?,
+    fn entry(&self, svc_family: u16) -> Result<DestEntry, IpvsError> {
+        Ok(DestEntry {
+            key: self.key(svc_family)?,
+            dest: self.dest()?,
             stats: DestStats {
                 active_conns: self.active.unwrap_or(0),
                 inactive_conns: self.inactive.unwrap_or(0),
                 persist_conns: self.persist.unwrap_or(0),
-                conns: s.conns,
-                inpkts: s.inpkts,
-                outpkts: s.outpkts,
-                inbytes: s.inbytes,
-                outbytes: s.outbytes,
+                traffic: self.stats64.or(self.stats).unwrap_or_default(),
             },
         })
     }

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::ipvs::handle::{Op, match_acks};
+use crate::ipvs::KernelError;
+use crate::ipvs::handle::match_acks;
 use crate::ipvs::message::{Reply, Request, emit_resolve_family, parse_family_reply};
 use crate::ipvs::types::*;
 use crate::ipvs::wire::split_messages;
-use crate::ipvs::{IpvsError, KernelError};
 
 /// An arbitrary dynamic family id, as the controller would hand out.
 const FAM: u16 = 0x23;
@@ -120,8 +120,28 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn vip() -> Service {
-    Service::new(ip("10.10.24.88"), Protocol::Tcp, 80, "rr")
+fn key(addr: &str, protocol: Protocol, port: u16) -> ServiceKey {
+    ServiceKey {
+        vip: ip(addr),
+        protocol,
+        port,
+    }
+}
+
+/// The reference service, `-t 10.10.24.88:80 -s rr`.
+fn vip() -> ServiceKey {
+    key("10.10.24.88", Protocol::Tcp, 80)
+}
+
+fn rr() -> ServiceConfig {
+    ServiceConfig::new(Scheduler::Rr, ip("10.10.24.88"))
+}
+
+fn dest(addr: &str, port: u16) -> DestKey {
+    DestKey {
+        addr: ip(addr),
+        port,
+    }
 }
 
 fn svc_identity(af: u16, proto: u16, addr: &str, port: u16) -> Vec<Vec<u8>> {
@@ -166,15 +186,18 @@ fn new_service_for_tcp_vip_emits_kernel_layout() {
         8, 0, 8, 0,  0, 0, 0, 0,                   // TIMEOUT 0
         8, 0, 9, 0,  0xff, 0xff, 0xff, 0xff,       // NETMASK 255.255.255.255
     ];
-    assert_request(Request::NewService(vip()), 1, &expected);
+    assert_request(Request::NewService(vip(), rr()), 1, &expected);
 }
 
 #[test]
 fn new_service_for_persistent_ipv6_udp_vip_emits_kernel_layout() {
-    let mut s = Service::new(ip("2001:db8::88"), Protocol::Udp, 53, "sh");
-    s.flags = SVC_F_PERSISTENT | SVC_F_SCHED1 | SVC_F_SCHED2;
-    s.timeout = 300;
-    s.netmask = 64;
+    let k = key("2001:db8::88", Protocol::Udp, 53);
+    let c = ServiceConfig {
+        scheduler: Scheduler::Sh,
+        flags: SVC_F_PERSISTENT | SVC_F_SCHED1 | SVC_F_SCHED2,
+        timeout: 300,
+        netmask: 64,
+    };
     let mut attrs = svc_identity(10, 17, "2001:db8::88", 53);
     attrs.extend([
         stra(SVC_SCHED, "sh"),
@@ -184,15 +207,18 @@ fn new_service_for_persistent_ipv6_udp_vip_emits_kernel_layout() {
         u32a(SVC_NETMASK, 64),
     ]);
     let expected = msg(FAM, REQ | ACK, 9, 0, 1, &[nest(1, &attrs)]);
-    assert_request(Request::NewService(s), 9, &expected);
+    assert_request(Request::NewService(k, c), 9, &expected);
 }
 
 #[test]
 fn set_service_for_sctp_vip_emits_kernel_layout() {
-    let mut s = Service::new(ip("10.0.0.1"), Protocol::Sctp, 3868, "wlc");
-    s.flags = SVC_F_PERSISTENT;
-    s.timeout = 60;
-    s.netmask = 0xFFFF_FF00;
+    let k = key("10.0.0.1", Protocol::Sctp, 3868);
+    let c = ServiceConfig {
+        scheduler: Scheduler::Wlc,
+        flags: SVC_F_PERSISTENT,
+        timeout: 60,
+        netmask: 0xFFFF_FF00,
+    };
     let mut attrs = svc_identity(2, 132, "10.0.0.1", 3868);
     attrs.extend([
         stra(SVC_SCHED, "wlc"),
@@ -202,7 +228,7 @@ fn set_service_for_sctp_vip_emits_kernel_layout() {
         nla(SVC_NETMASK, &[255, 255, 255, 0]),
     ]);
     let expected = msg(FAM, REQ | ACK, 2, 0, 2, &[nest(1, &attrs)]);
-    assert_request(Request::SetService(s), 2, &expected);
+    assert_request(Request::SetService(k, c), 2, &expected);
 }
 
 #[test]
@@ -215,9 +241,9 @@ fn del_service_sends_only_the_service_identity() {
         3,
         &[nest(1, &svc_identity(2, 6, "10.10.24.88", 80))],
     );
-    assert_request(Request::DelService(vip().key()), 3, &expected);
+    assert_request(Request::DelService(vip()), 3, &expected);
 
-    let v6 = Service::new(ip("2001:db8::1"), Protocol::Udp, 5353, "rr");
+    let v6 = key("2001:db8::1", Protocol::Udp, 5353);
     let expected = msg(
         FAM,
         REQ | ACK,
@@ -226,12 +252,11 @@ fn del_service_sends_only_the_service_identity() {
         3,
         &[nest(1, &svc_identity(10, 17, "2001:db8::1", 5353))],
     );
-    assert_request(Request::DelService(v6.key()), 4, &expected);
+    assert_request(Request::DelService(v6), 4, &expected);
 }
 
 #[test]
 fn new_dest_for_direct_route_server_emits_kernel_layout() {
-    let d = Destination::direct_route(ip("10.10.24.21"), 80, 1);
     let expected = msg(
         FAM,
         REQ | ACK,
@@ -254,17 +279,19 @@ fn new_dest_for_direct_route_server_emits_kernel_layout() {
             ),
         ],
     );
-    assert_request(Request::NewDest(vip().key(), d), 5, &expected);
+    assert_request(
+        Request::NewDest(vip(), dest("10.10.24.21", 80), Dest::direct_route(1)),
+        5,
+        &expected,
+    );
 }
 
 #[test]
 fn set_dest_with_thresholds_for_ipv6_service_emits_kernel_layout() {
-    let s = Service::new(ip("2001:db8::88"), Protocol::Tcp, 443, "wrr");
-    let d = Destination {
-        addr: ip("2001:db8::21"),
-        port: 8443,
+    let s = key("2001:db8::88", Protocol::Tcp, 443);
+    let d = Dest {
         weight: 0,
-        fwd: Forward::Masq,
+        forward: Forward::Masq,
         upper_threshold: 1000,
         lower_threshold: 100,
     };
@@ -290,13 +317,16 @@ fn set_dest_with_thresholds_for_ipv6_service_emits_kernel_layout() {
             ),
         ],
     );
-    assert_request(Request::SetDest(s.key(), d), 6, &expected);
+    assert_request(
+        Request::SetDest(s, dest("2001:db8::21", 8443), d),
+        6,
+        &expected,
+    );
 }
 
 #[test]
 fn del_dest_sends_service_and_dest_identity() {
-    let s = Service::new(ip("10.10.24.88"), Protocol::Udp, 53, "rr");
-    let d = Destination::direct_route(ip("10.10.24.22"), 53, 1);
+    let s = key("10.10.24.88", Protocol::Udp, 53);
     let expected = msg(
         FAM,
         REQ | ACK,
@@ -315,7 +345,7 @@ fn del_dest_sends_service_and_dest_identity() {
             ),
         ],
     );
-    assert_request(Request::DelDest(s.key(), d.key()), 7, &expected);
+    assert_request(Request::DelDest(s, dest("10.10.24.22", 53)), 7, &expected);
 }
 
 #[test]
@@ -327,7 +357,7 @@ fn get_service_dump_request_has_dump_flags_and_no_attributes() {
 
 #[test]
 fn get_dest_dump_request_nests_the_service_identity() {
-    let s = Service::new(ip("2001:db8::88"), Protocol::Sctp, 80, "rr");
+    let s = key("2001:db8::88", Protocol::Sctp, 80);
     let expected = msg(
         FAM,
         REQ | DUMP,
@@ -336,7 +366,7 @@ fn get_dest_dump_request_nests_the_service_identity() {
         8,
         &[nest(1, &svc_identity(10, 132, "2001:db8::88", 80))],
     );
-    assert_request(Request::GetDests(s.key()), 10, &expected);
+    assert_request(Request::GetDests(s), 10, &expected);
 }
 
 #[test]
@@ -366,17 +396,16 @@ fn family_resolution_asks_the_controller_for_ipvs_and_reads_its_id() {
 
 #[test]
 fn batched_requests_are_concatenated_with_their_own_sequence_numbers() {
-    let d = Destination::direct_route(ip("10.10.24.21"), 80, 1);
-    let ops = [Op::NewService(vip()), Op::NewDest(vip(), d.clone())];
+    let d = Dest::direct_route(1);
+    let requests = [
+        Request::NewService(vip(), rr()),
+        Request::NewDest(vip(), dest("10.10.24.21", 80), d),
+    ];
     let mut buf = Vec::new();
-    for (seq, op) in (100..).zip(&ops) {
-        buf = op.request().emit_into(buf, FAM, seq);
+    for (seq, r) in (100..).zip(&requests) {
+        buf = r.emit_into(buf, FAM, seq);
     }
-    let expected = [
-        Request::NewService(vip()).emit(FAM, 100),
-        Request::NewDest(vip().key(), d).emit(FAM, 101),
-    ]
-    .concat();
+    let expected = [requests[0].emit(FAM, 100), requests[1].emit(FAM, 101)].concat();
     assert_eq!(buf, expected);
     let seqs: Vec<u32> = split_messages(&buf)
         .unwrap()
@@ -425,14 +454,15 @@ fn service_dump_reply_for_tcp_vip_parses_with_stats64_and_without_hashed_flag() 
         nest(SVC_STATS64, &stats64(7, 1 << 33, 1 << 40)),
     ]);
     let bytes = msg(FAM, MULTI, 20, 4242, 1, &[nest(1, &attrs)]);
-    let expected = ObservedService {
-        entry: ServiceEntry::Service(vip()),
-        stats: Stats {
-            conns: 7,
-            inpkts: 1 << 33,
-            outpkts: 0,
-            inbytes: 1 << 40,
-            outbytes: 0,
+    let expected = ServiceEntry::Service {
+        key: vip(),
+        config: rr(),
+        counters: Counters {
+            connections: 7,
+            in_packets: 1 << 33,
+            out_packets: 0,
+            in_bytes: 1 << 40,
+            out_bytes: 0,
         },
     };
     assert_eq!(parse_one_reply(&bytes, 0), Reply::Service(expected));
@@ -450,18 +480,20 @@ fn service_dump_reply_for_ipv6_udp_with_pe_name_and_32bit_stats_parses() {
         nest(SVC_STATS, &stats32(3, 4, 500)),
     ]);
     let bytes = msg(FAM, MULTI, 21, 4242, 1, &[nest(1, &attrs)]);
-    let mut s = Service::new(ip("2001:db8::53"), Protocol::Udp, 53, "mh");
-    s.flags = SVC_F_PERSISTENT | SVC_F_SCHED2;
-    s.timeout = 120;
-    s.netmask = 96;
-    let expected = ObservedService {
-        entry: ServiceEntry::Service(s),
-        stats: Stats {
-            conns: 3,
-            inpkts: 4,
-            outpkts: 0,
-            inbytes: 500,
-            outbytes: 0,
+    let expected = ServiceEntry::Service {
+        key: key("2001:db8::53", Protocol::Udp, 53),
+        config: ServiceConfig {
+            scheduler: Scheduler::Mh,
+            flags: SVC_F_PERSISTENT | SVC_F_SCHED2,
+            timeout: 120,
+            netmask: 96,
+        },
+        counters: Counters {
+            connections: 3,
+            in_packets: 4,
+            out_packets: 0,
+            in_bytes: 500,
+            out_bytes: 0,
         },
     };
     assert_eq!(parse_one_reply(&bytes, 0), Reply::Service(expected));
@@ -478,16 +510,10 @@ fn service_dump_reply_for_fwmark_service_is_kept_as_foreign() {
         nla(SVC_NETMASK, &[255, 255, 255, 255]),
     ];
     let bytes = msg(FAM, MULTI, 22, 4242, 1, &[nest(1, &attrs)]);
-    let Reply::Service(obs) = parse_one_reply(&bytes, 0) else {
-        panic!("not a service reply");
-    };
-    assert_eq!(obs.service(), None);
-    let ServiceEntry::Foreign(f) = obs.entry else {
-        panic!("fwmark service must be foreign");
+    let Reply::Service(ServiceEntry::Foreign(f)) = parse_one_reply(&bytes, 0) else {
+        panic!("a fwmark service must be foreign");
     };
     assert_eq!(f.fwmark, Some(42));
-    assert_eq!(f.scheduler, "wlc");
-    assert_eq!(f.flags, 0);
     assert_eq!(f.to_string(), "FWM 42");
 }
 
@@ -524,10 +550,12 @@ fn service_dump_datagram_with_two_parts_and_done_splits_into_messages() {
     let msgs = split_messages(&datagram).unwrap();
     assert_eq!(msgs.iter().map(|m| m.ty).collect::<Vec<_>>(), [FAM, FAM, 3]);
     for m in &msgs[..2] {
-        let Reply::Service(s) = Reply::parse(m.payload, 0).unwrap() else {
+        let Reply::Service(ServiceEntry::Service { key, config, .. }) =
+            Reply::parse(m.payload, 0).unwrap()
+        else {
             panic!("not a service");
         };
-        assert_eq!(s.service(), Some(&vip()));
+        assert_eq!((key, config), (vip(), rr()));
     }
 }
 
@@ -553,17 +581,20 @@ fn dest_dump_reply_for_direct_route_server_parses_counters() {
     ];
     // Dump parts use IPVS_CMD_NEW_DEST (5) as their command.
     let bytes = msg(FAM, MULTI, 30, 4242, 5, &[nest(2, &attrs)]);
-    let expected = ObservedDest {
-        dest: Destination::direct_route(ip("10.10.24.21"), 80, 1),
+    let expected = DestEntry {
+        key: dest("10.10.24.21", 80),
+        dest: Dest::direct_route(1),
         stats: DestStats {
             active_conns: 5,
             inactive_conns: 6,
             persist_conns: 7,
-            conns: 11,
-            inpkts: 12,
-            outpkts: 0,
-            inbytes: 13,
-            outbytes: 0,
+            traffic: Counters {
+                connections: 11,
+                in_packets: 12,
+                out_packets: 0,
+                in_bytes: 13,
+                out_bytes: 0,
+            },
         },
     };
     assert_eq!(parse_one_reply(&bytes, 2), Reply::Dest(expected));
@@ -584,12 +615,11 @@ fn dest_dump_reply_without_addr_family_uses_the_service_family() {
         u32a(DEST_PERSIST, 0),
     ];
     let bytes = msg(FAM, MULTI, 31, 4242, 5, &[nest(2, &attrs)]);
-    let expected = ObservedDest {
-        dest: Destination {
-            addr: ip("2001:db8::21"),
-            port: 443,
+    let expected = DestEntry {
+        key: dest("2001:db8::21", 443),
+        dest: Dest {
             weight: 3,
-            fwd: Forward::Tunnel,
+            forward: Forward::Tunnel,
             upper_threshold: 10,
             lower_threshold: 5,
         },
@@ -630,22 +660,30 @@ fn acks_are_attributed_by_sequence_number_not_position() {
 
 #[test]
 fn errors_from_a_batch_name_the_object_and_translate_the_errno() {
-    let d = Destination::direct_route(ip("10.10.24.21"), 80, 1);
-    let e = Op::NewDest(vip(), d).error_from_errno(3);
-    assert!(matches!(
-        &e,
-        IpvsError::NewDest { service, dest, source: KernelError::NoSuchService }
-            if service == "TCP 10.10.24.88:80" && dest == "10.10.24.21:80"
-    ));
-    let mut s = vip();
-    s.scheduler = "mh".into();
-    let e = Op::NewService(s).error_from_errno(2);
+    let r = Request::NewDest(vip(), dest("10.10.24.21", 80), Dest::direct_route(1));
+    let e = r.error(r.kernel_error(3));
     assert_eq!(
         e.to_string(),
+        "add destination 10.10.24.21:80 to TCP 10.10.24.88:80: no such service (ESRCH)"
+    );
+    let r = Request::DelDest(vip(), dest("10.10.24.21", 80));
+    assert_eq!(r.kernel_error(2), KernelError::NoSuchDest);
+    let mh = ServiceConfig {
+        scheduler: Scheduler::Mh,
+        ..rr()
+    };
+    let r = Request::NewService(vip(), mh);
+    assert_eq!(
+        r.error(r.kernel_error(2)).to_string(),
         "add service TCP 10.10.24.88:80: scheduler module ip_vs_mh is not available (modprobe ip_vs_mh)"
     );
+    let r = Request::NewService(vip(), rr());
     assert_eq!(
-        Op::NewService(vip()).error_from_errno(17).kernel(),
+        r.error(r.kernel_error(17)).kernel(),
         Some(&KernelError::Exists)
+    );
+    assert!(
+        r.kernel_error(1).to_string().contains("CAP_NET_ADMIN"),
+        "EPERM explains the capability"
     );
 }

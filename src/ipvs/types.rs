@@ -1,14 +1,18 @@
-//! Typed IPVS objects: what a virtual service and a real server *are*,
-//! independent of how they travel over netlink or how ipvsadm prints them.
+//! Typed IPVS objects: what a virtual service and a real server *are*, independent of how they
+//! travel over netlink. Every layer above speaks these types, from the validated spec to the
+//! planner's operations; `message` turns them into bytes and back.
 //!
-//! Values follow `include/uapi/linux/ip_vs.h`; the reconciler compares these
-//! types directly, so observed values are normalised (e.g. the kernel-internal
-//! `IP_VS_SVC_F_HASHED` bit is dropped) to compare equal to desired ones.
+//! Values follow `include/uapi/linux/ip_vs.h`. One `Display` per type: a service prints the way
+//! `ipvsadm -Ln` lists it (`TCP 10.10.24.88:80`), a real server as its socket address
+//! (`10.10.24.21:80`); the command forms (`-t 10.10.24.88:80`) belong to the commands that print
+//! them. Observed values are normalised (the kernel-internal `IP_VS_SVC_F_HASHED` bit is dropped)
+//! so that they compare equal to desired ones.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 
-use crate::core::SocketFmt;
-use std::net::IpAddr;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// `AF_INET`.
 pub const AF_INET: u16 = 2;
@@ -29,20 +33,41 @@ pub const SVC_F_SCHED2: u32 = 0x0010;
 pub const SVC_F_SCHED3: u32 = 0x0020;
 
 /// Transport protocol of a virtual service (`IPVS_SVC_ATTR_PROTOCOL`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
 pub enum Protocol {
     /// `IPPROTO_TCP`.
-    Tcp = 6,
+    #[default]
+    #[serde(rename = "TCP")]
+    Tcp,
     /// `IPPROTO_UDP`.
-    Udp = 17,
+    #[serde(rename = "UDP")]
+    Udp,
     /// `IPPROTO_SCTP`.
-    Sctp = 132,
+    #[serde(rename = "SCTP")]
+    Sctp,
 }
 
 impl Protocol {
     /// The IP protocol number sent to the kernel.
     pub fn number(self) -> u16 {
-        self as u16
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
     }
 
     /// Inverse of [`Protocol::number`]; `None` for protocols we do not manage
@@ -55,15 +80,133 @@ impl Protocol {
             _ => None,
         }
     }
+
+    /// The ipvsadm option naming a service of this protocol: `-t`, `-u`, `--sctp-service`.
+    pub fn ipvsadm_flag(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "-t",
+            Protocol::Udp => "-u",
+            Protocol::Sctp => "--sctp-service",
+        }
+    }
 }
 
 impl fmt::Display for Protocol {
+    /// `TCP`, `UDP`, `SCTP`: as `ipvsadm -Ln` and Kubernetes write them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Protocol::Tcp => "TCP",
             Protocol::Udp => "UDP",
             Protocol::Sctp => "SCTP",
         })
+    }
+}
+
+/// An IPVS scheduler, named as `ipvsadm -s` names it (each is the kernel module `ip_vs_<name>`).
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduler {
+    /// Round robin.
+    Rr,
+    /// Weighted round robin.
+    Wrr,
+    /// Least connections.
+    Lc,
+    /// Weighted least connections (the default, as in ipvsadm).
+    #[default]
+    Wlc,
+    /// Locality-based least connections.
+    Lblc,
+    /// Locality-based least connections with replication.
+    Lblcr,
+    /// Destination hashing.
+    Dh,
+    /// Source hashing.
+    Sh,
+    /// Shortest expected delay.
+    Sed,
+    /// Never queue.
+    Nq,
+    /// Weighted failover.
+    Fo,
+    /// Weighted overflow.
+    Ovf,
+    /// Maglev hashing.
+    Mh,
+    /// Weighted random twos choice.
+    Twos,
+    /// A scheduler the kernel reported that is none of the above (an out-of-tree module).
+    /// Only ever observed, never configured, so it is not part of the API.
+    #[serde(skip)]
+    #[schemars(skip)]
+    Unknown,
+}
+
+impl Scheduler {
+    /// Every scheduler a spec may name, in the order the CRD lists them.
+    pub const ALL: [Scheduler; 14] = [
+        Self::Rr,
+        Self::Wrr,
+        Self::Lc,
+        Self::Wlc,
+        Self::Lblc,
+        Self::Lblcr,
+        Self::Dh,
+        Self::Sh,
+        Self::Sed,
+        Self::Nq,
+        Self::Fo,
+        Self::Ovf,
+        Self::Mh,
+        Self::Twos,
+    ];
+
+    /// The name the kernel and ipvsadm use (`rr`, `wlc`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rr => "rr",
+            Self::Wrr => "wrr",
+            Self::Lc => "lc",
+            Self::Wlc => "wlc",
+            Self::Lblc => "lblc",
+            Self::Lblcr => "lblcr",
+            Self::Dh => "dh",
+            Self::Sh => "sh",
+            Self::Sed => "sed",
+            Self::Nq => "nq",
+            Self::Fo => "fo",
+            Self::Ovf => "ovf",
+            Self::Mh => "mh",
+            Self::Twos => "twos",
+            Self::Unknown => "?",
+        }
+    }
+
+    /// The scheduler of a kernel name; [`Scheduler::Unknown`] for a name outside the list.
+    pub fn from_name(name: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .unwrap_or(Self::Unknown)
+    }
+}
+
+impl fmt::Display for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -98,197 +241,150 @@ impl Forward {
 }
 
 /// The address family of an address, as the kernel's `AF_*` number.
-pub fn family_of(addr: &IpAddr) -> u16 {
+pub fn family_of(addr: IpAddr) -> u16 {
     match addr {
         IpAddr::V4(_) => AF_INET,
         IpAddr::V6(_) => AF_INET6,
     }
 }
 
-/// A virtual service identified by address + protocol + port.
-///
-/// `netmask` is the persistence netmask, in the kernel's per-family meaning:
-/// for IPv4 a mask as a number (`0xFFFF_FFFF` = /32, the default), for IPv6 a
-/// prefix length (`128`, the default; the kernel rejects 0 and >128).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Service {
-    /// Virtual IP.
-    pub addr: IpAddr,
-    /// Transport protocol.
+/// Identity of a virtual service: the attributes `DEL_SERVICE` and `GET_DEST` carry, and what
+/// `ipvsadm -t VIP:PORT` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceKey {
+    /// The virtual IP.
+    pub vip: IpAddr,
     pub protocol: Protocol,
     /// Virtual port (host order here; big-endian on the wire).
     pub port: u16,
-    /// Scheduler name, e.g. `rr`, `wlc`, `sh`, `mh` (module `ip_vs_<name>`).
-    pub scheduler: String,
-    /// `IP_VS_SVC_F_*` bits (never `HASHED`).
-    pub flags: u32,
-    /// Persistence timeout in seconds (meaningful with `SVC_F_PERSISTENT`).
-    pub timeout: u32,
-    /// Persistence netmask, see the type docs.
-    pub netmask: u32,
 }
 
-impl Service {
-    /// A non-persistent service with the per-family default netmask.
-    pub fn new(addr: IpAddr, protocol: Protocol, port: u16, scheduler: impl Into<String>) -> Self {
-        Service {
-            addr,
-            protocol,
-            port,
-            scheduler: scheduler.into(),
-            flags: 0,
-            timeout: 0,
-            netmask: default_netmask(&addr),
-        }
-    }
-
+impl ServiceKey {
     /// `AF_INET` or `AF_INET6`.
     pub fn family(&self) -> u16 {
-        family_of(&self.addr)
+        family_of(self.vip)
     }
 
-    /// The identity the kernel looks services up by.
-    pub fn key(&self) -> ServiceKey {
-        ServiceKey {
-            addr: self.addr,
-            protocol: self.protocol,
-            port: self.port,
-        }
+    /// `10.10.24.88:80`, `[2001:db8::88]:80`.
+    pub fn socket(&self) -> SocketAddr {
+        SocketAddr::new(self.vip, self.port)
     }
-}
-
-/// What ipvsadm uses when `-M` is not given: /32 for IPv4, /128 for IPv6.
-pub fn default_netmask(addr: &IpAddr) -> u32 {
-    match addr {
-        IpAddr::V4(_) => 0xFFFF_FFFF,
-        IpAddr::V6(_) => 128,
-    }
-}
-
-impl fmt::Display for Service {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.key().fmt(f)
-    }
-}
-
-/// Identity of a service: the attributes `DEL_SERVICE` and `GET_DEST` carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServiceKey {
-    /// Virtual IP.
-    pub addr: IpAddr,
-    /// Transport protocol.
-    pub protocol: Protocol,
-    /// Virtual port.
-    pub port: u16,
 }
 
 impl fmt::Display for ServiceKey {
     /// `TCP 10.10.24.88:80` / `UDP [2001:db8::1]:53`, like `ipvsadm -Ln`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.protocol, SocketFmt(self.addr, self.port))
+        write!(f, "{} {}", self.protocol, self.socket())
     }
 }
 
-/// A real server of a service.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Destination {
-    /// Real server IP.
+/// The settings of a virtual service that `ipvsadm -E` can change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceConfig {
+    pub scheduler: Scheduler,
+    /// `IP_VS_SVC_F_*` bits (never `HASHED`).
+    pub flags: u32,
+    /// Persistence timeout in seconds; 0 when not persistent.
+    pub timeout: u32,
+    /// Persistence netmask (`IPVS_SVC_ATTR_NETMASK`), in the kernel's per-family meaning: for
+    /// IPv4 the mask as a number (`0xFFFF_FFFF` = /32, the default), for IPv6 a prefix length
+    /// (`128`, the default; the kernel rejects 0 and >128).
+    pub netmask: u32,
+}
+
+impl ServiceConfig {
+    /// A non-persistent service with the family's default netmask, which is what ipvsadm sends
+    /// when `-M` is not given and what the kernel reports back.
+    pub fn new(scheduler: Scheduler, vip: IpAddr) -> Self {
+        Self {
+            scheduler,
+            flags: 0,
+            timeout: 0,
+            netmask: default_netmask(vip),
+        }
+    }
+}
+
+/// What ipvsadm uses when `-M` is not given: /32 for IPv4, /128 for IPv6.
+pub fn default_netmask(vip: IpAddr) -> u32 {
+    match vip {
+        IpAddr::V4(_) => 0xFFFF_FFFF,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+/// Identity of a real server within its service: `ipvsadm -a ... -r ADDR:PORT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DestKey {
     pub addr: IpAddr,
-    /// Real server port (DR ignores it for rewriting, but it is part of the identity).
+    /// Real server port (DR does not rewrite it, but it is part of the identity).
     pub port: u16,
-    /// Weight; 0 drains the server without removing it.
+}
+
+impl DestKey {
+    pub fn socket(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, self.port)
+    }
+}
+
+impl fmt::Display for DestKey {
+    /// `10.10.24.21:80` / `[2001:db8::21]:80`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.socket().fmt(f)
+    }
+}
+
+/// The settings of a real server that `ipvsadm -e` can change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Dest {
+    /// Weight; 0 sends no new connections without removing the server.
     pub weight: u32,
-    /// Forwarding method.
-    pub fwd: Forward,
+    pub forward: Forward,
     /// Upper connection threshold (0 = none), ipvsadm `-x`.
     pub upper_threshold: u32,
     /// Lower connection threshold (0 = none), ipvsadm `-y`.
     pub lower_threshold: u32,
 }
 
-impl Destination {
-    /// A direct-routing real server with no thresholds.
-    pub fn direct_route(addr: IpAddr, port: u16, weight: u32) -> Self {
-        Destination {
-            addr,
-            port,
+impl Dest {
+    /// A direct-routing real server with no thresholds (`-g -w WEIGHT`).
+    pub fn direct_route(weight: u32) -> Self {
+        Self {
             weight,
-            fwd: Forward::DirectRoute,
+            forward: Forward::DirectRoute,
             upper_threshold: 0,
             lower_threshold: 0,
         }
     }
-
-    /// The identity the kernel looks destinations up by (within a service).
-    pub fn key(&self) -> DestKey {
-        DestKey {
-            addr: self.addr,
-            port: self.port,
-        }
-    }
 }
 
-impl fmt::Display for Destination {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.key().fmt(f)
-    }
-}
-
-/// Identity of a destination within its service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DestKey {
-    /// Real server IP.
-    pub addr: IpAddr,
-    /// Real server port.
-    pub port: u16,
-}
-
-impl fmt::Display for DestKey {
-    /// `10.10.24.21:80` / `[2001:db8::21]:80`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        SocketFmt(self.addr, self.port).fmt(f)
-    }
-}
-
-/// Traffic counters from `IPVS_*_ATTR_STATS64` (or `STATS` on old kernels).
+/// Traffic counters from `IPVS_*_ATTR_STATS64` (or `STATS` on old kernels), as
+/// `ipvsadm -Ln --stats` shows them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
+pub struct Counters {
     /// Connections scheduled.
-    pub conns: u64,
-    /// Incoming packets.
-    pub inpkts: u64,
-    /// Outgoing packets (0 under DR: replies bypass the director).
-    pub outpkts: u64,
-    /// Incoming bytes.
-    pub inbytes: u64,
-    /// Outgoing bytes.
-    pub outbytes: u64,
+    pub connections: u64,
+    pub in_packets: u64,
+    /// 0 under DR: replies bypass the director.
+    pub out_packets: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
 }
 
-/// Per-destination counters: connection table state plus traffic.
+/// A real server's connection table state and traffic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DestStats {
-    /// `IPVS_DEST_ATTR_ACTIVE_CONNS`.
+    /// `IPVS_DEST_ATTR_ACTIVE_CONNS`: established connections.
     pub active_conns: u32,
     /// `IPVS_DEST_ATTR_INACT_CONNS`.
     pub inactive_conns: u32,
     /// `IPVS_DEST_ATTR_PERSIST_CONNS`.
     pub persist_conns: u32,
-    /// Connections scheduled.
-    pub conns: u64,
-    /// Incoming packets.
-    pub inpkts: u64,
-    /// Outgoing packets.
-    pub outpkts: u64,
-    /// Incoming bytes.
-    pub inbytes: u64,
-    /// Outgoing bytes.
-    pub outbytes: u64,
+    pub traffic: Counters,
 }
 
-/// A service the kernel has that we do not manage by identity: a fwmark
-/// service, or an address service with a protocol outside [`Protocol`].
-/// Kept so dumps never fail on them and the operator can report them.
+/// A service the kernel has that is not of the address/protocol/port kind this crate manages:
+/// a fwmark service, or a protocol outside [`Protocol`]. Kept so that dumps never fail on them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForeignService {
     /// `IPVS_SVC_ATTR_AF`.
@@ -301,17 +397,10 @@ pub struct ForeignService {
     pub addr: Option<IpAddr>,
     /// `IPVS_SVC_ATTR_PORT`.
     pub port: u16,
-    /// Scheduler name.
-    pub scheduler: String,
-    /// `IP_VS_SVC_F_*` without `HASHED`.
-    pub flags: u32,
-    /// Persistence timeout.
-    pub timeout: u32,
-    /// Persistence netmask.
-    pub netmask: u32,
 }
 
 impl fmt::Display for ForeignService {
+    /// `FWM 7`, `FWM 7 IPv6`, `proto 50 10.0.0.1:0`, as `ipvsadm -Ln` would name it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.fwmark, self.addr) {
             (Some(m), _) => write!(
@@ -319,7 +408,12 @@ impl fmt::Display for ForeignService {
                 "FWM {m}{}",
                 if self.family == AF_INET6 { " IPv6" } else { "" }
             ),
-            (None, Some(a)) => write!(f, "proto {} {}", self.protocol, SocketFmt(a, self.port)),
+            (None, Some(a)) => write!(
+                f,
+                "proto {} {}",
+                self.protocol,
+                SocketAddr::new(a, self.port)
+            ),
             (None, None) => write!(f, "proto {} port {}", self.protocol, self.port),
         }
     }
@@ -328,37 +422,21 @@ impl fmt::Display for ForeignService {
 /// One entry of a service dump.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServiceEntry {
-    /// An address/protocol/port service, the kind this crate manages.
-    Service(Service),
+    /// An address/protocol/port service, the kind this crate manages, with its counters.
+    Service {
+        key: ServiceKey,
+        config: ServiceConfig,
+        counters: Counters,
+    },
     /// Something else (fwmark, unknown protocol); never touched.
     Foreign(ForeignService),
 }
 
-/// A service as observed in a `GET_SERVICE` dump.
+/// One entry of a destination dump.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObservedService {
-    /// The service itself.
-    pub entry: ServiceEntry,
-    /// Its counters.
-    pub stats: Stats,
-}
-
-impl ObservedService {
-    /// The managed-kind service, if this is one.
-    pub fn service(&self) -> Option<&Service> {
-        match &self.entry {
-            ServiceEntry::Service(s) => Some(s),
-            ServiceEntry::Foreign(_) => None,
-        }
-    }
-}
-
-/// A destination as observed in a `GET_DEST` dump.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObservedDest {
-    /// The destination itself.
-    pub dest: Destination,
-    /// Connection and traffic counters.
+pub struct DestEntry {
+    pub key: DestKey,
+    pub dest: Dest,
     pub stats: DestStats,
 }
 
@@ -390,13 +468,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn service_names_bracket_ipv6_addresses() {
-        let v4 = Service::new("10.10.24.88".parse().unwrap(), Protocol::Tcp, 80, "rr");
-        let v6 = Service::new("2001:db8::1".parse().unwrap(), Protocol::Udp, 53, "rr");
+    fn services_print_like_ipvsadm_lists_them_with_ipv6_in_brackets() {
+        let v4 = ServiceKey {
+            vip: "10.10.24.88".parse().unwrap(),
+            protocol: Protocol::Tcp,
+            port: 80,
+        };
+        let v6 = ServiceKey {
+            vip: "2001:db8::1".parse().unwrap(),
+            protocol: Protocol::Udp,
+            port: 53,
+        };
         assert_eq!(v4.to_string(), "TCP 10.10.24.88:80");
         assert_eq!(v6.to_string(), "UDP [2001:db8::1]:53");
-        assert_eq!(v4.netmask, 0xFFFF_FFFF);
-        assert_eq!(v6.netmask, 128);
+        assert_eq!(
+            ServiceConfig::new(Scheduler::Rr, v4.vip).netmask,
+            0xFFFF_FFFF
+        );
+        assert_eq!(ServiceConfig::new(Scheduler::Rr, v6.vip).netmask, 128);
+    }
+
+    #[test]
+    fn scheduler_names_round_trip_and_unknown_ones_are_kept_apart() {
+        for s in Scheduler::ALL {
+            assert_eq!(Scheduler::from_name(s.name()), s);
+        }
+        assert_eq!(Scheduler::from_name("my_sched"), Scheduler::Unknown);
     }
 
     #[test]

@@ -230,52 +230,37 @@ pub struct Attr<'a> {
 }
 
 impl<'a> Attr<'a> {
+    /// The payload as exactly `N` bytes. Fixed-size attributes must have their size: the kernel
+    /// always sends it, and reading the first bytes of a longer payload would silently mis-parse.
+    fn exact<const N: usize>(&self, what: &str) -> Result<[u8; N], IpvsError> {
+        self.payload.try_into().map_err(|_| self.bad_len(what, N))
+    }
     /// `nla_get_u8`.
     pub fn u8(&self) -> Result<u8, IpvsError> {
-        self.payload
-            .first()
-            .copied()
-            .ok_or_else(|| self.bad_len("u8"))
+        self.exact::<1>("u8").map(|[b]| b)
     }
     /// `nla_get_u16` (host order).
     pub fn u16(&self) -> Result<u16, IpvsError> {
-        match self.payload {
-            [a, b, ..] => Ok(u16::from_ne_bytes([*a, *b])),
-            _ => Err(self.bad_len("u16")),
-        }
+        self.exact("u16").map(u16::from_ne_bytes)
     }
     /// `nla_get_be16` (network order).
     pub fn be16(&self) -> Result<u16, IpvsError> {
-        match self.payload {
-            [a, b, ..] => Ok(u16::from_be_bytes([*a, *b])),
-            _ => Err(self.bad_len("be16")),
-        }
+        self.exact("be16").map(u16::from_be_bytes)
     }
     /// `nla_get_u32` (host order).
     pub fn u32(&self) -> Result<u32, IpvsError> {
-        match self.payload {
-            [a, b, c, d, ..] => Ok(u32::from_ne_bytes([*a, *b, *c, *d])),
-            _ => Err(self.bad_len("u32")),
-        }
+        self.exact("u32").map(u32::from_ne_bytes)
     }
     /// `nla_get_be32` (network order).
     pub fn be32(&self) -> Result<u32, IpvsError> {
-        match self.payload {
-            [a, b, c, d, ..] => Ok(u32::from_be_bytes([*a, *b, *c, *d])),
-            _ => Err(self.bad_len("be32")),
-        }
+        self.exact("be32").map(u32::from_be_bytes)
     }
     /// A counter that is u32 in `*_ATTR_STATS` and u64 in `*_ATTR_STATS64`:
     /// the length tells which.
     pub fn uint(&self) -> Result<u64, IpvsError> {
         match self.payload.len() {
             4 => self.u32().map(u64::from),
-            8 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(self.payload);
-                Ok(u64::from_ne_bytes(b))
-            }
-            _ => Err(self.bad_len("u32/u64")),
+            _ => self.exact("u64").map(u64::from_ne_bytes),
         }
     }
     /// `nla_get_string`: up to the first NUL.
@@ -293,9 +278,9 @@ impl<'a> Attr<'a> {
         parse_attrs(self.payload)
     }
 
-    fn bad_len(&self, what: &str) -> IpvsError {
+    fn bad_len(&self, what: &str, want: usize) -> IpvsError {
         IpvsError::malformed(format!(
-            "attribute {} has {} bytes, too short for {what}",
+            "attribute {} has {} bytes, a {what} has {want}",
             self.ty,
             self.payload.len()
         ))
@@ -359,6 +344,22 @@ mod tests {
         let mut buf = MsgWriter::new(Vec::new(), 3, 0, 1, 0, 0).finish();
         buf[0] = 200;
         assert!(split_messages(&buf).is_err());
+    }
+
+    #[test]
+    fn fixed_size_attributes_of_another_size_are_refused_not_truncated() {
+        let long = Attr {
+            ty: 4,
+            payload: &[1, 2, 3, 4, 5, 6],
+        };
+        assert!(long.u32().is_err());
+        assert!(long.be16().is_err());
+        assert!(long.uint().is_err());
+        let eight = Attr {
+            ty: 1,
+            payload: &[1, 0, 0, 0, 0, 0, 0, 0],
+        };
+        assert_eq!(eight.uint().unwrap(), 1);
     }
 
     #[test]

@@ -24,19 +24,6 @@ pub fn split_conf_name(dotted: &str) -> Option<(&str, &str)> {
     dotted.strip_prefix("net.ipv4.conf.")?.rsplit_once('.')
 }
 
-/// Applies every real-server sysctl of the core; returns the `IF/NAME` keys it changed.
-#[cfg(test)]
-pub(crate) fn ensure_real_server_arp(s: &Sysctls) -> Result<Vec<String>, NetdevError> {
-    let mut changed = Vec::new();
-    for (dotted, value) in crate::core::REAL_SERVER_SYSCTLS {
-        let (ifname, name) = split_conf_name(dotted).expect("the core names net.ipv4.conf sysctls");
-        if s.ensure(ifname, name, value)? {
-            changed.push(format!("{ifname}/{name}"));
-        }
-    }
-    Ok(changed)
-}
-
 /// Reads and writes `ROOT/net/ipv4/conf/<if>/<name>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sysctls {
@@ -93,17 +80,6 @@ impl Sysctls {
             // One write call: procfs parses each write on its own.
             .and_then(|mut f| f.write_all(value.trim().as_bytes()))
             .map_err(|source| path_error(&path, source))
-    }
-
-    /// Writes `value` only when the current value differs; returns whether
-    /// it wrote. Keeps reconcile loops from rewriting (and logging) every
-    /// pass.
-    pub fn ensure(&self, ifname: &str, name: &str, value: &str) -> Result<bool, NetdevError> {
-        if self.get(ifname, name)? == value.trim() {
-            return Ok(false);
-        }
-        self.set(ifname, name, value)?;
-        Ok(true)
     }
 }
 
@@ -203,37 +179,12 @@ mod tests {
     }
 
     #[test]
-    fn ensure_writes_only_on_difference() {
-        let fake = FakeProcSys::new(&[("lo", "arp_ignore", "1"), ("all", "arp_ignore", "0")]);
-        let s = Sysctls::new(&fake.0);
-        assert!(!s.ensure("lo", "arp_ignore", "1").unwrap());
-        assert!(s.ensure("all", "arp_ignore", "1").unwrap());
-        assert!(!s.ensure("all", "arp_ignore", "1").unwrap());
-    }
-
-    #[test]
-    fn ensure_real_server_arp_sets_lo_and_all() {
-        let fake = FakeProcSys::new(&[
-            ("lo", "arp_ignore", "0"),
-            ("all", "arp_ignore", "1"),
-            ("lo", "arp_announce", "0"),
-            ("all", "arp_announce", "0"),
-        ]);
-        let s = Sysctls::new(&fake.0);
-        let changed = ensure_real_server_arp(&s).unwrap();
-        assert_eq!(
-            changed,
-            ["lo/arp_ignore", "lo/arp_announce", "all/arp_announce"]
-        );
-        for (dotted, value) in crate::core::REAL_SERVER_SYSCTLS {
-            let (ifname, name) = split_conf_name(dotted).unwrap();
-            assert_eq!(s.get(ifname, name).unwrap(), value);
-        }
-        assert!(ensure_real_server_arp(&s).unwrap().is_empty());
+    fn dotted_names_split_at_the_last_dot_so_vlan_interfaces_keep_theirs() {
         assert_eq!(
             split_conf_name("net.ipv4.conf.eth0.100.arp_ignore"),
             Some(("eth0.100", "arp_ignore"))
         );
+        assert_eq!(split_conf_name("net.ipv6.conf.all.forwarding"), None);
     }
 
     #[test]

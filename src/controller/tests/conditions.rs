@@ -8,8 +8,8 @@ use pretty_assertions::assert_eq;
 use crate::api::{LvsService, LvsServiceStatus, NodeRole, NodeStatus};
 use crate::controller::backends::{ExpectedNodes, ResolvedBackend};
 use crate::controller::conditions::*;
-use crate::controller::conflicts::Conflict;
 use crate::controller::fixtures::{lvs, report, reported};
+use crate::core::Conflict;
 
 fn t0() -> Timestamp {
     Timestamp::from_second(1_800_000_000).unwrap()
@@ -243,9 +243,11 @@ fn a_conflicting_object_is_not_accepted_and_claims_no_director() {
     let o = object(healthy_reports());
     let conflict = Acceptance::Conflict(Conflict {
         winner: "default/old".into(),
-        vip: "10.0.0.100".parse().unwrap(),
-        port: 80,
-        protocol: crate::api::Protocol::Tcp,
+        key: crate::core::ServiceKey {
+            vip: "10.0.0.100".parse().unwrap(),
+            protocol: crate::api::Protocol::Tcp,
+            port: 80,
+        },
     });
     let s = compute_status(
         &o,
