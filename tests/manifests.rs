@@ -99,6 +99,31 @@ fn unknown_scheduler_names_the_field_and_the_choices() {
 }
 
 #[test]
+fn misspelt_field_is_rejected_with_the_field_it_resembles() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid/28-unknown-field.yaml"),
+    )
+    .unwrap()
+    .replace("unknown-field", "web");
+    let err = manifest::parse_documents("x", &text).remove(0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"web: spec.sheduler: unknown field "sheduler", did you mean "scheduler"?"#
+    );
+}
+
+#[test]
+fn misspelt_required_field_is_both_unknown_and_missing() {
+    let text = "apiVersion: lvs-operator.io/v1alpha1\nkind: LvsService\nmetadata: {name: web}\n\
+                spec: {vp: 10.10.24.88, ports: [{port: 80}], backends: [{address: 10.10.24.21}]}\n";
+    let err = manifest::parse_documents("x", text).remove(0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "web: spec.vp: unknown field \"vp\", did you mean \"vip\"?\nweb: spec.vip: Required value"
+    );
+}
+
+#[test]
 fn every_valid_manifest_is_accepted() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/valid");
     let docs = manifest::read_path(&dir).unwrap();
