@@ -157,9 +157,14 @@ fn check_spec(obj: &LvsService, errors: &mut Vec<FieldError>) {
         if let (Some(mask), Some(vip)) = (&p.netmask, vip)
             && parse_netmask(vip, mask).is_none()
         {
+            let wanted = if vip.is_ipv4() {
+                "must be a dotted netmask such as 255.255.255.0 for an IPv4 vip"
+            } else {
+                "must be a prefix length 1..128 for an IPv6 vip"
+            };
             errors.push(FieldError::new(
                 "spec.persistence.netmask",
-                "for an IPv4 vip, netmask is a dotted mask such as 255.255.255.0; for an IPv6 vip, a prefix length 1..128",
+                format!("{mask:?} {wanted}"),
             ));
         }
     }
@@ -222,7 +227,7 @@ fn check_spec(obj: &LvsService, errors: &mut Vec<FieldError>) {
     {
         errors.push(FieldError::new(
             "spec.backendService.name",
-            "must be a DNS-1035 label, such as web",
+            format!("{:?} must be a DNS-1035 label, such as web", svc.name),
         ));
     }
 
@@ -231,7 +236,9 @@ fn check_spec(obj: &LvsService, errors: &mut Vec<FieldError>) {
     {
         errors.push(FieldError::new(
             "spec.directors.interface",
-            "must be a network interface name of 1 to 15 characters, such as eth0",
+            format!(
+                "{ifname:?} must be a network interface name of 1 to 15 characters, such as eth0"
+            ),
         ));
     }
 }
