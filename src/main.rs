@@ -1,5 +1,7 @@
 //! The `lvs-operator` binary: one image, one version, a subcommand per role.
 
+use std::ffi::OsStr;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -131,13 +133,24 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let no_color = std::env::var_os("NO_COLOR");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(use_colour(
+            std::io::stderr().is_terminal(),
+            no_color.as_deref(),
+        ));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Colour is for a person at a terminal: `kubectl logs`, journald and files would keep the escape
+/// codes as noise. `NO_COLOR` set to anything but the empty string turns it off (no-color.org).
+fn use_colour(is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(OsStr::is_empty)
 }
 
 fn run_agent(args: AgentArgs) -> ExitCode {
@@ -202,4 +215,23 @@ fn run_agent(args: AgentArgs) -> ExitCode {
 
 fn crd_yaml() -> String {
     serde_saphyr::to_string(&LvsService::crd()).expect("the CRD serializes to YAML")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal() {
+        assert!(use_colour(true, None));
+        assert!(!use_colour(false, None));
+    }
+
+    #[test]
+    fn no_color_turns_colour_off_unless_it_is_empty() {
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(true, Some(OsStr::new("0"))));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(false, Some(OsStr::new(""))));
+    }
 }

@@ -2,9 +2,12 @@
 //! `# expect:` header names; every manifest under tests/valid is accepted. The control-plane e2e
 //! applies the same files to a real API server.
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
-use lvs_operator::api::{manifest, validate};
+use kube::CustomResourceExt;
+use lvs_operator::api::{LvsService, manifest, validate};
+use serde_json::Value;
 
 fn expected_field(text: &str) -> String {
     text.lines()
@@ -12,6 +15,14 @@ fn expected_field(text: &str) -> String {
         .expect("an invalid manifest names the field its error must name")
         .trim()
         .to_string()
+}
+
+/// An object is named after its file (`07-port-70000.yaml` holds `port-70000`), unless its name is
+/// what is wrong with it: a file name cannot be an invalid object name, so `# object:` gives it.
+fn expected_object(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("# object: "))
+        .map(|n| n.trim().to_string())
 }
 
 /// An error on `spec.backends[1]` names `spec.backends`; only the whole-spec rules name `spec` itself.
@@ -24,12 +35,7 @@ fn names_field(actual: &str, expected: &str) -> bool {
 
 #[test]
 fn every_invalid_manifest_is_rejected_naming_its_field() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let files = invalid_manifests();
     assert!(
         files.len() >= 20,
         "at least 20 invalid manifests, found {}",
@@ -44,15 +50,16 @@ fn every_invalid_manifest_is_rejected_naming_its_field() {
             Err(e) => e.clone(),
             Ok(obj) => validate(obj).expect_err(&format!("{} must be rejected", file.display())),
         };
-        let name = file
-            .file_stem()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .split_once('-')
-            .unwrap()
-            .1
-            .to_string();
+        let name = expected_object(&text).unwrap_or_else(|| {
+            file.file_stem()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .split_once('-')
+                .unwrap()
+                .1
+                .to_string()
+        });
         assert_eq!(
             err.object,
             name,
@@ -96,6 +103,144 @@ fn unknown_scheduler_names_the_field_and_the_choices() {
         "{line}"
     );
     assert!(line.contains("`wlc`") && line.contains("`twos`"), "{line}");
+}
+
+#[test]
+fn misspelt_field_is_rejected_with_the_field_it_resembles() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid/28-unknown-field.yaml"),
+    )
+    .unwrap()
+    .replace("unknown-field", "web");
+    let err = manifest::parse_documents("x", &text).remove(0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"web: spec.sheduler: unknown field "sheduler", did you mean "scheduler"?"#
+    );
+}
+
+#[test]
+fn misspelt_required_field_is_both_unknown_and_missing() {
+    let text = "apiVersion: lvs-operator.io/v1alpha1\nkind: LvsService\nmetadata: {name: web}\n\
+                spec: {vp: 10.10.24.88, ports: [{port: 80}], backends: [{address: 10.10.24.21}]}\n";
+    let err = manifest::parse_documents("x", text).remove(0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "web: spec.vp: unknown field \"vp\", did you mean \"vip\"?\nweb: spec.vip: Required value"
+    );
+}
+
+fn invalid_manifests() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// The CRD's messageExpressions of the form `'"' + self + '" TEXT'`, as TEXT by the path of their
+/// field without list indexes (`spec.backends.address`).
+fn value_messages(schema: &Value, path: &str, out: &mut BTreeMap<String, String>) {
+    for rule in schema["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(text) = rule["messageExpression"]
+            .as_str()
+            .and_then(|e| e.strip_prefix(r#"'"' + self + '" "#))
+            .and_then(|e| e.strip_suffix('\''))
+        {
+            out.insert(path.to_string(), text.to_string());
+        }
+    }
+    for (key, child) in schema["properties"].as_object().into_iter().flatten() {
+        let child_path = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        value_messages(child, &child_path, out);
+    }
+    if let Some(items) = schema.get("items") {
+        value_messages(items, path, out);
+    }
+}
+
+/// `spec.backends[0].address` as a JSON pointer, and without its indexes.
+fn pointer_and_key(field: &str) -> (String, String) {
+    let pointer = format!("/{}", field.replace(['.', '['], "/").replace(']', ""));
+    let key = field
+        .split('.')
+        .map(|part| part.split('[').next().unwrap())
+        .collect::<Vec<_>>()
+        .join(".");
+    (pointer, key)
+}
+
+#[test]
+fn rust_messages_repeat_the_crds_message_expressions_with_the_value() {
+    let crd = serde_json::to_value(LvsService::crd()).unwrap();
+    let mut expected = BTreeMap::new();
+    value_messages(
+        &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+        "",
+        &mut expected,
+    );
+    assert!(expected.contains_key("spec.vip"), "{expected:?}");
+    let mut compared = BTreeSet::new();
+    for file in invalid_manifests() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let document: Value = serde_saphyr::from_str(&text).unwrap();
+        let Ok(obj) = manifest::parse_documents("x", &text).remove(0) else {
+            continue;
+        };
+        let Err(err) = validate(&obj) else { continue };
+        for e in err.errors {
+            let (pointer, key) = pointer_and_key(&e.field);
+            let Some(text) = expected.get(&key) else {
+                continue;
+            };
+            let value = document.pointer(&pointer).and_then(Value::as_str).unwrap();
+            assert_eq!(
+                e.message,
+                format!("\"{value}\" {text}"),
+                "{}: {}",
+                file.display(),
+                e.field
+            );
+            compared.insert(key);
+        }
+    }
+    assert_eq!(
+        compared,
+        expected.keys().cloned().collect(),
+        "an invalid manifest for every field whose CEL message names the value"
+    );
+}
+
+#[test]
+fn netmask_message_asks_for_what_the_vips_family_takes() {
+    let message = |file: &str| {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/invalid")
+                .join(file),
+        )
+        .unwrap();
+        let obj = manifest::parse_documents("x", &text).remove(0).unwrap();
+        validate(&obj).unwrap_err().errors[0].to_string()
+    };
+    assert_eq!(
+        message("22-persistence-bad-netmask.yaml"),
+        r#"spec.persistence.netmask: "24" must be a dotted netmask such as 255.255.255.0 for an IPv4 vip"#
+    );
+    assert_eq!(
+        message("23-ipv6-netmask-dotted.yaml"),
+        r#"spec.persistence.netmask: "255.255.255.0" must be a prefix length 1..128 for an IPv6 vip"#
+    );
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Reading LvsService objects from YAML files, for the standalone agent and the tests.
 //!
 //! A file may hold several documents; a directory is read file by file (`*.yaml`, `*.yml`) in
-//! name order. A document that is not an LvsService is skipped; one that does not parse is an
-//! [`InvalidObject`] naming the field, and never stops the others from loading.
+//! name order. A document that is not an LvsService is skipped; one that does not parse, or that
+//! holds a field the CRD does not declare (as the API server's strict field validation would
+//! refuse it), is an [`InvalidObject`] naming the field, and never stops the others from loading.
 
 use std::path::{Path, PathBuf};
 
+use super::unknown_fields::unknown_fields;
 use super::{FieldError, InvalidObject, LvsService};
 
 /// One document of a manifest: a parsed object, or why it could not be read.
@@ -55,14 +57,24 @@ fn parse_object(source: &str, value: serde_json::Value) -> Document {
             )],
         });
     }
-    serde_path_to_error::deserialize::<_, LvsService>(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        InvalidObject {
+    // Both at once: a misspelt required field (`vp:`) is unknown and leaves `vip` missing.
+    let mut errors = unknown_fields(&value);
+    match serde_path_to_error::deserialize::<_, LvsService>(value) {
+        Ok(obj) if errors.is_empty() => Ok(obj),
+        Ok(_) => Err(InvalidObject {
             object: name,
-            errors: vec![field_error(path, message)],
+            errors,
+        }),
+        Err(e) => {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            errors.push(field_error(path, message));
+            Err(InvalidObject {
+                object: name,
+                errors,
+            })
         }
-    })
+    }
 }
 
 /// serde reports a missing field at its parent (`spec: missing field `vip``); the API server,

@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod selector;
 mod spec;
 mod status;
+mod unknown_fields;
 pub mod validate;
 
 pub use spec::*;

@@ -57,8 +57,9 @@ pub use crate::ipvs::{Protocol, Scheduler};
     validation = Rule::new("!has(self.schedulerFlags) || self.scheduler == 'sh' || self.scheduler == 'mh'")
         .message("scheduler flags exist only for the sh and mh schedulers")
         .field_path(".schedulerFlags"),
+    // The rule fails only where the vip is an IP, so its message may ask for the vip's family.
     validation = Rule::new("!has(self.persistence) || !has(self.persistence.netmask) || !isIP(self.vip) || (ip(self.vip).family() == 4 ? (isIP(self.persistence.netmask) && ip(self.persistence.netmask).family() == 4) : self.persistence.netmask.matches('^([1-9]|[1-9][0-9]|1[01][0-9]|12[0-8])$'))")
-        .message("for an IPv4 vip, netmask is a dotted mask such as 255.255.255.0; for an IPv6 vip, a prefix length 1..128")
+        .message(Message::Expression("'\"' + self.persistence.netmask + '\" ' + (ip(self.vip).family() == 4 ? 'must be a dotted netmask such as 255.255.255.0 for an IPv4 vip' : 'must be a prefix length 1..128 for an IPv6 vip')".into()))
         .field_path(".persistence.netmask"),
 )]
 #[serde(rename_all = "camelCase")]
@@ -66,7 +67,8 @@ pub struct LvsServiceSpec {
     /// The virtual IP address clients connect to (IPv4 or IPv6, canonical form, e.g. 10.10.24.88).
     /// The active director holds it on its LAN interface as a /32 (/128); every real server holds
     /// it on `lo`.
-    #[x_kube(validation = Rule::new("isIP(self) && ip.isCanonical(self) && ip(self).isGlobalUnicast()").message("must be a unicast IPv4 or IPv6 address in canonical form, such as 10.10.24.88 or 2001:db8::88"))]
+    // messageExpression, so that the API server's message names the value, not its type ("string").
+    #[x_kube(validation = Rule::new("isIP(self) && ip.isCanonical(self) && ip(self).isGlobalUnicast()").message(Message::Expression("'\"' + self + '\" must be a unicast IPv4 or IPv6 address in canonical form, such as 10.10.24.88 or 2001:db8::88'".into())))]
     // Every string a CEL rule reads has a maxLength: the API server estimates each rule's cost
     // from it and refuses the CRD when a rule could exceed its budget. 45 is the longest IPv6 text.
     #[schemars(length(max = 45))]
@@ -166,7 +168,7 @@ pub struct Persistence {
 pub struct Backend {
     /// The real server's address on the director's L2 segment (canonical form, same address
     /// family as the vip). It must hold the VIP on `lo` (its agent does that) and serve the ports.
-    #[x_kube(validation = Rule::new("isIP(self) && ip.isCanonical(self) && ip(self).isGlobalUnicast()").message("must be a unicast IPv4 or IPv6 address in canonical form, such as 10.10.24.21"))]
+    #[x_kube(validation = Rule::new("isIP(self) && ip.isCanonical(self) && ip(self).isGlobalUnicast()").message(Message::Expression("'\"' + self + '\" must be a unicast IPv4 or IPv6 address in canonical form, such as 10.10.24.21'".into())))]
     #[schemars(length(max = 45))]
     pub address: String,
     /// Relative share of new connections for weighted schedulers, 0..65535 (`ipvsadm -w`).
@@ -187,7 +189,7 @@ pub fn default_weight() -> i32 {
 pub struct BackendServiceRef {
     /// Name of the Service.
     #[schemars(length(min = 1, max = 63))]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("must be a DNS-1035 label, such as web"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(Message::Expression("'\"' + self + '\" must be a DNS-1035 label, such as web'".into())))]
     pub name: String,
 }
 
@@ -202,7 +204,7 @@ pub struct Directors {
     /// Network interface that gets the VIP on the director (like `ip addr add VIP/32 dev eth0`).
     /// Default: the interface holding an address in the VIP's subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9_.:@-]{1,15}$')").message("must be a network interface name of 1 to 15 characters, such as eth0"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9_.:@-]{1,15}$')").message(Message::Expression("'\"' + self + '\" must be a network interface name of 1 to 15 characters, such as eth0'".into())))]
     #[schemars(length(max = 15))]
     pub interface: Option<String>,
 }

@@ -1,4 +1,5 @@
-//! The CRD's validation rules, enforced again in Rust, and the one place the spec is parsed.
+//! The CRD's validation rules, and the API server's own rules for object names, enforced again
+//! in Rust; and the one place the spec is parsed.
 //!
 //! The API server enforces the schema and CEL rules of the CRD; the agent enforces these, because
 //! in standalone mode nothing stands between a YAML file and the kernel. Messages repeat the CEL
@@ -73,9 +74,7 @@ pub fn object_ref(obj: &LvsService) -> String {
 /// Checks everything the CRD checks and returns the object as the data plane reads it.
 pub fn validate(obj: &LvsService) -> Result<VirtualService, InvalidObject> {
     let mut errors = Vec::new();
-    if obj.metadata.name.as_deref().unwrap_or("").is_empty() {
-        errors.push(FieldError::new("metadata.name", "must be set"));
-    }
+    check_metadata(obj, &mut errors);
     let vip = check_spec(obj, &mut errors);
     match vip {
         Some(vip) if errors.is_empty() => Ok(typed(obj, vip)),
@@ -141,6 +140,36 @@ fn service_config(spec: &LvsServiceSpec, vip: IpAddr) -> ServiceConfig {
     config
 }
 
+/// The API server's rules for a namespaced custom resource's identity, in its words, so that a
+/// file the agent accepts is one `kubectl apply` accepts too.
+fn check_metadata(obj: &LvsService, errors: &mut Vec<FieldError>) {
+    match obj.metadata.name.as_deref() {
+        None | Some("") => errors.push(FieldError::new("metadata.name", "must be set")),
+        Some(name) => {
+            for problem in dns1123_subdomain_problems(name) {
+                errors.push(FieldError::new(
+                    "metadata.name",
+                    format!("{name:?} is invalid: {problem}"),
+                ));
+            }
+        }
+    }
+    // An empty namespace is no namespace: the API server puts the object in the default one.
+    if let Some(ns) = obj
+        .metadata
+        .namespace
+        .as_deref()
+        .filter(|ns| !ns.is_empty())
+    {
+        for problem in dns1123_label_problems(ns) {
+            errors.push(FieldError::new(
+                "metadata.namespace",
+                format!("{ns:?} is invalid: {problem}"),
+            ));
+        }
+    }
+}
+
 /// Checks the spec, pushing every error found; returns the VIP when it parses.
 fn check_spec(obj: &LvsService, errors: &mut Vec<FieldError>) -> Option<IpAddr> {
     let spec = &obj.spec;
@@ -185,9 +214,14 @@ fn check_spec(obj: &LvsService, errors: &mut Vec<FieldError>) -> Option<IpAddr> 
         if let (Some(mask), Some(vip)) = (&p.netmask, vip)
             && parse_netmask(vip, mask).is_none()
         {
+            let wanted = if vip.is_ipv4() {
+                "must be a dotted netmask such as 255.255.255.0 for an IPv4 vip"
+            } else {
+                "must be a prefix length 1..128 for an IPv6 vip"
+            };
             errors.push(FieldError::new(
                 "spec.persistence.netmask",
-                "for an IPv4 vip, netmask is a dotted mask such as 255.255.255.0; for an IPv6 vip, a prefix length 1..128",
+                format!("{mask:?} {wanted}"),
             ));
         }
     }
@@ -250,7 +284,7 @@ fn check_spec(obj: &LvsService, errors: &mut Vec<FieldError>) -> Option<IpAddr> 
     {
         errors.push(FieldError::new(
             "spec.backendService.name",
-            "must be a DNS-1035 label, such as web",
+            format!("{:?} must be a DNS-1035 label, such as web", svc.name),
         ));
     }
 
@@ -259,7 +293,9 @@ fn check_spec(obj: &LvsService, errors: &mut Vec<FieldError>) -> Option<IpAddr> 
     {
         errors.push(FieldError::new(
             "spec.directors.interface",
-            "must be a network interface name of 1 to 15 characters, such as eth0",
+            format!(
+                "{ifname:?} must be a network interface name of 1 to 15 characters, such as eth0"
+            ),
         ));
     }
     vip
@@ -330,8 +366,137 @@ fn is_dns1035_label(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
+/// Kubernetes' `IsDNS1123Subdomain`, whose messages these are: at most 253 characters of
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*`.
+fn dns1123_subdomain_problems(s: &str) -> Vec<&'static str> {
+    let mut problems = Vec::new();
+    if s.len() > 253 {
+        problems.push("must be no more than 253 characters");
+    }
+    if !s.split('.').all(is_dns1123_label_text) {
+        problems.push(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+        );
+    }
+    problems
+}
+
+/// Kubernetes' `IsDNS1123Label`, whose messages these are: at most 63 characters of
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`.
+fn dns1123_label_problems(s: &str) -> Vec<&'static str> {
+    let mut problems = Vec::new();
+    if s.len() > 63 {
+        problems.push("must be no more than 63 characters");
+    }
+    if !is_dns1123_label_text(s) {
+        problems.push(
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
+        );
+    }
+    problems
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, without the length limit.
+fn is_dns1123_label_text(s: &str) -> bool {
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let b = s.as_bytes();
+    b.first().is_some_and(alnum)
+        && b.last().is_some_and(alnum)
+        && b.iter().all(|c| alnum(c) || *c == b'-')
+}
+
 fn is_interface_name(s: &str) -> bool {
     (1..=15).contains(&s.len())
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"_.:@-".contains(&c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Backend, LvsServiceSpec, ServicePort};
+
+    fn named(name: &str, namespace: Option<&str>) -> LvsService {
+        let mut obj = LvsService::new(
+            name,
+            LvsServiceSpec {
+                vip: "10.10.24.88".into(),
+                ports: vec![ServicePort {
+                    port: 80,
+                    protocol: Default::default(),
+                }],
+                scheduler: Default::default(),
+                scheduler_flags: None,
+                persistence: None,
+                backends: Some(vec![Backend {
+                    address: "10.10.24.21".into(),
+                    weight: 1,
+                }]),
+                backend_node_selector: None,
+                backend_service: None,
+                directors: None,
+            },
+        );
+        obj.metadata.namespace = namespace.map(str::to_string);
+        obj
+    }
+
+    fn errors(obj: &LvsService) -> Vec<String> {
+        match validate(obj) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_name_with_capitals_or_underscores_is_refused_in_the_api_servers_words() {
+        assert_eq!(
+            errors(&named("Web_1", None)),
+            [
+                "Web_1: metadata.name: \"Web_1\" is invalid: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dotted_lowercase_name_of_253_characters_is_accepted() {
+        assert_eq!(
+            errors(&named("web.example-1.lb", None)),
+            Vec::<String>::new()
+        );
+        let longest = format!("{}.{}", "a".repeat(126), "b".repeat(126));
+        assert_eq!(errors(&named(&longest, None)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_name_longer_than_253_characters_is_refused() {
+        let name = "a".repeat(254);
+        let errs = errors(&named(&name, None));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].ends_with("is invalid: must be no more than 253 characters"));
+    }
+
+    #[test]
+    fn names_that_start_or_end_badly_or_have_empty_labels_are_refused() {
+        for name in ["-web", "web-", "web.", ".web", "web..lb", "web.-lb", "wéb"] {
+            assert!(validate(&named(name, None)).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_namespace_must_be_a_dns_label_without_dots() {
+        assert_eq!(errors(&named("web", Some("lb-1"))), Vec::<String>::new());
+        assert_eq!(errors(&named("web", Some(""))), Vec::<String>::new());
+        assert_eq!(
+            errors(&named("web", Some("lb.prod"))),
+            [
+                "lb.prod/web: metadata.namespace: \"lb.prod\" is invalid: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
+            ]
+        );
+        let long = "n".repeat(64);
+        assert!(
+            errors(&named("web", Some(&long)))[0]
+                .ends_with("is invalid: must be no more than 63 characters")
+        );
+    }
 }
