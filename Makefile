@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(LVS_CACHE)/target
 BIN := $(CARGO_TARGET_DIR)/debug/lvs-operator
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/lvs-operator
 
-.PHONY: help test unit unit-root lint fmt crds check-crds helm-lint build release e2e-dataplane e2e tools demo bench
+.PHONY: help test unit unit-root fuzz lint fmt crds check-crds helm-lint build release e2e-dataplane e2e tools demo bench
 
 help: ## This list.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -22,6 +22,10 @@ unit: ## cargo test: the core, validation, netlink codecs, controller logic.
 unit-root: ## The tests that need root and network namespaces (ignored by plain cargo test).
 	@[ "$$(id -u)" = 0 ] || { echo "unit-root: these tests need root (CI runs them as root)"; exit 1; }
 	cargo test --all-targets -- --ignored
+
+fuzz: ## The parser and codec properties for much longer than make test runs them (FUZZ_CASES).
+	PROPTEST_CASES=$${FUZZ_CASES:-200000} cargo test --release --lib roundtrip_tests
+	PROPTEST_CASES=$${FUZZ_CASES:-200000} cargo test --release --test fuzz_parsers
 
 lint: ## rustfmt and clippy, warnings are errors.
 	cargo fmt --check

@@ -26,6 +26,8 @@ pub mod worker;
 
 #[cfg(test)]
 mod message_tests;
+#[cfg(test)]
+mod roundtrip_tests;
 
 pub use error::{IpvsError, KernelError};
 pub use handle::IpvsHandle;

@@ -121,6 +121,14 @@ sleep 2
 for n in director rs1 rs2 rs3; do stop_pidfile $n; start_agent $n; sleep 1; done
 wait $loop
 expect_eq "no failed request while the controller and every agent restarted" 0 "$(cat /run/loop.fails)"
+# Proof that every restarted agent is alive and resyncing, not just that the kernel kept its state.
+resynced_twice() {
+	[ "$(in_ns "$1" wget -qO- http://127.0.0.1:9090/metrics 2>/dev/null |
+		awk '$1 == "lvs_operator_agent_resyncs_total" {print $2}')" -ge 2 ] 2>/dev/null
+}
+for n in director rs1 rs2 rs3; do
+	wait_until "the restarted agent on $n resyncs (its /metrics)" 20 resynced_twice $n
+done
 wait_until "web is Ready again after the restarts" 30 is_ready web
 
 echo "=== apply-to-programmed latency over 50 updates"

@@ -16,4 +16,5 @@ exec bash "$HERE/run.sh" --timeout "${LVS_VM_TIMEOUT:-900}" \
   --add "$ROOT/tests/invalid:/lvs/invalid" \
   --add "$ROOT/tests/valid/reference.yaml:/lvs/reference.yaml" \
   --add "$HERE/snapshot.sh:/lvs/snapshot.sh" \
+  --add "$HERE/crash-guest.sh:/lvs/crash-guest.sh" \
   "$HERE/dataplane-guest.sh"
