@@ -66,8 +66,8 @@ struct AgentArgs {
     /// How often to re-read the objects and repair drift, e.g. `10s`, `2s`, `500ms`.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "LVS_RESYNC_PERIOD")]
     resync_period: Duration,
-    /// Interface for director VIPs (default: spec.directors.interface, else the interface holding
-    /// an address in the VIP's subnet).
+    /// Interface for director VIPs, in both modes (default: spec.directors.interface, else the
+    /// interface holding an address in the VIP's subnet).
     #[arg(long)]
     interface: Option<String>,
     /// Print what would change as ipvsadm / ip addr / sysctl commands, change nothing, and exit.
@@ -88,6 +88,11 @@ struct AgentArgs {
     /// In a cluster: namespace of the Leases that elect one director per VIP.
     #[arg(long, env = "POD_NAMESPACE", default_value = "lvs-operator")]
     lease_namespace: String,
+    /// In a cluster: how often the agent renews its heartbeat Lease. The controller counts a node
+    /// whose agent has not renewed within its --node-report-timeout (30 s) as not reporting, so
+    /// keep this at most a third of that.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "LVS_HEARTBEAT_PERIOD")]
+    heartbeat_period: Duration,
     /// In a cluster: seconds a director holds a VIP without renewing its Lease; a standby takes
     /// the VIP over at most this long after the active director's agent stopped renewing.
     #[arg(long, default_value_t = 15)]
@@ -167,6 +172,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                     path,
                     role: args.role.expect("clap requires --role with --standalone"),
                     interface: args.interface.clone(),
+
                     dry_run: args.dry_run,
                     drain_timeout: args.drain_timeout,
                 };
@@ -196,6 +202,8 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                     metrics_addr: args
                         .metrics_addr
                         .unwrap_or_else(|| ([0, 0, 0, 0], 9090).into()),
+                    interface: args.interface.clone(),
+                    heartbeat_period: args.heartbeat_period,
                 };
                 cluster::run(client, &mut kernel, &store, opts)
                     .await

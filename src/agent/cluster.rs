@@ -32,10 +32,11 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::api::{LvsService, NodeStatus, validate};
-use crate::core::{Assignment, DirectorRole, VirtualService};
+use crate::core::{Assignment, DirectorRole, VirtualService, claims};
 
 use super::converge::{self, DataPlane, ProblemLog, Resynced};
 use super::ledger::LedgerStore;
@@ -56,6 +57,10 @@ pub struct Options {
     pub lease_seconds: u64,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics_addr: std::net::SocketAddr,
+    /// Interface for director VIPs, overriding `spec.directors.interface` (`--interface`).
+    pub interface: Option<String>,
+    /// How often the heartbeat Lease is renewed.
+    pub heartbeat_period: Duration,
 }
 
 /// One Lease per VIP this node may direct. Dropping a VIP's receiver releases its Lease.
@@ -112,7 +117,7 @@ impl Elections {
 }
 
 /// Keeps a reflector store fed and wakes the resync loop on every change.
-fn reflect<K>(api: Api<K>, config: watcher::Config, notify: Arc<Notify>) -> Store<K>
+fn reflect<K>(api: Api<K>, config: watcher::Config, what: &str, notify: Arc<Notify>) -> Store<K>
 where
     K: kube::Resource
         + Clone
@@ -125,32 +130,25 @@ where
 {
     let (reader, writer) = reflector::store();
     let stream =
-        reflector::reflector(writer, watcher(api, config).default_backoff()).touched_objects();
+        reflector::reflector(writer, crate::watch::resilient(api, config, what)).touched_objects();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            if let Err(e) = event {
-                warn!("watch: {e}; retrying with backoff, the data plane stays as it is");
-            }
+        while stream.next().await.is_some() {
             notify.notify_one();
         }
     });
     reader
 }
 
-/// One LvsService as this resync sees it: the object, and its typed spec when it is valid.
+/// One LvsService as this resync sees it: the object, its typed spec when it is valid, and
+/// whether it may be programmed at all.
 struct Object {
     object: Arc<LvsService>,
     service: Option<VirtualService>,
-}
-
-impl Object {
-    /// Whether this node programs it at all: valid, not being deleted, not rejected.
-    fn live(&self) -> bool {
-        self.service.is_some()
-            && self.object.metadata.deletion_timestamp.is_none()
-            && !rejected(&self.object)
-    }
+    /// Valid, not being deleted, not rejected by the controller, and not the loser of a port an
+    /// older object claims (the controller's rule, applied here too, so that the loser never
+    /// touches a node even before the controller has spoken).
+    live: bool,
 }
 
 /// The agent of one node: what it watches, elects and reports, between resyncs.
@@ -167,6 +165,9 @@ struct Agent {
     /// What this agent last wrote for each object, so that an unchanged entry is not rewritten.
     reported: HashMap<String, Option<NodeStatus>>,
     problems: ProblemLog,
+    /// When the heartbeat Lease was last renewed, and whether the last renewal failed.
+    heartbeat: Option<Instant>,
+    heartbeat_failing: bool,
 }
 
 /// Runs until SIGTERM. Never returns an error for a passing API or kernel failure: it logs,
@@ -181,10 +182,14 @@ pub async fn run<D: DataPlane>(
     let mut agent = Agent::start(client, opts, notify.clone()).await?;
     let stop = crate::shutdown::requested();
     tokio::pin!(stop);
+    // Wake at least as often as the heartbeat is due, so that a long resync period cannot make a
+    // live agent look silent.
+    let mut retry = converge::Retry::new(agent.opts.resync_period.min(agent.opts.heartbeat_period));
+    let mut wait = Duration::ZERO;
     loop {
         tokio::select! {
             _ = notify.notified() => {}
-            _ = tokio::time::sleep(agent.opts.resync_period) => {}
+            _ = tokio::time::sleep(wait) => {}
             () = &mut stop => {
                 info!("the data plane and the VIP Leases stay as they are");
                 return Ok(());
@@ -192,7 +197,9 @@ pub async fn run<D: DataPlane>(
         }
         // Coalesce a burst of watch events into one resync.
         tokio::time::sleep(Duration::from_millis(5)).await;
-        agent.resync(dp, store).await;
+        let ok = agent.resync(dp, store).await;
+        wait = retry.after(ok);
+        agent.heartbeat_if_due().await;
     }
 }
 
@@ -205,11 +212,13 @@ impl Agent {
         let objects = reflect(
             Api::<LvsService>::all(client.clone()),
             watcher::Config::default(),
+            "LvsServices",
             notify.clone(),
         );
         let nodes = reflect(
             Api::<Node>::all(client.clone()),
             watcher::Config::default().fields(&format!("metadata.name={}", opts.node)),
+            &format!("Node {}", opts.node),
             notify.clone(),
         );
         let elections = Elections {
@@ -232,11 +241,50 @@ impl Agent {
             health,
             reported: HashMap::new(),
             problems: ProblemLog::default(),
+            heartbeat: None,
+            heartbeat_failing: false,
         })
     }
 
-    /// One pass: what this node is, which VIPs it holds, converge, report.
-    async fn resync<D: DataPlane>(&mut self, dp: &mut D, store: &LedgerStore) {
+    /// Renews this node's heartbeat Lease when it is due: after a resync, so that an agent whose
+    /// resyncs hang stops beating and the controller sees it.
+    async fn heartbeat_if_due(&mut self) {
+        if self
+            .heartbeat
+            .is_some_and(|at| at.elapsed() < self.opts.heartbeat_period)
+        {
+            return;
+        }
+        let renewed = crate::heartbeat::renew(
+            &self.client,
+            &self.opts.lease_namespace,
+            &self.opts.node,
+            self.opts.heartbeat_period,
+        )
+        .await;
+        match renewed {
+            Ok(()) => {
+                if self.heartbeat_failing {
+                    info!("heartbeat Lease renewed again");
+                }
+                self.heartbeat = Some(Instant::now());
+                self.heartbeat_failing = false;
+            }
+            Err(e) => {
+                if !self.heartbeat_failing {
+                    warn!(
+                        "renewing the heartbeat Lease: {e}; the controller will count this node as not reporting"
+                    );
+                }
+                self.heartbeat_failing = true;
+                self.metrics.error("heartbeat");
+            }
+        }
+    }
+
+    /// One pass: what this node is, which VIPs it holds, converge, report. False when the resync
+    /// itself failed (the kernel or the ledger), to retry sooner.
+    async fn resync<D: DataPlane>(&mut self, dp: &mut D, store: &LedgerStore) -> bool {
         let node = self.node_info();
         let objects = self.objects_by_age();
         let roles: Vec<Roles> = objects.iter().map(|o| self.roles_of(o, &node)).collect();
@@ -252,8 +300,8 @@ impl Agent {
             Ok(r) => r,
             Err(e) => {
                 self.problems.update([format!("resync: {e:#}")]);
-                self.metrics.error("resync");
-                return;
+                self.metrics.error(converge::failure_category(&e));
+                return false;
             }
         };
         self.metrics.record(&resynced);
@@ -266,6 +314,7 @@ impl Agent {
             .collect();
         converge::log_outcome(&resynced.converged, &placement, &mut self.problems);
         self.report(&objects, &roles, &resynced).await;
+        true
     }
 
     fn node_info(&self) -> NodeInfo {
@@ -278,21 +327,47 @@ impl Agent {
             })
     }
 
-    /// Every object, oldest first (the order in which objects claim ports), each validated once.
+    /// Every object, oldest first (the order in which objects claim ports), each validated once,
+    /// with the conflict rule applied.
     fn objects_by_age(&self) -> Vec<Object> {
         let mut all = self.objects.state();
         by_age(&mut all);
-        all.into_iter()
-            .map(|object| Object {
-                service: validate(&object).ok(),
-                object,
+        let mut objects: Vec<Object> = all
+            .into_iter()
+            .map(|object| {
+                let service = validate(&object).ok();
+                let live = service.is_some()
+                    && object.metadata.deletion_timestamp.is_none()
+                    && !rejected(&object);
+                Object {
+                    object,
+                    service,
+                    live,
+                }
             })
-            .collect()
+            .collect();
+        let claimants: Vec<(usize, &VirtualService)> = objects
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.live)
+            .filter_map(|(i, o)| Some((i, o.service.as_ref()?)))
+            .collect();
+        let services: Vec<&VirtualService> = claimants.iter().map(|(_, s)| *s).collect();
+        let losers: Vec<usize> = claimants
+            .iter()
+            .zip(claims(&services))
+            .filter(|(_, lost)| lost.is_some())
+            .map(|((i, _), _)| *i)
+            .collect();
+        for i in losers {
+            objects[i].live = false;
+        }
+        objects
     }
 
     fn roles_of(&self, o: &Object, node: &NodeInfo) -> Roles {
         match &o.service {
-            Some(service) if o.live() => roles(&o.object, service, node),
+            Some(service) if o.live => roles(&o.object, service, node),
             _ => Roles::default(),
         }
     }
@@ -320,7 +395,7 @@ impl Agent {
                     backends: backends_of(&o.object, service),
                     director: r.director.then(|| DirectorRole {
                         holds_vip: self.elections.holds(service.vip),
-                        interface: None,
+                        interface: self.opts.interface.clone(),
                     }),
                     real_server: r.real_server,
                 })

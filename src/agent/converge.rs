@@ -212,3 +212,66 @@ impl ProblemLog {
         self.current = now;
     }
 }
+
+/// When to try again after a resync: at the resync period when it worked; sooner after a failure
+/// (a kernel call that timed out, an unreadable file), 200 ms doubling up to the period, so that a
+/// passing fault heals quickly and a lasting one is not hammered.
+#[derive(Debug)]
+pub struct Retry {
+    period: std::time::Duration,
+    next: std::time::Duration,
+}
+
+impl Retry {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+
+    pub fn new(period: std::time::Duration) -> Self {
+        Self {
+            period,
+            next: Self::FIRST.min(period),
+        }
+    }
+
+    /// The wait before the next resync, given how this one went.
+    pub fn after(&mut self, ok: bool) -> std::time::Duration {
+        if ok {
+            self.next = Self::FIRST.min(self.period);
+            return self.period;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.period);
+        wait
+    }
+}
+
+/// The metric category of a failed resync: `kernel_timeout` when the kernel did not answer in
+/// time, else `resync`.
+pub fn failure_category(e: &anyhow::Error) -> &'static str {
+    match e.downcast_ref::<crate::ipvs::IpvsError>() {
+        Some(crate::ipvs::IpvsError::Timeout(_)) => "kernel_timeout",
+        _ => "resync",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn failures_are_retried_sooner_and_sooner_less_often_up_to_the_period() {
+        let mut r = Retry::new(Duration::from_secs(2));
+        let waits: Vec<u128> = [false, false, false, false, false, true, false]
+            .iter()
+            .map(|ok| r.after(*ok).as_millis())
+            .collect();
+        assert_eq!(waits, vec![200, 400, 800, 1600, 2000, 2000, 200]);
+    }
+
+    #[test]
+    fn a_kernel_timeout_has_its_own_metric_category() {
+        let timeout = anyhow::Error::from(crate::ipvs::IpvsError::Timeout(Duration::from_secs(5)));
+        assert_eq!(failure_category(&timeout), "kernel_timeout");
+        assert_eq!(failure_category(&anyhow::anyhow!("no such file")), "resync");
+    }
+}

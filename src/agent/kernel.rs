@@ -22,6 +22,9 @@ use crate::netdev::{Addresses, Sysctls, announce, sysctl::split_conf_name};
 
 use super::converge::DataPlane;
 
+/// Destination dumps per job of the IPVS worker.
+const DUMPS_PER_JOB: usize = 256;
+
 pub struct Kernel {
     ipvs: IpvsWorker,
     addrs: Addresses,
@@ -56,41 +59,51 @@ impl Kernel {
         dests_of: &BTreeSet<ServiceKey>,
         state: &mut NodeState,
     ) -> Result<(), IpvsError> {
-        let dests_of = dests_of.clone();
-        let dumped = self
-            .ipvs
-            .run(move |h| {
-                let mut out = Vec::new();
-                for entry in h.services()? {
-                    let ServiceEntry::Service {
-                        key,
-                        config,
-                        counters,
-                    } = entry
-                    else {
-                        continue;
-                    };
-                    let dests = if dests_of.contains(&key) {
-                        Some(h.dests(&key)?)
-                    } else {
-                        None
-                    };
-                    out.push((key, config, counters, dests));
-                }
-                Ok(out)
-            })
-            .await?;
-        for (key, config, counters, dests) in dumped {
+        let services = self.ipvs.run(|h| h.services()).await?;
+        let mut dumped = Vec::new();
+        for entry in services {
+            let ServiceEntry::Service {
+                key,
+                config,
+                counters,
+            } = entry
+            else {
+                continue;
+            };
+            dumped.push((key, config, counters));
+        }
+        let wanted: Vec<ServiceKey> = dumped
+            .iter()
+            .map(|(key, ..)| *key)
+            .filter(|key| dests_of.contains(key))
+            .collect();
+        // One job per chunk of destination dumps: each job stays short, so the worker's timeout
+        // can be short too and still never cut a healthy dump of a large table.
+        let mut dests = BTreeMap::new();
+        for chunk in wanted.chunks(DUMPS_PER_JOB) {
+            let chunk = chunk.to_vec();
+            let got = self
+                .ipvs
+                .run(move |h| {
+                    chunk
+                        .into_iter()
+                        .map(|key| Ok((key, h.dests(&key)?)))
+                        .collect::<Result<Vec<_>, IpvsError>>()
+                })
+                .await?;
+            dests.extend(got);
+        }
+        for (key, config, counters) in dumped {
             let mut service = ServiceState {
                 config,
                 dests: BTreeMap::new(),
             };
-            if let Some(dests) = dests {
+            if let Some(entries) = dests.remove(&key) {
                 let mut stats = ServiceStats {
                     service: counters,
                     ..Default::default()
                 };
-                for d in dests {
+                for d in entries {
                     stats.dests.insert(d.key, d.stats);
                     service.dests.insert(
                         d.key,

@@ -14,7 +14,9 @@ use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::core::SelectorExt;
 
-use crate::api::{LvsService, NodeRole, NodeStatus, selector, validate};
+use crate::api::{
+    BackendHealth, BackendStatus, LvsService, NodeRole, NodeStatus, selector, validate,
+};
 use crate::core::{RealServer, VirtualService, covers};
 
 use super::converge::Resynced;
@@ -71,25 +73,46 @@ pub fn roles(obj: &LvsService, service: &VirtualService, node: &NodeInfo) -> Rol
     }
 }
 
-/// The real servers of an object: its explicit `spec.backends`, or else those the controller
-/// resolved into `status.backends` (a draining one with weight 0). The controller writes those
-/// addresses; one that does not parse is not a real server.
+/// The real servers of an object and the weights this director gives them.
+///
+/// An explicit `spec.backends` is used as written, at once (a change reaches the kernel without
+/// waiting for the controller), except that a real server the controller found Unhealthy (its
+/// node silent, or without the VIP on `lo`) gets weight 0 until it is healthy again. Otherwise the
+/// controller's resolution in `status.backends` is the list, with the weights it computed (0 for
+/// a draining or unhealthy one). The controller writes those addresses; one that does not parse
+/// is not a real server.
 pub fn backends_of(obj: &LvsService, service: &VirtualService) -> Vec<RealServer> {
-    if let Some(backends) = &service.backends {
-        return backends.clone();
-    }
-    obj.status
+    let listed: Vec<(IpAddr, &BackendStatus)> = obj
+        .status
         .iter()
         .flat_map(|s| &s.backends)
-        .filter_map(|b| {
-            let weight = if b.draining {
-                0
-            } else {
-                u32::try_from(b.weight).ok()?
-            };
+        .filter_map(|b| Some((b.address.parse().ok()?, b)))
+        .collect();
+    let unhealthy = |addr: &IpAddr| {
+        listed
+            .iter()
+            .any(|(a, b)| a == addr && b.health == BackendHealth::Unhealthy)
+    };
+    if let Some(backends) = &service.backends {
+        return backends
+            .iter()
+            .map(|b| RealServer {
+                addr: b.addr,
+                weight: if unhealthy(&b.addr) { 0 } else { b.weight },
+            })
+            .collect();
+    }
+    listed
+        .iter()
+        .filter_map(|(addr, b)| {
+            let excluded = b.draining || b.health == BackendHealth::Unhealthy;
             Some(RealServer {
-                addr: b.address.parse().ok()?,
-                weight,
+                addr: *addr,
+                weight: if excluded {
+                    0
+                } else {
+                    u32::try_from(b.weight).ok()?
+                },
             })
         })
         .collect()
@@ -156,6 +179,13 @@ pub fn node_status(
             .map(|(op, e)| format!("{op}: {e}"))
             .or_else(|| blocked.map(ToString::to_string));
     }
+    // Active means holding the VIP for real: the Lease and the address in the kernel. A director
+    // that won the Lease but could not place the VIP (no interface for it) is not serving.
+    let holds_address = part.is_some_and(|p| {
+        p.addresses
+            .iter()
+            .any(|a| a.ifname != "lo" && r.after.addresses.contains(a))
+    });
     let mut role_list = Vec::new();
     if roles.director {
         role_list.push(NodeRole::Director);
@@ -167,7 +197,7 @@ pub fn node_status(
         node: node.to_string(),
         roles: role_list,
         observed_generation: obj.metadata.generation.unwrap_or_default(),
-        active: roles.director && holds_vip,
+        active: roles.director && holds_vip && holds_address,
         programmed,
         arp_verified: roles.real_server && programmed,
         error,

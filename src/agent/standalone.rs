@@ -140,24 +140,29 @@ pub async fn run<D: DataPlane>(
     let stop = crate::shutdown::requested();
     tokio::pin!(stop);
     let mut log = ProblemLog::default();
+    let mut retry = converge::Retry::new(period);
     loop {
-        let ok = match resync(dp, store, opts).await {
+        let (ok, resynced) = match resync(dp, store, opts).await {
             Ok(outcome) => {
                 report(&outcome, opts.dry_run, &mut log);
                 metrics.record(&outcome.resynced);
-                outcome.ok()
+                (outcome.ok(), true)
             }
             Err(e) => {
-                error!("{e:#}");
-                metrics.error("resync");
-                false
+                if once || opts.dry_run {
+                    error!("{e:#}");
+                } else {
+                    log.update([format!("{e:#}")]);
+                }
+                metrics.error(converge::failure_category(&e));
+                (false, false)
             }
         };
         if once || opts.dry_run {
             return ok;
         }
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(retry.after(resynced)) => {}
             () = &mut stop => {
                 tracing::info!("the data plane stays as it is");
                 return true;

@@ -28,13 +28,13 @@ pub use crate::ipvs::{Protocol, Scheduler};
     derive = "PartialEq",
     doc = "An LVS Direct Routing virtual service: a VIP, its ports, and the real servers behind it.",
     printcolumn(name = "VIP", type_ = "string", json_path = ".spec.vip"),
-    printcolumn(name = "Ports", type_ = "string", json_path = ".spec.ports[*].port"),
+    printcolumn(name = "Ports", type_ = "string", json_path = ".status.ports"),
     printcolumn(name = "Scheduler", type_ = "string", json_path = ".spec.scheduler"),
     printcolumn(name = "Director", type_ = "string", json_path = ".status.director"),
     printcolumn(
         name = "Backends",
         type_ = "string",
-        description = "Usable real servers out of all resolved ones",
+        description = "Real servers taking new connections through the active director, out of all",
         json_path = ".status.backendSummary"
     ),
     printcolumn(

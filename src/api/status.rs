@@ -2,7 +2,7 @@
 //!
 //! See the parent module for who writes which part.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,11 +22,16 @@ pub struct LvsServiceStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 
-    /// The node that holds the VIP now.
+    /// The node that holds the VIP now: a director whose agent reports holding it, and reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub director: Option<String>,
 
-    /// Usable real servers out of all resolved ones, e.g. `3/3`.
+    /// Every port of the virtual service, e.g. `80/TCP,8080/TCP` (the PORTS column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<String>,
+
+    /// Real servers taking new connections through the active director, out of all resolved
+    /// ones, e.g. `3/3` (the BACKENDS column). `0/3` while no director serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_summary: Option<String>,
 
@@ -50,7 +55,8 @@ pub struct BackendStatus {
     /// The node that has this address, when it is a node of the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-    /// The weight the director uses; 0 while draining.
+    /// The weight the director uses: the configured one, or 0 while draining or while the real
+    /// server is unhealthy (see `health`).
     #[serde(default)]
     pub weight: i32,
     /// The active director has this real server in its IPVS table at the current generation.
@@ -63,6 +69,28 @@ pub struct BackendStatus {
     /// The endpoint is terminating and the real server is being drained.
     #[serde(default)]
     pub draining: bool,
+    /// Whether it takes new connections: Unhealthy ones get weight 0 until they are Healthy again.
+    #[serde(default)]
+    pub health: BackendHealth,
+    /// Why it is not Healthy, e.g. `node rs2 has not reported within 30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When `health` last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+}
+
+/// The health of one real server.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BackendHealth {
+    /// Verified: it takes new connections.
+    Healthy,
+    /// It must not take new connections (weight 0); `reason` says why.
+    Unhealthy,
+    /// Not known yet (its node has not reported at this generation, or no agent can tell): it
+    /// keeps its configured weight.
+    #[default]
+    Unknown,
 }
 
 /// The role a node plays for one LvsService.

@@ -1,32 +1,46 @@
 //! The status the controller owns, computed from what it resolved and what the agents reported.
 //!
 //! [`compute_status`] is a pure function of the object (its spec, generation, old conditions and
-//! the agents' `status.nodes`), the acceptance verdict, the resolved backends, the expected nodes
-//! and the time: the reconciler applies its result only when [`differs`] says it changed, which
-//! keeps the controller's own writes from feeding its watch forever.
+//! the agents' `status.nodes`), the acceptance verdict, the resolved backends, the expected nodes,
+//! the agents' heartbeats and the time: the reconciler applies its result only when [`differs`]
+//! says it changed, which keeps the controller's own writes from feeding its watch forever.
+//!
+//! A node *reports* when its agent renewed its heartbeat within the report timeout (30 s by
+//! default); an agent that stopped is found that way, whatever its last entry in `status.nodes`
+//! says. Every summary is about what clients get:
+//! - `director`: the one director that reports and says it holds the VIP (the Lease and the
+//!   address in its kernel);
+//! - `backends[]`: each real server with the weight the directors use. A real server whose node
+//!   does not report, or reports that the VIP is not on its `lo`, is Unhealthy and gets weight 0
+//!   (its clients would hang); one not verified yet keeps its weight;
+//! - `backendSummary`: the real servers taking new connections through a programmed, active
+//!   director, out of all.
 //!
 //! The conditions, all with `observedGeneration` = `metadata.generation`:
 //! - [`ACCEPTED`]: the object is valid and holds its VIP:ports. **An agent never programs an
 //!   object whose Accepted condition is False with `observedGeneration` equal to the object's
-//!   generation** (reason `InvalidSpec` or `VIPConflict`). Before the controller has spoken on a
-//!   generation the agents place valid objects themselves, in the same age order as
-//!   [`super::conflicts`], so the older object wins there too.
+//!   generation** (reason `InvalidSpec` or `VIPConflict`). Before the controller has spoken, the
+//!   agents apply the same conflict rule themselves (`core::claims`).
 //! - [`PROGRAMMED`]: every expected node (each director by selector, each real server node by
-//!   address) reports `programmed` for the current generation.
-//! - [`READY`]: programmed, exactly one director active (that is `status.director`), and at least
-//!   one usable backend (weight > 0, not draining, ARP verified when it is a node).
-//! - [`DEGRADED`]: something is failing; the reason names the first of: `NodeError`, `NoDirector`,
-//!   `MultipleActiveDirectors`, `BackendNotVerified`, `NoUsableBackend`.
+//!   address) reports, and reports `programmed` for the current generation.
+//! - [`READY`]: clients are served: an active director programmed at this generation and at
+//!   least one real server taking new connections. Otherwise the reason is the first real cause.
+//! - [`DEGRADED`]: something is failing; the reason names the first of: `ServiceNotFound`,
+//!   `NoDirectorNodes`, `NodeNotReporting`, `NodeError`, `NoDirector`, `MultipleActiveDirectors`,
+//!   `BackendUnhealthy`, `NoUsableBackend`, and the message lists them all.
 //!
-//! `lastTransitionTime` moves only when a condition's status flips.
+//! `lastTransitionTime` moves only when a condition's status (a backend's health) flips.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::backends::{ExpectedNodes, ResolvedBackend};
-use crate::api::{BackendStatus, LvsService, LvsServiceStatus, NodeStatus};
+use crate::api::{
+    BackendHealth, BackendStatus, DEFAULT_DIRECTOR_LABEL, LvsService, LvsServiceStatus, NodeStatus,
+};
 use crate::core::Conflict;
 
 /// The object is valid and not in conflict. False at the current generation keeps every agent
@@ -34,7 +48,7 @@ use crate::core::Conflict;
 pub const ACCEPTED: &str = "Accepted";
 /// Every expected node applied the current generation.
 pub const PROGRAMMED: &str = "Programmed";
-/// Programmed, one active director, at least one usable backend.
+/// Clients are served: an active, programmed director and a real server taking connections.
 pub const READY: &str = "Ready";
 /// Something is failing; the reason says what.
 pub const DEGRADED: &str = "Degraded";
@@ -52,34 +66,99 @@ pub enum Acceptance {
     Conflict(Conflict),
 }
 
+/// A reason the real servers cannot even be listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceProblem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
 /// Everything [`compute_status`] reads besides the object.
 #[derive(Debug, Clone)]
 pub struct StatusInput<'a> {
     pub acceptance: &'a Acceptance,
     pub backends: &'a [ResolvedBackend],
     pub expected: &'a ExpectedNodes,
+    /// Why the backend source could not be read, if it could not (`ServiceNotFound`).
+    pub source: Option<&'a SourceProblem>,
+    /// When each node's agent last renewed its heartbeat Lease.
+    pub heartbeats: &'a BTreeMap<String, Timestamp>,
+    /// How long a node may stay silent before it counts as not reporting.
+    pub report_timeout: Duration,
     pub now: Timestamp,
 }
 
-/// One problem feeding the Degraded condition.
-struct Issue {
-    reason: &'static str,
-    message: String,
+impl StatusInput<'_> {
+    /// Whether `node`'s agent renewed its heartbeat within the report timeout.
+    pub fn reports(&self, node: &str) -> bool {
+        self.heartbeats.get(node).is_some_and(|renewed| {
+            Duration::try_from(self.now.duration_since(*renewed))
+                .map_or(true, |age| age <= self.report_timeout)
+        })
+    }
+
+    /// When the first node that reports now would stop counting as reporting, if none renews:
+    /// the moment the status may change without any event.
+    pub fn next_expiry(&self, nodes: &BTreeSet<&str>) -> Option<Duration> {
+        nodes
+            .iter()
+            .filter(|n| self.reports(n))
+            .filter_map(|n| self.heartbeats.get(*n))
+            .filter_map(|renewed| {
+                let age = Duration::try_from(self.now.duration_since(*renewed)).ok()?;
+                self.report_timeout.checked_sub(age)
+            })
+            .min()
+    }
+}
+
+/// One problem feeding the Degraded condition; each gets its Warning event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub reason: &'static str,
+    pub message: String,
+    /// The node it is about, when it is about one: its event names it as the related object, so
+    /// that the same reason on two nodes makes two events, not one series with the first note.
+    pub node: Option<String>,
+}
+
+impl Issue {
+    fn new(reason: &'static str, message: String) -> Self {
+        Self {
+            reason,
+            message,
+            node: None,
+        }
+    }
+
+    fn on(reason: &'static str, node: &str, message: String) -> Self {
+        Self {
+            reason,
+            message,
+            node: Some(node.to_string()),
+        }
+    }
 }
 
 /// The controller's part of the status. `nodes` is left empty: the agents own it.
 pub fn compute_status(object: &LvsService, input: &StatusInput<'_>) -> LvsServiceStatus {
+    compute(object, input).0
+}
+
+/// [`compute_status`], with the problems behind the Degraded condition one by one.
+pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatus, Vec<Issue>) {
     let generation = object.metadata.generation.unwrap_or_default();
     let old = object.status.clone().unwrap_or_default();
     let reports: BTreeMap<&str, &NodeStatus> =
         old.nodes.iter().map(|n| (n.node.as_str(), n)).collect();
     let current = |n: &NodeStatus| n.observed_generation == generation && n.programmed;
+    let timeout = humantime::format_duration(input.report_timeout).to_string();
 
     let accepted = matches!(input.acceptance, Acceptance::Accepted);
     let active: Vec<&str> = old
         .nodes
         .iter()
-        .filter(|n| n.active)
+        .filter(|n| n.active && input.reports(&n.node))
         .map(|n| n.node.as_str())
         .collect();
     let director = match active.as_slice() {
@@ -94,33 +173,42 @@ pub fn compute_status(object: &LvsService, input: &StatusInput<'_>) -> LvsServic
     let backends: Vec<BackendStatus> = input
         .backends
         .iter()
-        .map(|b| BackendStatus {
-            address: b.address.to_string(),
-            node: b.node.clone(),
-            weight: b.weight,
-            programmed: director_programmed,
-            arp_verified: b
-                .node
-                .as_deref()
-                .and_then(|n| reports.get(n))
-                .is_some_and(|n| n.arp_verified),
-            draining: b.draining,
+        .map(|b| backend_status(b, &old.backends, &reports, generation, input, &timeout))
+        .map(|mut b| {
+            b.programmed = director_programmed;
+            b
         })
         .collect();
-    // A rejected object is in no kernel, so none of its backends takes traffic.
-    let usable = if accepted {
-        backends.iter().filter(|b| usable(b)).count()
+    let serving = if accepted && director_programmed {
+        backends.iter().filter(|b| serves(b)).count()
     } else {
         0
     };
+    let ports = object
+        .spec
+        .ports
+        .iter()
+        .map(|p| format!("{}/{}", p.port, p.protocol))
+        .collect::<Vec<_>>()
+        .join(",");
 
     let expected = input.expected.all();
+    let silent: Vec<&str> = expected
+        .iter()
+        .copied()
+        .filter(|n| !input.reports(n))
+        .collect();
     let pending: Vec<&str> = expected
         .iter()
         .copied()
-        .filter(|n| !reports.get(n).is_some_and(|r| current(r)))
+        .filter(|n| input.reports(n) && !reports.get(n).is_some_and(|r| current(r)))
         .collect();
-    let node_errors = node_errors(&old.nodes);
+    let node_errors: Vec<String> = old
+        .nodes
+        .iter()
+        .filter(|n| input.reports(&n.node))
+        .filter_map(|n| Some(format!("node {}: {}", n.node, n.error.as_deref()?)))
+        .collect();
 
     let mut conditions = Vec::new();
     let mut set = |type_: &str, status: bool, reason: &str, message: String| {
@@ -146,71 +234,101 @@ pub fn compute_status(object: &LvsService, input: &StatusInput<'_>) -> LvsServic
         Acceptance::Conflict(c) => set(ACCEPTED, false, "VIPConflict", c.message()),
     }
 
+    let finish = |conditions, director, backends: Vec<BackendStatus>, serving| LvsServiceStatus {
+        observed_generation: Some(generation),
+        conditions,
+        director,
+        ports: Some(ports.clone()),
+        backend_summary: Some(format!("{serving}/{}", backends.len())),
+        backends,
+        nodes: Vec::new(),
+    };
+
     if !accepted {
         let message = "the object is not accepted, so no node programs it".to_string();
         set(PROGRAMMED, false, "NotAccepted", message.clone());
         set(READY, false, "NotAccepted", message.clone());
         set(DEGRADED, false, "NotAccepted", message);
-        return finish(conditions, generation, director, backends, usable);
+        return (finish(conditions, director, backends, serving), Vec::new());
     }
 
-    let programmed = !input.expected.directors.is_empty() && pending.is_empty();
-    if input.expected.directors.is_empty() {
-        set(
-            PROGRAMMED,
-            false,
-            "NoDirectorNodes",
-            "no node matches the director selector".into(),
-        );
+    let no_candidates = input.expected.directors.is_empty();
+    let silent_message = (!silent.is_empty()).then(|| {
+        format!(
+            "{} not reported within {timeout}: is the lvs-operator agent running there?",
+            have(&silent)
+        )
+    });
+    let failing: Vec<&String> = node_errors
+        .iter()
+        .filter(|e| {
+            pending
+                .iter()
+                .any(|p| e.starts_with(&format!("node {p}: ")))
+        })
+        .collect();
+    let (programmed, reason, programmed_why) = if no_candidates {
+        (false, "NoDirectorNodes", no_director_nodes(object))
+    } else if let Some(message) = &silent_message {
+        (false, "NodeNotReporting", message.clone())
+    } else if !failing.is_empty() {
+        (false, "NodeError", join(failing))
     } else if !pending.is_empty() {
-        let failing: Vec<&String> = node_errors
+        let message = format!(
+            "waiting for {} to apply generation {generation}",
+            list(&pending)
+        );
+        (false, "Pending", message)
+    } else {
+        let message = format!(
+            "{} applied generation {generation}",
+            count(expected.len(), "node", "nodes")
+        );
+        (true, "Programmed", message)
+    };
+    set(PROGRAMMED, programmed, reason, programmed_why.clone());
+
+    let summary = format!(
+        "{serving}/{} real servers take new connections",
+        backends.len()
+    );
+    let director_candidates: Vec<&str> = input
+        .expected
+        .directors
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let no_director = || {
+        let silent_directors: Vec<&str> = director_candidates
+            .iter()
+            .copied()
+            .filter(|d| silent.contains(d))
+            .collect();
+        let director_errors: Vec<&String> = node_errors
             .iter()
             .filter(|e| {
-                pending
+                director_candidates
                     .iter()
-                    .any(|p| e.starts_with(&format!("node {p}: ")))
+                    .any(|d| e.starts_with(&format!("node {d}: ")))
             })
             .collect();
-        if failing.is_empty() {
-            set(
-                PROGRAMMED,
-                false,
-                "Pending",
-                format!(
-                    "waiting for {} to apply generation {generation}",
-                    list(&pending)
-                ),
-            );
-        } else {
-            set(PROGRAMMED, false, "NodeError", join(failing));
-        }
-    } else {
-        set(
-            PROGRAMMED,
-            true,
-            "Programmed",
+        if !silent_directors.is_empty() {
             format!(
-                "{} applied generation {generation}",
-                count(expected.len(), "node", "nodes")
-            ),
-        );
-    }
-
-    let summary = format!("{usable}/{} backends usable", backends.len());
-    if !programmed {
-        set(
-            READY,
-            false,
-            "NotProgrammed",
-            "not every node has applied the current generation".into(),
-        );
+                "no director holds the VIP: {} not reported within {timeout}",
+                have(&silent_directors)
+            )
+        } else if !director_errors.is_empty() {
+            format!("no director holds the VIP: {}", join(director_errors))
+        } else {
+            "no director holds the VIP yet".to_string()
+        }
+    };
+    if let Some(problem) = input.source {
+        set(READY, false, problem.reason, problem.message.clone());
+    } else if no_candidates {
+        set(READY, false, "NoDirectorNodes", no_director_nodes(object));
     } else if active.is_empty() {
-        set(
-            READY,
-            false,
-            "NoActiveDirector",
-            "no director holds the VIP".into(),
-        );
+        set(READY, false, "NoActiveDirector", no_director());
     } else if active.len() > 1 {
         set(
             READY,
@@ -218,66 +336,76 @@ pub fn compute_status(object: &LvsService, input: &StatusInput<'_>) -> LvsServic
             "MultipleActiveDirectors",
             format!("{} all claim to hold the VIP", list(&active)),
         );
-    } else if usable == 0 {
-        set(READY, false, "NoUsableBackend", summary.clone());
+    } else if !director_programmed {
+        set(
+            READY,
+            false,
+            "NotProgrammed",
+            format!(
+                "director {} has not applied generation {generation}: {programmed_why}",
+                active[0]
+            ),
+        );
+    } else if serving == 0 {
+        set(
+            READY,
+            false,
+            "NoUsableBackend",
+            unusable(&summary, &backends),
+        );
     } else {
         set(
             READY,
             true,
             "Ready",
-            format!("director {} serves with {summary}", active[0]),
+            format!("director {} serves: {summary}", active[0]),
         );
     }
 
     let mut issues = Vec::new();
-    if !node_errors.is_empty() {
-        issues.push(Issue {
-            reason: "NodeError",
-            message: join(node_errors.iter()),
-        });
+    if let Some(problem) = input.source {
+        issues.push(Issue::new(problem.reason, problem.message.clone()));
     }
-    if input.expected.directors.is_empty() {
-        issues.push(Issue {
-            reason: "NoDirector",
-            message: "no node matches the director selector".into(),
-        });
-    } else if programmed && active.is_empty() {
-        issues.push(Issue {
-            reason: "NoDirector",
-            message: "no director holds the VIP".into(),
-        });
+    if no_candidates {
+        issues.push(Issue::new("NoDirectorNodes", no_director_nodes(object)));
+    }
+    for node in &silent {
+        let message = format!(
+            "{} not reported within {timeout}: is the lvs-operator agent running there?",
+            have(&[node])
+        );
+        issues.push(Issue::on("NodeNotReporting", node, message));
+    }
+    for n in old.nodes.iter().filter(|n| input.reports(&n.node)) {
+        if let Some(error) = &n.error {
+            let message = format!("node {}: {error}", n.node);
+            issues.push(Issue::on("NodeError", &n.node, message));
+        }
+    }
+    // While the nodes are still applying a new object, no director yet is no failure.
+    if !no_candidates && active.is_empty() && (programmed || !node_errors.is_empty()) {
+        issues.push(Issue::new("NoDirector", no_director()));
     }
     if active.len() > 1 {
-        issues.push(Issue {
-            reason: "MultipleActiveDirectors",
-            message: format!("{} all claim to hold the VIP", list(&active)),
-        });
+        let message = format!("{} all claim to hold the VIP", list(&active));
+        issues.push(Issue::new("MultipleActiveDirectors", message));
     }
-    let unverified: Vec<String> = backends
+    for b in backends
         .iter()
-        .filter(|b| !b.arp_verified)
-        .filter_map(|b| {
-            let node = b.node.as_deref()?;
-            let report = reports.get(node)?;
-            (report.observed_generation == generation && report.programmed).then(|| {
-                format!(
-                    "backend {} (node {node}) has not verified the VIP on lo and the ARP sysctls",
-                    b.address
-                )
-            })
-        })
-        .collect();
-    if !unverified.is_empty() {
-        issues.push(Issue {
-            reason: "BackendNotVerified",
-            message: join(unverified.iter()),
+        .filter(|b| b.health == BackendHealth::Unhealthy)
+    {
+        let message = format!(
+            "real server {} gets no new connections: {}",
+            b.address,
+            b.reason.as_deref().unwrap_or("unhealthy")
+        );
+        issues.push(match &b.node {
+            Some(node) => Issue::on("BackendUnhealthy", node, message),
+            None => Issue::new("BackendUnhealthy", message),
         });
     }
-    if programmed && usable == 0 {
-        issues.push(Issue {
-            reason: "NoUsableBackend",
-            message: summary,
-        });
+    if programmed && serving == 0 && input.source.is_none() {
+        issues.push(Issue::new("NoUsableBackend", unusable(&summary, &backends)));
     }
     match issues.first() {
         None => set(DEGRADED, false, "AsExpected", "nothing is failing".into()),
@@ -287,23 +415,123 @@ pub fn compute_status(object: &LvsService, input: &StatusInput<'_>) -> LvsServic
         }
     }
 
-    finish(conditions, generation, director, backends, usable)
+    (finish(conditions, director, backends, serving), issues)
 }
 
-fn finish(
-    conditions: Vec<Condition>,
+/// One real server's status: the weight the directors use and its health, from its node's
+/// heartbeat and report.
+fn backend_status(
+    b: &ResolvedBackend,
+    old: &[BackendStatus],
+    reports: &BTreeMap<&str, &NodeStatus>,
     generation: i64,
-    director: Option<String>,
-    backends: Vec<BackendStatus>,
-    usable: usize,
-) -> LvsServiceStatus {
-    LvsServiceStatus {
-        observed_generation: Some(generation),
-        conditions,
-        director,
-        backend_summary: Some(format!("{usable}/{}", backends.len())),
-        backends,
-        nodes: Vec::new(),
+    input: &StatusInput<'_>,
+    timeout: &str,
+) -> BackendStatus {
+    let report = b.node.as_deref().and_then(|n| reports.get(n));
+    let (health, reason) = match b.node.as_deref() {
+        // No agent can tell: health checks of the directors will; until then it is trusted.
+        None => (BackendHealth::Unknown, None),
+        Some(node) if !input.reports(node) => (
+            BackendHealth::Unhealthy,
+            Some(format!(
+                "node {node} has not reported within {timeout}, so nothing keeps the VIP on its lo"
+            )),
+        ),
+        Some(node) => match report {
+            Some(r) if r.observed_generation == generation && r.arp_verified => {
+                (BackendHealth::Healthy, None)
+            }
+            Some(r) if r.observed_generation == generation => (
+                BackendHealth::Unhealthy,
+                Some(match &r.error {
+                    Some(e) => format!("node {node} could not set up the VIP on lo: {e}"),
+                    None => format!("node {node} does not hold the VIP on lo"),
+                }),
+            ),
+            _ => (BackendHealth::Unknown, None),
+        },
+    };
+    let address = b.address.to_string();
+    let since = old
+        .iter()
+        .find(|o| o.address == address && o.health == health)
+        .and_then(|o| o.last_transition_time.clone())
+        .unwrap_or(Time(input.now));
+    BackendStatus {
+        weight: if b.draining || health == BackendHealth::Unhealthy {
+            0
+        } else {
+            b.weight
+        },
+        address,
+        node: b.node.clone(),
+        programmed: false,
+        arp_verified: b.node.as_deref().is_some_and(|n| input.reports(n))
+            && report.is_some_and(|r| r.arp_verified),
+        draining: b.draining,
+        health,
+        reason,
+        last_transition_time: Some(since),
+    }
+}
+
+/// A real server known to take new connections: weight > 0, not draining, and Healthy (or outside
+/// the cluster, where no agent can say otherwise). One whose node has not reported yet gets its
+/// share from the director but is not counted until it is verified.
+pub fn serves(b: &BackendStatus) -> bool {
+    b.weight > 0
+        && !b.draining
+        && match b.health {
+            BackendHealth::Healthy => true,
+            BackendHealth::Unknown => b.node.is_none(),
+            BackendHealth::Unhealthy => false,
+        }
+}
+
+/// Why no real server takes connections: the summary and each one's reason.
+fn unusable(summary: &str, backends: &[BackendStatus]) -> String {
+    if backends.is_empty() {
+        return format!("{summary}: none is resolved");
+    }
+    let why: Vec<String> = backends
+        .iter()
+        .map(|b| {
+            let reason = match (&b.reason, b.draining, b.weight, &b.node) {
+                (Some(r), ..) => r.clone(),
+                (None, true, ..) => "draining".into(),
+                (None, false, 0, _) => "weight 0".into(),
+                (None, false, _, Some(node)) if b.health == BackendHealth::Unknown => {
+                    format!("node {node} has not verified the VIP on lo yet")
+                }
+                _ => "not programmed".into(),
+            };
+            format!("{}: {reason}", b.address)
+        })
+        .collect();
+    format!("{summary} ({})", why.join("; "))
+}
+
+/// What to do when no node may be a director: which label or selector to satisfy.
+fn no_director_nodes(object: &LvsService) -> String {
+    match object
+        .spec
+        .directors
+        .as_ref()
+        .and_then(|d| d.node_selector.as_ref())
+    {
+        Some(selector) => {
+            let shown =
+                crate::api::selector::parse_selector("spec.directors.nodeSelector", selector)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+            format!(
+                "no node matches spec.directors.nodeSelector ({shown}): label the nodes that may hold the VIP to match it"
+            )
+        }
+        None => format!(
+            "no node is labelled {DEFAULT_DIRECTOR_LABEL}=true: kubectl label node NODE {DEFAULT_DIRECTOR_LABEL}=true"
+        ),
     }
 }
 
@@ -313,12 +541,6 @@ pub fn node_errors(nodes: &[NodeStatus]) -> Vec<String> {
         .iter()
         .filter_map(|n| Some(format!("node {}: {}", n.node, n.error.as_deref()?)))
         .collect()
-}
-
-/// A backend that takes new connections: weight > 0, not draining, and ARP verified when it is a
-/// node (an external server has no agent to verify it, so it is taken on trust).
-pub fn usable(b: &BackendStatus) -> bool {
-    b.weight > 0 && !b.draining && (b.node.is_none() || b.arp_verified)
 }
 
 /// A condition, keeping the old `lastTransitionTime` unless the status flips.
@@ -369,6 +591,7 @@ pub fn differs(old: &LvsServiceStatus, new: &LvsServiceStatus) -> bool {
     }
     old.observed_generation != new.observed_generation
         || old.director != new.director
+        || old.ports != new.ports
         || old.backend_summary != new.backend_summary
         || old.backends != new.backends
         || ours(&old.conditions) != ours(&new.conditions)
@@ -399,6 +622,16 @@ fn join<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
         .map(|s| s.as_ref().to_string())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// `node X has` / `nodes X, Y have`.
+fn have(names: &[&str]) -> String {
+    let listed = list(names);
+    if listed.starts_with("nodes ") {
+        format!("{listed} have")
+    } else {
+        format!("{listed} has")
+    }
 }
 
 fn count(n: usize, one: &str, many: &str) -> String {

@@ -2,24 +2,22 @@
 //!
 //! [`transitions`] is pure: it compares the status the object had with the one just computed, so
 //! an event fires once per transition, and after a controller restart only if the status it reads
-//! back does not already say it. Node errors are compared with the old Degraded message, which
-//! lists every node error the controller reported last time.
+//! back does not already say it. Every problem behind Degraded gets a Warning when it appears: it
+//! is new when the old Degraded message did not mention it. The reconciler rate-limits them, so a
+//! flapping real server cannot flood the object's events.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType};
 
-use super::conditions::{self, ACCEPTED, DEGRADED, PROGRAMMED};
+use super::conditions::{self, ACCEPTED, DEGRADED, Issue, PROGRAMMED};
 use crate::api::LvsServiceStatus;
 
 /// The action every event names: they all come out of a reconcile.
 const ACTION: &str = "Reconcile";
 
-/// The events to publish for the change from `old` to `new`. `node_errors` are the `node N: ...`
-/// strings of the agents' current reports.
-pub fn transitions(
-    old: &LvsServiceStatus,
-    new: &LvsServiceStatus,
-    node_errors: &[String],
-) -> Vec<Event> {
+/// The events to publish for the change from `old` to `new`; `issues` are the problems behind
+/// the new Degraded condition.
+pub fn transitions(old: &LvsServiceStatus, new: &LvsServiceStatus, issues: &[Issue]) -> Vec<Event> {
     let mut events = Vec::new();
     let mut push = |type_, reason: &str, note: String| {
         events.push(Event {
@@ -74,12 +72,29 @@ pub fn transitions(
     }
 
     let reported = conditions::find(old, DEGRADED)
+        .filter(|c| c.status == "True")
         .map(|c| c.message.as_str())
         .unwrap_or("");
-    for error in node_errors {
-        if !reported.contains(error.as_str()) {
-            push(EventType::Warning, "NodeError", error.clone());
+    for issue in issues {
+        if !reported.contains(issue.message.as_str()) {
+            events.push(Event {
+                type_: EventType::Warning,
+                reason: issue.reason.into(),
+                note: Some(issue.message.clone()),
+                action: ACTION.into(),
+                secondary: issue.node.as_deref().map(node_reference),
+            });
         }
     }
     events
+}
+
+/// The Node an event is also about.
+fn node_reference(node: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(node.into()),
+        ..Default::default()
+    }
 }

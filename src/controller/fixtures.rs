@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus as K8sNodeStatus};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus as K8sNodeStatus, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
@@ -211,6 +213,21 @@ pub struct World {
     pub services: Vec<LvsService>,
     pub nodes: Vec<Node>,
     pub slices: Vec<EndpointSlice>,
+    pub k8s_services: Vec<PartialObjectMeta<Service>>,
+    /// The agents' heartbeat Leases.
+    pub heartbeats: Vec<Lease>,
+}
+
+/// The heartbeat Lease of `node`, renewed now.
+pub fn heartbeat(node: &str) -> Lease {
+    let mut lease = Lease::default();
+    lease.metadata.name = Some(crate::heartbeat::lease_name(node));
+    lease.spec = Some(LeaseSpec {
+        holder_identity: Some(node.into()),
+        renew_time: Some(MicroTime(Timestamp::now())),
+        ..Default::default()
+    });
+    lease
 }
 
 impl World {
@@ -224,6 +241,8 @@ impl World {
                 node("n1", "10.0.0.11", &[]),
             ],
             slices: Vec::new(),
+            k8s_services: Vec::new(),
+            heartbeats: ["d1", "d2", "n1"].into_iter().map(heartbeat).collect(),
         }
     }
 }
@@ -243,6 +262,8 @@ pub fn test_context(world: World, settings: Settings) -> (Arc<Context>, ApiServe
         services: store(world.services),
         nodes: store(world.nodes),
         slices: store(world.slices),
+        k8s_services: store(world.k8s_services),
+        heartbeats: store(world.heartbeats),
     };
     let ctx = Context::new(client, recorder, Metrics::default(), stores, settings);
     (Arc::new(ctx), ApiServerVerifier(handle))

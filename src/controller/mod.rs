@@ -33,10 +33,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::{StreamExt, future};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use tracing::{debug, info, warn};
@@ -44,7 +46,12 @@ use tracing::{debug, info, warn};
 use crate::api::LvsService;
 use backends::SERVICE_NAME_LABEL;
 use reconcile::{Context, FIELD_MANAGER, Settings, Stores, error_policy};
-use triggers::{NodeChanges, VipSiblings, all_services, services_for_slice};
+use triggers::{
+    HeartbeatChanges, NodeChanges, VipSiblings, all_services, services_for_service,
+    services_for_slice,
+};
+
+use crate::watch;
 
 pub use reconcile::{FINALIZER, reconcile};
 
@@ -85,6 +92,11 @@ pub struct Options {
     /// (a dead node must not block deletion forever).
     #[arg(long, env = "LVS_CLEANUP_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub cleanup_timeout: Duration,
+
+    /// How long a node's agent may go without renewing its heartbeat Lease before the node counts
+    /// as not reporting: its real servers get weight 0 and the object is Degraded.
+    #[arg(long, env = "LVS_NODE_REPORT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub node_report_timeout: Duration,
 }
 
 impl Options {
@@ -117,11 +129,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let settings = Settings {
         cleanup_timeout: opts.cleanup_timeout,
+        report_timeout: opts.node_report_timeout,
     };
     let work = || {
         run_controller(
             client.clone(),
             identity.clone(),
+            opts.lease_namespace.clone(),
             metrics.clone(),
             settings.clone(),
         )
@@ -152,44 +166,83 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
 }
 
-/// Builds the Controller and runs it until its streams end (or the future is dropped).
+/// Builds the Controller and runs it until its streams end (or the future is dropped). Every
+/// watch recovers on its own (see `crate::watch`), so none waits behind another's backoff.
 pub async fn run_controller(
     client: Client,
     identity: String,
+    agent_namespace: String,
     metrics: metrics::Metrics,
     settings: Settings,
 ) {
     let services_api = Api::<LvsService>::all(client.clone());
-    let controller = Controller::new(services_api.clone(), watcher::Config::default())
+    let (services, service_writer) = reflector::store::<LvsService>();
+    let main = watch::resilient(
+        services_api.clone(),
+        watcher::Config::default(),
+        "LvsServices",
+    )
+    .reflect(service_writer)
+    .applied_objects();
+    let controller = Controller::for_stream(main, services.clone())
         // Agents report one after another; a short debounce folds a burst into one reconcile and
         // lets the caches catch up with the event that triggered it.
         .with_config(controller::Config::default().debounce(Duration::from_millis(500)));
-    let services = controller.store();
 
     let (nodes, node_writer) = reflector::store::<Node>();
     let mut node_changes = NodeChanges::default();
-    let node_triggers = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(node_writer)
-        .filter_map(move |event| {
-            future::ready(match event {
-                Ok(event) => node_changes.relevant(event).map(Ok),
-                Err(e) => Some(Err(e)),
-            })
-        });
+    let node_triggers = watch::resilient(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+        "Nodes",
+    )
+    .reflect(node_writer)
+    .filter_map(move |event| {
+        future::ready(event.ok().and_then(|e| node_changes.relevant(e)).map(Ok))
+    });
 
     let (slices, slice_writer) = reflector::store::<EndpointSlice>();
-    let slice_triggers = watcher(
+    let slice_triggers = watch::resilient(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default().labels(SERVICE_NAME_LABEL),
+        "EndpointSlices",
     )
-    .default_backoff()
     .reflect(slice_writer)
     .touched_objects();
 
-    let sibling_triggers = watcher(services_api, watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
+    let (k8s_services, k8s_service_writer) = reflector::store();
+    // Metadata only: existence is all that is read, and a cluster may have many Services.
+    let k8s_service_triggers = watch::resilient(
+        Api::<PartialObjectMeta<Service>>::all(client.clone()),
+        watcher::Config::default(),
+        "Services",
+    )
+    .reflect(k8s_service_writer)
+    .touched_objects();
+
+    let (heartbeats, heartbeat_writer) = reflector::store::<Lease>();
+    let mut heartbeat_changes = HeartbeatChanges::new(settings.report_timeout);
+    let heartbeat_triggers = watch::resilient(
+        Api::<Lease>::namespaced(client.clone(), &agent_namespace),
+        watcher::Config::default().labels(crate::heartbeat::LABEL),
+        "agent heartbeat Leases",
+    )
+    .reflect(heartbeat_writer)
+    .filter_map(move |event| {
+        future::ready(
+            event
+                .ok()
+                .and_then(|e| heartbeat_changes.relevant(e))
+                .map(Ok),
+        )
+    });
+
+    let sibling_triggers = watch::resilient(
+        services_api,
+        watcher::Config::default(),
+        "LvsService siblings",
+    )
+    .touched_objects();
 
     let recorder = Recorder::new(
         client.clone(),
@@ -206,11 +259,15 @@ pub async fn run_controller(
             services: services.clone(),
             nodes,
             slices,
+            k8s_services,
+            heartbeats,
         },
         settings,
     ));
 
-    let (for_nodes, for_slices, for_siblings) = (services.clone(), services.clone(), services);
+    let (for_nodes, for_slices, for_siblings) =
+        (services.clone(), services.clone(), services.clone());
+    let (for_k8s_services, for_heartbeats) = (services.clone(), services);
     let siblings = VipSiblings::default();
     info!("starting the LvsService controller");
     controller
@@ -220,6 +277,12 @@ pub async fn run_controller(
         })
         .watches_stream(sibling_triggers, move |object| {
             siblings.siblings(&for_siblings.state(), &object)
+        })
+        .watches_stream(k8s_service_triggers, move |service| {
+            services_for_service(&for_k8s_services.state(), &service)
+        })
+        .watches_stream(heartbeat_triggers, move |_lease| {
+            all_services(&for_heartbeats)
         })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {

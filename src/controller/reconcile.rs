@@ -9,14 +9,16 @@
 //! `status.nodes`, or after the cleanup timeout; until then [`reconcile`] requeues without
 //! entering the finalizer helper, which would remove the finalizer on the first success.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -26,7 +28,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::backends::{ExpectedNodes, expected_nodes, resolve_backends};
-use super::conditions::{Acceptance, StatusInput, compute_status, differs, node_errors};
+use super::conditions::{Acceptance, SourceProblem, StatusInput, compute, differs};
 use super::conflicts::find_conflict;
 use super::error::{Error, Result};
 use super::events::transitions;
@@ -45,6 +47,9 @@ const RESYNC: Duration = Duration::from_secs(300);
 const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
 /// How often a deleted object checks whether the agents are done.
 const CLEANUP_POLL: Duration = Duration::from_secs(5);
+/// The same Warning (object, reason, message) is published at most once in this long, so that a
+/// flapping real server cannot flood the object's events.
+const WARNING_INTERVAL: Duration = Duration::from_secs(300);
 
 /// The reflector caches the reconciler reads instead of the API server.
 #[derive(Clone)]
@@ -52,6 +57,10 @@ pub struct Stores {
     pub services: Store<LvsService>,
     pub nodes: Store<Node>,
     pub slices: Store<EndpointSlice>,
+    /// Kubernetes Services (metadata only): whether a `backendService` exists.
+    pub k8s_services: Store<PartialObjectMeta<Service>>,
+    /// The agents' heartbeat Leases.
+    pub heartbeats: Store<Lease>,
 }
 
 /// Tunables of the reconciler.
@@ -59,15 +68,21 @@ pub struct Stores {
 pub struct Settings {
     /// How long a deleted object waits for its agents before the finalizer goes anyway.
     pub cleanup_timeout: Duration,
+    /// How long a node's agent may stay silent before the node counts as not reporting.
+    pub report_timeout: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             cleanup_timeout: Duration::from_secs(120),
+            report_timeout: Duration::from_secs(30),
         }
     }
 }
+
+/// A Warning as the rate limit knows it: object, reason, message.
+type WarningKey = (ObjectRef<LvsService>, String, String);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -78,6 +93,8 @@ pub struct Context {
     pub settings: Settings,
     /// Consecutive failures per object, for [`error_policy`]'s backoff; a success clears it.
     failures: Mutex<HashMap<ObjectRef<LvsService>, u32>>,
+    /// When each Warning (object, reason, message) was last published, for the rate limit.
+    warnings: Mutex<HashMap<WarningKey, Instant>>,
 }
 
 impl Context {
@@ -95,7 +112,29 @@ impl Context {
             stores,
             settings,
             failures: Mutex::default(),
+            warnings: Mutex::default(),
         }
+    }
+
+    /// Whether a Warning may be published now: not when the same one went out less than
+    /// [`WARNING_INTERVAL`] ago.
+    fn warning_due(&self, object: &LvsService, reason: &str, message: &str) -> bool {
+        let mut warnings = self
+            .warnings
+            .lock()
+            .expect("warning times are never poisoned");
+        let key = (
+            ObjectRef::from_obj(object),
+            reason.to_string(),
+            message.to_string(),
+        );
+        let now = Instant::now();
+        warnings.retain(|_, at| now.duration_since(*at) < WARNING_INTERVAL);
+        if warnings.contains_key(&key) {
+            return false;
+        }
+        warnings.insert(key, now);
+        true
     }
 
     /// Records one more failure of `object` and returns how many in a row.
@@ -172,6 +211,8 @@ async fn apply(object: &LvsService, ctx: &Context, api: &Api<LvsService>) -> Res
         ("LvsService", ctx.stores.services.wait_until_ready().await),
         ("Node", ctx.stores.nodes.wait_until_ready().await),
         ("EndpointSlice", ctx.stores.slices.wait_until_ready().await),
+        ("Service", ctx.stores.k8s_services.wait_until_ready().await),
+        ("Lease", ctx.stores.heartbeats.wait_until_ready().await),
     ] {
         ready.map_err(|_| Error::StoreNotReady {
             name: name.clone(),
@@ -181,6 +222,13 @@ async fn apply(object: &LvsService, ctx: &Context, api: &Api<LvsService>) -> Res
     let nodes = ctx.stores.nodes.state();
     let slices = ctx.stores.slices.state();
     let services = ctx.stores.services.state();
+    let heartbeats: BTreeMap<String, Timestamp> = ctx
+        .stores
+        .heartbeats
+        .state()
+        .iter()
+        .filter_map(|l| crate::heartbeat::read(l))
+        .collect();
 
     let (acceptance, backends, expected) = match resolve(object, &services, &nodes, &slices) {
         Ok(resolved) => resolved,
@@ -190,26 +238,56 @@ async fn apply(object: &LvsService, ctx: &Context, api: &Api<LvsService>) -> Res
             ExpectedNodes::default(),
         ),
     };
-    let new = compute_status(
-        object,
-        &StatusInput {
-            acceptance: &acceptance,
-            backends: &backends,
-            expected: &expected,
-            now: Timestamp::now(),
-        },
-    );
+    let source = missing_service(object, &ctx.stores.k8s_services);
+    let input = StatusInput {
+        acceptance: &acceptance,
+        backends: &backends,
+        expected: &expected,
+        source: source.as_ref(),
+        heartbeats: &heartbeats,
+        report_timeout: ctx.settings.report_timeout,
+        now: Timestamp::now(),
+    };
+    let (new, issues) = compute(object, &input);
     let old = object.status.clone().unwrap_or_default();
     if differs(&old, &new) {
         info!(object = %name, summary = ?new.backend_summary, director = ?new.director, "applying status");
         patch_status(api, object, &new).await?;
-        for event in transitions(&old, &new, &node_errors(&old.nodes)) {
-            publish(ctx, object, &event).await;
+        for event in transitions(&old, &new, &issues) {
+            let note = event.note.clone().unwrap_or_default();
+            if event.type_ == EventType::Normal || ctx.warning_due(object, &event.reason, &note) {
+                publish(ctx, object, &event).await;
+            }
         }
     }
-    Ok(match acceptance {
-        Acceptance::Conflict(_) => Action::requeue(CONFLICT_RECHECK),
-        _ => Action::requeue(RESYNC),
+    // A node that reports now stops counting as reporting when its heartbeat expires, with no
+    // event to say so: look again just after the first expiry.
+    let expiry = input
+        .next_expiry(&expected.all())
+        .map(|left| Duration::from_secs(left.as_secs() + 1));
+    let recheck = match acceptance {
+        Acceptance::Conflict(_) => CONFLICT_RECHECK,
+        _ => RESYNC,
+    };
+    Ok(Action::requeue(expiry.map_or(recheck, |e| e.min(recheck))))
+}
+
+/// `ServiceNotFound` when `spec.backendService` names a Service that does not exist.
+fn missing_service(
+    object: &LvsService,
+    services: &Store<PartialObjectMeta<Service>>,
+) -> Option<SourceProblem> {
+    let name = &object.spec.backend_service.as_ref()?.name;
+    let namespace = object.namespace().unwrap_or_default();
+    let key = ObjectRef::new(name).within(&namespace);
+    if services.get(&key).is_some() {
+        return None;
+    }
+    Some(SourceProblem {
+        reason: "ServiceNotFound",
+        message: format!(
+            "spec.backendService names Service {namespace}/{name}, which does not exist: create it or fix the name"
+        ),
     })
 }
 
@@ -315,10 +393,11 @@ pub fn error_policy(object: Arc<LvsService>, error: &Error, ctx: Arc<Context>) -
     Action::requeue(backoff(failures))
 }
 
-/// 5 s after the first failure, doubling up to 5 minutes.
+/// 1 s after the first failure, doubling up to 30 s: a failure is most often the API server
+/// being away, and the status must catch up soon after it returns.
 pub fn backoff(failures: u32) -> Duration {
-    const FIRST: Duration = Duration::from_secs(5);
-    const MAX: Duration = Duration::from_secs(300);
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(30);
     let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
     FIRST.saturating_mul(factor).min(MAX)
 }

@@ -7,6 +7,12 @@
 //!   Service (label `kubernetes.io/service-name`).
 //! - An LvsService: the other LvsServices on the same VIP (before or after the change), since its
 //!   creation, deletion or port change can start or end a conflict for them.
+//! - A Service: the LvsServices of its namespace whose `backendService` names it (it appeared or
+//!   went away: `ServiceNotFound` comes or goes).
+//! - An agent's heartbeat Lease: every LvsService, but only when the node starts reporting again
+//!   (its Lease had expired, or is new) or its Lease goes away. Renewals of a live node, every
+//!   10 s per node, wake nothing; an expiry needs no event, the reconciler looks again when the
+//!   first heartbeat it relies on expires.
 //!
 //! The controller's own watch wakes an LvsService for any change of itself, agents' status
 //! reports included; the reconciler keeps that from looping by writing only real changes.
@@ -16,9 +22,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
-use k8s_openapi::api::core::v1::Node;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
@@ -89,6 +100,58 @@ pub fn services_for_slice(
         .collect()
 }
 
+/// The LvsServices whose `backendService` is `service`.
+pub fn services_for_service(
+    services: &[std::sync::Arc<LvsService>],
+    service: &PartialObjectMeta<Service>,
+) -> Vec<ObjectRef<LvsService>> {
+    services
+        .iter()
+        .filter(|o| o.namespace() == service.namespace())
+        .filter(|o| {
+            o.spec.backend_service.as_ref().map(|b| b.name.as_str())
+                == service.metadata.name.as_deref()
+        })
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
+/// Passes on the heartbeat Leases of nodes that start reporting again, and deleted ones.
+pub struct HeartbeatChanges {
+    timeout: Duration,
+    last: HashMap<String, Timestamp>,
+}
+
+impl HeartbeatChanges {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            last: HashMap::new(),
+        }
+    }
+
+    /// The Lease to trigger on for this watcher event, if any.
+    pub fn relevant(&mut self, event: watcher::Event<Lease>) -> Option<Lease> {
+        match event {
+            watcher::Event::Apply(lease) | watcher::Event::InitApply(lease) => {
+                let (node, renewed) = crate::heartbeat::read(&lease)?;
+                let was_fresh = self.last.insert(node, renewed).is_some_and(|before| {
+                    Duration::try_from(renewed.duration_since(before))
+                        .is_ok_and(|gap| gap <= self.timeout)
+                });
+                (!was_fresh).then_some(lease)
+            }
+            watcher::Event::Delete(lease) => {
+                if let Some((node, _)) = crate::heartbeat::read(&lease) {
+                    self.last.remove(&node);
+                }
+                Some(lease)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        }
+    }
+}
+
 /// Remembers each LvsService's VIP, so a VIP change wakes the objects on the old VIP too.
 #[derive(Default)]
 pub struct VipSiblings {
@@ -155,6 +218,50 @@ mod tests {
         assert!(
             changes
                 .relevant(watcher::Event::Delete(readdressed))
+                .is_some()
+        );
+    }
+
+    fn heartbeat(node: &str, at: i64) -> Lease {
+        let mut lease = Lease::default();
+        lease.metadata.name = Some(crate::heartbeat::lease_name(node));
+        lease.spec = Some(k8s_openapi::api::coordination::v1::LeaseSpec {
+            holder_identity: Some(node.into()),
+            renew_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                Timestamp::from_second(1_800_000_000 + at).unwrap(),
+            )),
+            ..Default::default()
+        });
+        lease
+    }
+
+    #[test]
+    fn a_heartbeat_wakes_the_objects_only_when_its_node_comes_back() {
+        let mut changes = HeartbeatChanges::new(Duration::from_secs(30));
+        assert!(
+            changes
+                .relevant(watcher::Event::InitApply(heartbeat("rs1", 0)))
+                .is_some()
+        );
+        assert!(
+            changes
+                .relevant(watcher::Event::Apply(heartbeat("rs1", 10)))
+                .is_none()
+        );
+        assert!(
+            changes
+                .relevant(watcher::Event::Apply(heartbeat("rs1", 20)))
+                .is_none()
+        );
+        assert!(
+            changes
+                .relevant(watcher::Event::Apply(heartbeat("rs1", 90)))
+                .is_some(),
+            "silent for 70 s, then back"
+        );
+        assert!(
+            changes
+                .relevant(watcher::Event::Delete(heartbeat("rs1", 90)))
                 .is_some()
         );
     }

@@ -121,7 +121,7 @@ fn object_state(
                 .or_else(|| interface_for(vip))
                 .ok_or_else(|| {
                     format!(
-                        "spec.directors.interface: no interface has an address in the subnet of {vip}; set spec.directors.interface or --interface"
+                        "spec.directors.interface: no interface has an address in the subnet of {vip}; set spec.directors.interface (or the agent's --interface)"
                     )
                 })?;
             state.addresses.insert(HostAddress::vip(ifname, vip));

@@ -2,7 +2,7 @@
 # A real Kubernetes control plane (etcd + kube-apiserver, nothing else) for
 # the lvs-operator e2e tests, on loopback, with its own throw-away PKI.
 #
-# Usage: tests/e2e/cluster.sh start|stop|restart|status|env
+# Usage: tests/e2e/cluster.sh start|stop|restart|status|env|apiserver-stop|apiserver-start
 #   start    build/link the binaries if needed (tools.sh), generate certs once,
 #            start etcd and kube-apiserver with a fresh etcd data dir, wait
 #            for /readyz. Calling it while the cluster runs is a no-op.
@@ -10,6 +10,9 @@
 #            to call when nothing runs, or twice.
 #   env      print `export KUBECONFIG=...` (and PATH for .tools/bin), for
 #            eval "$(tests/e2e/cluster.sh env)".
+#   apiserver-stop / apiserver-start
+#            stop or start the apiserver alone, etcd and its data kept: an API
+#            outage as a control-plane restart makes one.
 #
 # What is deliberately missing: there is no kube-controller-manager, scheduler
 # or kubelet. The apiserver itself creates the default/kube-system/kube-public
@@ -213,6 +216,14 @@ cmd_start() {
     --unsafe-no-fsync
   wait_for etcd curl -fsS --max-time 2 "$ETCD_URL/health"
 
+  start_apiserver
+  log "ready: $("$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_FILE" version 2>/dev/null | tr '\n' ' ')"
+  print_usage
+}
+
+# The apiserver alone, on the running etcd: `apiserver-start` after `apiserver-stop` is an API
+# outage with nothing lost, as a user sees when the control plane restarts.
+start_apiserver() {
   log "starting kube-apiserver on $API_URL"
   # Node,RBAC is what real clusters run, so RBAC mistakes in the operator's
   # manifests show up here. The issuer is the conventional in-cluster URL;
@@ -234,8 +245,6 @@ cmd_start() {
     ${E2E_ADVERTISE_ADDRESS:+--advertise-address="$E2E_ADVERTISE_ADDRESS"} \
     --v=1
   wait_for kube-apiserver curl_api /readyz
-  log "ready: $("$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_FILE" version 2>/dev/null | tr '\n' ' ')"
-  print_usage
 }
 
 cmd_stop() {
@@ -270,7 +279,9 @@ case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   restart) cmd_stop; cmd_start ;;
+  apiserver-stop) stop_one kube-apiserver ;;
+  apiserver-start) is_running etcd || die "etcd is not running"; is_running kube-apiserver || start_apiserver ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  *) echo "usage: $0 start|stop|restart|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart|status|env|apiserver-stop|apiserver-start" >&2; exit 2 ;;
 esac

@@ -98,6 +98,12 @@ kubectl get nodes -o wide | cut -c1-100
 
 step "the VM: controller and agents with those identities, the scenario driven with kubectl"
 cp "$E2E_STATE/admin-vm.kubeconfig" "$work/admin.kubeconfig"
+# The guest's way to stop and start this host's API server (an outage scenario).
+control_port=${E2E_CONTROL_PORT:-16480}
+echo "$control_port" >"$work/control.port"
+python3 "$HERE/control.py" "$control_port" 2>"$work/control.log" &
+control_pid=$!
+trap 'kill $control_pid 2>/dev/null; bash "$HERE/cluster.sh" stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 set +e
 bash "$ROOT/tests/vm/run.sh" --net-user --timeout "${LVS_VM_TIMEOUT:-1500}" \
   --add "$BIN:/usr/local/bin/lvs-operator" \
@@ -107,6 +113,8 @@ bash "$ROOT/tests/vm/run.sh" --net-user --timeout "${LVS_VM_TIMEOUT:-1500}" \
   --add "$work/admin.kubeconfig:/lvs/admin.kubeconfig" \
   --add "$ROOT/tests/valid/reference.yaml:/lvs/reference.yaml" \
   --add "$HERE/latency.sh:/lvs/latency.sh" \
+  --add "$HERE/truth-guest.sh:/lvs/truth-guest.sh" \
+  --add "$work/control.port:/lvs/control.port" \
   "$HERE/e2e-guest.sh" | tee "$work/vm.out"
 vm=${PIPESTATUS[0]}
 set -e

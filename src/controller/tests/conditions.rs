@@ -1,11 +1,12 @@
 //! `compute_status`: from the agents' reports to conditions, director and backends.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use pretty_assertions::assert_eq;
 
-use crate::api::{LvsService, LvsServiceStatus, NodeRole, NodeStatus};
+use crate::api::{BackendHealth, LvsService, LvsServiceStatus, NodeRole, NodeStatus};
 use crate::controller::backends::{ExpectedNodes, ResolvedBackend};
 use crate::controller::conditions::*;
 use crate::controller::fixtures::{lvs, report, reported};
@@ -13,6 +14,27 @@ use crate::core::Conflict;
 
 fn t0() -> Timestamp {
     Timestamp::from_second(1_800_000_000).unwrap()
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Every node of these tests renewed its heartbeat at `t0`.
+fn fresh() -> BTreeMap<String, Timestamp> {
+    beats_at(t0())
+}
+
+fn beats_at(at: Timestamp) -> BTreeMap<String, Timestamp> {
+    ["d1", "d2", "n1", "n2", "n3"]
+        .into_iter()
+        .map(|n| (n.to_string(), at))
+        .collect()
+}
+
+/// [`fresh`], except that `silent` renewed 45 s before `t0`.
+fn with_silent(silent: &str) -> BTreeMap<String, Timestamp> {
+    let mut beats = fresh();
+    beats.insert(silent.into(), t0() - SignedDuration::from_secs(45));
+    beats
 }
 
 fn backend(address: &str, node: Option<&str>) -> ResolvedBackend {
@@ -61,6 +83,9 @@ fn status_of(o: &LvsService, backends: &[ResolvedBackend], now: Timestamp) -> Lv
             acceptance: &Acceptance::Accepted,
             backends,
             expected: &expected(&["d1", "d2"], &["n1"]),
+            source: None,
+            heartbeats: &beats_at(now),
+            report_timeout: TIMEOUT,
             now,
         },
     )
@@ -113,7 +138,11 @@ fn a_node_behind_the_current_generation_keeps_the_object_pending_and_is_named() 
         find(&s, PROGRAMMED).unwrap().message,
         "waiting for node d2 to apply generation 2"
     );
-    assert_eq!(cond(&s, READY), ("False", "NotProgrammed"));
+    assert_eq!(
+        cond(&s, READY),
+        ("True", "Ready"),
+        "a standby behind does not keep clients from the active director"
+    );
     assert_eq!(cond(&s, DEGRADED), ("False", "AsExpected"));
 }
 
@@ -191,17 +220,33 @@ fn draining_zero_weight_and_unverified_backends_are_not_usable() {
             acceptance: &Acceptance::Accepted,
             backends: &backends,
             expected: &expected(&["d1", "d2"], &["n1", "n2", "n3"]),
+            source: None,
+            heartbeats: &fresh(),
+            report_timeout: TIMEOUT,
             now: t0(),
         },
     );
     assert_eq!(s.backend_summary.as_deref(), Some("0/3"));
     assert_eq!(cond(&s, PROGRAMMED), ("True", "Programmed"));
     assert_eq!(cond(&s, READY), ("False", "NoUsableBackend"));
-    assert_eq!(cond(&s, DEGRADED), ("True", "BackendNotVerified"));
+    assert_eq!(cond(&s, DEGRADED), ("True", "BackendUnhealthy"));
     let message = &find(&s, DEGRADED).unwrap().message;
-    assert!(message.contains("backend 10.0.0.13 (node n3)"), "{message}");
-    assert!(message.contains("0/3 backends usable"), "{message}");
+    assert!(
+        message.contains(
+            "real server 10.0.0.13 gets no new connections: node n3 does not hold the VIP on lo"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("0/3 real servers take new connections"),
+        "{message}"
+    );
     assert!(s.backends[0].draining);
+    assert_eq!(
+        (s.backends[2].weight, s.backends[2].health),
+        (0, BackendHealth::Unhealthy),
+        "the director stops sending it new connections"
+    );
 }
 
 #[test]
@@ -213,6 +258,9 @@ fn an_external_backend_is_usable_without_arp_verification() {
             acceptance: &Acceptance::Accepted,
             backends: &[backend("192.168.5.5", None)],
             expected: &expected(&["d1", "d2"], &[]),
+            source: None,
+            heartbeats: &fresh(),
+            report_timeout: TIMEOUT,
             now: t0(),
         },
     );
@@ -230,12 +278,19 @@ fn no_director_nodes_means_not_programmed_and_degraded_for_lack_of_a_director() 
             acceptance: &Acceptance::Accepted,
             backends: &[backend("10.0.0.11", Some("n1"))],
             expected: &expected(&[], &["n1"]),
+            source: None,
+            heartbeats: &fresh(),
+            report_timeout: TIMEOUT,
             now: t0(),
         },
     );
     assert_eq!(cond(&s, PROGRAMMED), ("False", "NoDirectorNodes"));
-    assert_eq!(cond(&s, READY), ("False", "NotProgrammed"));
-    assert_eq!(cond(&s, DEGRADED), ("True", "NoDirector"));
+    assert_eq!(cond(&s, READY), ("False", "NoDirectorNodes"));
+    assert_eq!(cond(&s, DEGRADED), ("True", "NoDirectorNodes"));
+    assert_eq!(
+        find(&s, READY).unwrap().message,
+        "no node is labelled lvs-operator.io/director=true: kubectl label node NODE lvs-operator.io/director=true"
+    );
 }
 
 #[test]
@@ -255,6 +310,9 @@ fn a_conflicting_object_is_not_accepted_and_claims_no_director() {
             acceptance: &conflict,
             backends: &[backend("10.0.0.11", Some("n1"))],
             expected: &expected(&["d1", "d2"], &["n1"]),
+            source: None,
+            heartbeats: &fresh(),
+            report_timeout: TIMEOUT,
             now: t0(),
         },
     );
@@ -341,4 +399,125 @@ fn differs_ignores_conditions_of_other_owners_and_the_agents_node_list() {
         });
     assert!(!differs(&other, &s));
     assert!(!differs(&s, &other));
+}
+
+#[test]
+fn a_silent_director_is_no_director_whatever_its_last_report_says() {
+    let o = object(healthy_reports());
+    let s = compute_status(
+        &o,
+        &StatusInput {
+            acceptance: &Acceptance::Accepted,
+            backends: &[backend("10.0.0.11", Some("n1"))],
+            expected: &expected(&["d1", "d2"], &["n1"]),
+            source: None,
+            heartbeats: &with_silent("d1"),
+            report_timeout: TIMEOUT,
+            now: t0(),
+        },
+    );
+    assert_eq!(s.director, None, "its entry still says active");
+    assert_eq!(s.backend_summary.as_deref(), Some("0/1"));
+    assert_eq!(cond(&s, READY), ("False", "NoActiveDirector"));
+    assert_eq!(
+        find(&s, READY).unwrap().message,
+        "no director holds the VIP: node d1 has not reported within 30s"
+    );
+    assert_eq!(cond(&s, PROGRAMMED), ("False", "NodeNotReporting"));
+    assert_eq!(cond(&s, DEGRADED), ("True", "NodeNotReporting"));
+    assert_eq!(
+        find(&s, DEGRADED).unwrap().message,
+        "node d1 has not reported within 30s: is the lvs-operator agent running there?"
+    );
+}
+
+#[test]
+fn a_real_server_whose_node_is_silent_gets_weight_0_and_degrades_the_object() {
+    let o = object(healthy_reports());
+    let s = compute_status(
+        &o,
+        &StatusInput {
+            acceptance: &Acceptance::Accepted,
+            backends: &[
+                backend("10.0.0.11", Some("n1")),
+                backend("10.0.0.12", Some("n2")),
+            ],
+            expected: &expected(&["d1", "d2"], &["n1", "n2"]),
+            source: None,
+            heartbeats: &with_silent("n1"),
+            report_timeout: TIMEOUT,
+            now: t0(),
+        },
+    );
+    let n1 = &s.backends[0];
+    assert_eq!((n1.weight, n1.health), (0, BackendHealth::Unhealthy));
+    assert_eq!(
+        n1.reason.as_deref(),
+        Some("node n1 has not reported within 30s, so nothing keeps the VIP on its lo")
+    );
+    assert!(!n1.arp_verified, "a silent node verifies nothing");
+    assert_eq!(cond(&s, DEGRADED), ("True", "NodeNotReporting"));
+    let message = &find(&s, DEGRADED).unwrap().message;
+    assert!(
+        message.contains("real server 10.0.0.11 gets no new connections"),
+        "{message}"
+    );
+    assert_eq!(
+        s.backend_summary.as_deref(),
+        Some("0/2"),
+        "n2 has not reported yet"
+    );
+}
+
+#[test]
+fn a_missing_service_is_the_reason_and_the_ports_column_lists_every_port() {
+    let mut o = object(healthy_reports());
+    o.spec.ports.push(crate::api::ServicePort {
+        port: 5353,
+        protocol: crate::api::Protocol::Udp,
+    });
+    let missing = SourceProblem {
+        reason: "ServiceNotFound",
+        message: "spec.backendService names Service default/web, which does not exist: create it or fix the name".into(),
+    };
+    let s = compute_status(
+        &o,
+        &StatusInput {
+            acceptance: &Acceptance::Accepted,
+            backends: &[],
+            expected: &expected(&["d1", "d2"], &[]),
+            source: Some(&missing),
+            heartbeats: &fresh(),
+            report_timeout: TIMEOUT,
+            now: t0(),
+        },
+    );
+    assert_eq!(cond(&s, READY), ("False", "ServiceNotFound"));
+    assert_eq!(cond(&s, DEGRADED), ("True", "ServiceNotFound"));
+    assert!(find(&s, READY).unwrap().message.contains("default/web"));
+    assert_eq!(s.ports.as_deref(), Some("80/TCP,5353/UDP"));
+}
+
+#[test]
+fn the_next_heartbeat_expiry_is_when_the_status_may_change_without_an_event() {
+    let beats: BTreeMap<String, Timestamp> = [
+        ("d1".to_string(), t0() - SignedDuration::from_secs(10)),
+        ("n1".to_string(), t0() - SignedDuration::from_secs(25)),
+        ("d2".to_string(), t0() - SignedDuration::from_secs(99)),
+    ]
+    .into();
+    let input = StatusInput {
+        acceptance: &Acceptance::Accepted,
+        backends: &[],
+        expected: &expected(&["d1", "d2"], &["n1"]),
+        source: None,
+        heartbeats: &beats,
+        report_timeout: TIMEOUT,
+        now: t0(),
+    };
+    assert!(input.reports("d1") && input.reports("n1") && !input.reports("d2"));
+    assert_eq!(
+        input.next_expiry(&["d1", "d2", "n1"].into()),
+        Some(Duration::from_secs(5))
+    );
 }

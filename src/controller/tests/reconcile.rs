@@ -40,6 +40,17 @@ fn cond(s: &LvsServiceStatus, t: &str) -> (String, String) {
     (c.status.clone(), c.reason.clone())
 }
 
+/// The requeue of a settled object: just after the first heartbeat it relies on expires (the
+/// fixtures' heartbeats are fresh, so about 31 s), which is sooner than the periodic resync.
+fn requeued_at_heartbeat_expiry(action: Action) {
+    assert!(
+        [30, 31]
+            .map(|s| Action::requeue(Duration::from_secs(s)))
+            .contains(&action),
+        "{action:?}"
+    );
+}
+
 fn pair(status: &str, reason: &str) -> (String, String) {
     (status.into(), reason.into())
 }
@@ -66,13 +77,21 @@ async fn a_new_object_gets_its_status_applied_by_the_controller_field_manager() 
         vec![Call::ApplyStatus, Call::Event("Accepted")],
     )
     .await;
-    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+    requeued_at_heartbeat_expiry(result.unwrap());
     let s = applied_status(&bodies[0]);
     assert_eq!(s.observed_generation, Some(3));
     assert_eq!(cond(&s, ACCEPTED), pair("True", "Accepted"));
     assert_eq!(cond(&s, PROGRAMMED), pair("False", "Pending"));
-    assert_eq!(cond(&s, READY), pair("False", "NotProgrammed"));
-    assert_eq!(cond(&s, DEGRADED), pair("False", "AsExpected"));
+    assert_eq!(cond(&s, READY), pair("False", "NoActiveDirector"));
+    assert_eq!(
+        find(&s, READY).unwrap().message,
+        "no director holds the VIP yet"
+    );
+    assert_eq!(
+        cond(&s, DEGRADED),
+        pair("False", "AsExpected"),
+        "a new object whose nodes are applying it is not failing"
+    );
     assert!(
         s.conditions
             .iter()
@@ -98,7 +117,7 @@ async fn a_status_that_would_not_change_is_not_applied_again() {
     let mut settled = object.clone();
     settled.status = Some(applied_status(&bodies[0]));
     let (result, _) = scenario(World::two_directors_one_backend(), &settled, vec![]).await;
-    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+    requeued_at_heartbeat_expiry(result.unwrap());
 }
 
 #[tokio::test]
@@ -217,7 +236,7 @@ async fn the_newer_of_two_objects_on_one_vip_port_is_rejected_naming_the_older()
         vec![Call::ApplyStatus, Call::Event("VIPConflict")],
     )
     .await;
-    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(60)));
+    requeued_at_heartbeat_expiry(result.unwrap());
     let s = applied_status(&bodies[0]);
     assert_eq!(cond(&s, ACCEPTED), pair("False", "VIPConflict"));
     assert_eq!(
@@ -346,12 +365,12 @@ async fn a_rejected_status_patch_fails_as_patch_status_and_backs_off_per_object(
     let object = Arc::new(object);
     let first = error_policy(object.clone(), &error, ctx.clone());
     let second = error_policy(object.clone(), &error, ctx.clone());
-    assert_eq!(first, Action::requeue(Duration::from_secs(5)));
-    assert_eq!(second, Action::requeue(Duration::from_secs(10)));
+    assert_eq!(first, Action::requeue(Duration::from_secs(1)));
+    assert_eq!(second, Action::requeue(Duration::from_secs(2)));
     let other = Arc::new(finalized(lvs("other", "10.0.0.101")));
     assert_eq!(
         error_policy(other, &error, ctx.clone()),
-        Action::requeue(Duration::from_secs(5)),
+        Action::requeue(Duration::from_secs(1)),
         "backoff is per object"
     );
     let metrics = ctx.metrics.encode();
@@ -364,10 +383,10 @@ async fn a_rejected_status_patch_fails_as_patch_status_and_backs_off_per_object(
 }
 
 #[test]
-fn backoff_doubles_from_five_seconds_up_to_five_minutes() {
-    let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
-    assert_eq!(delays, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
-    assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
+fn backoff_doubles_from_one_second_up_to_thirty() {
+    let delays: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+    assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+    assert_eq!(backoff(u32::MAX), Duration::from_secs(30));
 }
 
 #[tokio::test]
@@ -381,13 +400,13 @@ async fn a_successful_reconcile_resets_the_objects_backoff() {
     error_policy(object.clone(), &error, ctx.clone());
     assert_eq!(
         error_policy(object.clone(), &error, ctx.clone()),
-        Action::requeue(Duration::from_secs(10))
+        Action::requeue(Duration::from_secs(2))
     );
     // Deleted and without our finalizer: a reconcile that succeeds with no request.
     let gone = Arc::new(deleted(lvs("web", "10.0.0.100"), Duration::from_secs(1)));
     reconcile(gone, ctx.clone()).await.unwrap();
     assert_eq!(
         error_policy(object, &error, ctx),
-        Action::requeue(Duration::from_secs(5))
+        Action::requeue(Duration::from_secs(1))
     );
 }

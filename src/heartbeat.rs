@@ -1,0 +1,66 @@
+//! Agent heartbeats: how the controller tells a silent node from an idle one.
+//!
+//! Agents write their node's entry of an object's status only when it changes, so a node whose
+//! agent died looks exactly like a node with nothing new to say. Each agent therefore renews one
+//! Lease of its own, `lvs-agent-NODE` in its namespace, every [`PERIOD`] by default (as the kubelet
+//! renews its node Lease): one API write per node per 10 s, whatever the number of objects. The
+//! controller watches these Leases and counts a node whose Lease is older than its report
+//! deadline (30 s by default, three periods: one late renewal is no silence) as not reporting.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+
+/// How often an agent renews its heartbeat, unless told otherwise (`--heartbeat-period`).
+pub const PERIOD: Duration = Duration::from_secs(10);
+/// The label every heartbeat Lease carries, for the controller's watch.
+pub const LABEL: &str = "lvs-operator.io/heartbeat";
+
+/// The heartbeat Lease of `node`.
+pub fn lease_name(node: &str) -> String {
+    format!("lvs-agent-{node}")
+}
+
+/// Renews `node`'s heartbeat now (server-side apply, field manager `lvs-operator-agent-NODE`);
+/// `period` is how often it does, written as a third of the Lease's duration.
+pub async fn renew(
+    client: &Client,
+    namespace: &str,
+    node: &str,
+    period: Duration,
+) -> kube::Result<()> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let name = lease_name(node);
+    let patch = serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name, "labels": {LABEL: "agent"}},
+        "spec": {
+            "holderIdentity": node,
+            "leaseDurationSeconds": (period.as_secs() * 3).max(1),
+            "renewTime": MicroTime(Timestamp::now()),
+        },
+    });
+    let manager = format!("lvs-operator-agent-{node}");
+    api.patch(
+        &name,
+        &PatchParams::apply(&manager).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The node a heartbeat Lease speaks for, and when it last renewed.
+pub fn read(lease: &Lease) -> Option<(String, Timestamp)> {
+    let spec = lease.spec.as_ref()?;
+    let node = spec.holder_identity.clone()?;
+    if lease.name_any() != lease_name(&node) {
+        return None;
+    }
+    Some((node, spec.renew_time.as_ref()?.0))
+}

@@ -1,0 +1,158 @@
+//! Watches that recover in seconds and say so: the one way the controller and the agents follow
+//! the API server.
+//!
+//! kube-runtime's default backoff is client-go's (0.8 s doubling to 30 s, reset only after 2
+//! minutes), and a Controller puts every trigger watch behind one shared backoff: after a 30 s
+//! API outage the watches came back one after another, minutes later, and the only log line was
+//! a debug one. Here each watch has its own backoff, capped at [`MAX_DELAY`]; an expired resource
+//! version (410 Gone, what a restarted API server answers a resumed watch) re-lists at once; and
+//! losing and regaining the API server is logged at warn and info, with how long it lasted. The
+//! stream never yields an error, so nothing downstream (a Controller's shared trigger backoff)
+//! can slow it down.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt, TryStreamExt, future};
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::{self, ExponentialBackoff};
+use serde::de::DeserializeOwned;
+use tracing::{debug, info, warn};
+
+/// The first retry after an error.
+pub const MIN_DELAY: Duration = Duration::from_millis(200);
+/// The longest a watch waits between two attempts, before jitter (which adds up to as much again).
+pub const MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// A watch on `api` that retries forever on its own, yielding only events. `what` names it in the
+/// log (`LvsServices`, `Node director`, ...).
+pub fn resilient<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    what: impl Into<String>,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    recovering(watcher::watcher(api, config), what.into())
+}
+
+fn recovering<T>(
+    stream: impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static,
+    what: String,
+) -> impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static
+where
+    T: Send + 'static,
+{
+    let expired = Arc::new(AtomicBool::new(false));
+    let mut outage = Outage::default();
+    let mark = expired.clone();
+    stream
+        .inspect(move |event| outage.observe(&what, event))
+        .inspect_err(move |e| {
+            if is_expired(e) {
+                mark.store(true, Ordering::Relaxed);
+            }
+        })
+        .backoff(Quick {
+            expired,
+            inner: exponential(),
+        })
+        .filter_map(|event| future::ready(event.ok().map(Ok)))
+}
+
+fn exponential() -> ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(MIN_DELAY)
+        .with_max_delay(MAX_DELAY)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
+/// An expired resource version is no trouble with the API server: the watcher has already gone
+/// back to listing, so it may do so at once.
+fn is_expired(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::WatchError(status) if status.code == 410)
+}
+
+/// The per-watch backoff: none after an expiry, else exponential up to [`MAX_DELAY`].
+struct Quick {
+    expired: Arc<AtomicBool>,
+    inner: ExponentialBackoff,
+}
+
+impl Iterator for Quick {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        if self.expired.swap(false, Ordering::Relaxed) {
+            return Some(Duration::ZERO);
+        }
+        self.inner.next()
+    }
+}
+
+impl Backoff for Quick {
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+}
+
+/// Tells when a watch lost the API server and when it got it back.
+#[derive(Default)]
+struct Outage {
+    since: Option<Instant>,
+}
+
+impl Outage {
+    fn observe<K>(&mut self, what: &str, event: &Result<watcher::Event<K>, watcher::Error>) {
+        match (event, self.since) {
+            (Err(e), _) if is_expired(e) => {
+                info!("watch of {what}: resource version expired (410 Gone); listing again now");
+            }
+            (Err(e), None) => {
+                warn!(
+                    "watch of {what}: lost the API server ({e}); retrying every few seconds, and the data plane stays as it is"
+                );
+                self.since = Some(Instant::now());
+            }
+            (Err(e), Some(_)) => debug!("watch of {what}: still failing: {e}"),
+            (Ok(_), Some(since)) => {
+                info!(
+                    "watch of {what}: the API server answers again, after {:.1}s",
+                    since.elapsed().as_secs_f64()
+                );
+                self.since = None;
+            }
+            (Ok(_), None) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiry_retries_at_once_and_other_errors_back_off_to_a_few_seconds_at_most() {
+        let expired = Arc::new(AtomicBool::new(false));
+        let mut b = Quick {
+            expired: expired.clone(),
+            inner: exponential(),
+        };
+        let delays: Vec<Duration> = (0..12).map(|_| b.next().unwrap()).collect();
+        assert!(delays.iter().all(|d| *d <= MAX_DELAY * 2), "{delays:?}");
+        assert!(delays[0] <= MIN_DELAY * 2);
+        expired.store(true, Ordering::Relaxed);
+        assert_eq!(b.next(), Some(Duration::ZERO));
+        assert!(
+            b.next().unwrap() > Duration::ZERO,
+            "only the expiry is free"
+        );
+    }
+}
