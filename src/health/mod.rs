@@ -13,8 +13,11 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+mod probe;
 mod threshold;
+mod tls;
 
+pub use probe::{Failure, Network, Probe, probe_once};
 pub use threshold::{Tracker, Transition};
 
 /// What to check; also the dedup key: one prober per distinct `Check`, however many IPVS
