@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lvs_operator::health::{Check, CheckKind, Failure, Network, Via, probe_once};
+use lvs_operator::health::{Check, CheckKind, Engine, Failure, Health, Network, Via, probe_once};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -298,5 +298,37 @@ async fn a_source_address_this_host_does_not_hold_fails_the_probe_with_the_cause
     assert_eq!(
         reason(&via).await,
         "cannot bind to 192.0.2.1: cannot assign requested address"
+    );
+}
+
+#[tokio::test]
+async fn the_engine_ejects_a_refusing_server_and_keeps_a_listening_one() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    // Accepted connections are dropped at once, as a real server's would be once closed.
+    tokio::spawn(async move {
+        loop {
+            let _ = listener.accept().await;
+        }
+    });
+    let down = closed_port().await;
+    let fast = |target| Check {
+        interval: Duration::from_millis(20),
+        ..check(CheckKind::Tcp, target)
+    };
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut engine = Engine::new(&mut registry);
+    engine.set([fast(up), fast(down)]);
+    tokio::time::timeout(GENEROUS, engine.changed())
+        .await
+        .expect("the refusing server is ejected");
+
+    let verdicts = engine.verdicts();
+    assert_eq!(verdicts[&fast(up)].health, Health::Healthy);
+    assert_eq!(verdicts[&fast(down)].health, Health::Unhealthy);
+    assert_eq!(
+        verdicts[&fast(down)].reason.as_deref(),
+        Some("connection refused")
     );
 }

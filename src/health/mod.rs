@@ -13,10 +13,15 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+mod engine;
+#[cfg(test)]
+mod engine_tests;
+mod metrics;
 mod probe;
 mod threshold;
 mod tls;
 
+pub use engine::Engine;
 pub use probe::{Failure, Network, Probe, probe_once};
 pub use threshold::{Tracker, Transition};
 
