@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(LVS_CACHE)/target
 BIN := $(CARGO_TARGET_DIR)/debug/lvs-operator
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/lvs-operator
 
-.PHONY: help test unit unit-root fuzz lint fmt crds check-crds helm-lint build release e2e-dataplane e2e tools demo bench
+.PHONY: help test unit unit-root fuzz lint fmt crds check-crds helm-lint build release e2e-dataplane e2e tools demo bench bench-health
 
 help: ## This list.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -65,3 +65,6 @@ demo: release ## The seed scenario end to end, narrated.
 
 bench: release ## IPVS programming speed and memory against ipvsadm, in the VM.
 	bash tests/vm/bench.sh
+
+bench-health: ## Health checks at scale over loopback: 1,000 real servers, 100,000 destinations.
+	cargo run --release --example health_bench
