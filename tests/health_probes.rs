@@ -1,7 +1,9 @@
 //! The health probes over real loopback sockets: each test starts its own listener on 127.0.0.1
 //! or ::1 (TCP, HTTP, HTTPS with the self-signed pair in `tests/data/health`) and checks the
 //! verdict and the reason a probe gives. Timeouts here only bound a test that would otherwise
-//! hang; no assertion is on how long anything took.
+//! hang; no assertion is on how long anything took. The firewall mark is proven in a network
+//! namespace of its own with a rule that routes by it: that test needs root, so it is
+//! `#[ignore]`d and `make unit-root` runs it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -331,4 +333,91 @@ async fn the_engine_ejects_a_refusing_server_and_keeps_a_listening_one() {
         verdicts[&fast(down)].reason.as_deref(),
         Some("connection refused")
     );
+}
+
+/// A network namespace for one test, deleted on drop (`ip netns add` / `ip netns del`).
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root (make unit-root runs it as root)"
+        );
+        let name = format!("lvs-health-{}-{tag}", std::process::id());
+        let netns = Self(name);
+        netns.ip(&["netns", "add", &netns.0]);
+        netns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `ip -n NAME args`.
+    fn run(&self, args: &[&str]) {
+        self.ip(&[&["-n", &self.0], args].concat());
+    }
+
+    /// Runs `f` on a thread inside the namespace, with a current-thread runtime of its own.
+    fn enter<F: std::future::Future<Output = ()>>(&self, f: impl FnOnce() -> F + Send) {
+        let path = format!("/var/run/netns/{}", self.0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).unwrap();
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(f());
+            })
+            .join()
+            .unwrap()
+        });
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+#[test]
+#[ignore = "needs root and a network namespace"]
+fn the_mark_of_a_probe_through_the_vip_steers_its_route() {
+    // Policy routing by mark, as a director steers probes through the VIP to one real server;
+    // here mark 7 meets a `prohibit` rule placed before the local table, so only a probe that
+    // really carries the mark is turned away.
+    let netns = Netns::new("mark");
+    netns.run(&["link", "set", "lo", "up"]);
+    netns.run(&["rule", "add", "pref", "100", "lookup", "local"]);
+    netns.run(&["rule", "del", "pref", "0", "lookup", "local"]);
+    netns.run(&["rule", "add", "pref", "10", "fwmark", "7", "prohibit"]);
+    netns.enter(|| async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let marked = |mark| Check {
+            via: Some(Via { mark, source: None }),
+            ..check(CheckKind::Tcp, target)
+        };
+        assert_eq!(reason(&marked(7)).await, "permission denied");
+        assert_eq!(probe_once(&Network::new(), &marked(8)).await, Ok(()));
+        assert_eq!(
+            probe_once(&Network::new(), &check(CheckKind::Tcp, target)).await,
+            Ok(())
+        );
+    });
 }
