@@ -185,12 +185,10 @@ where
         return Err(Failure::Setup(format!("invalid HTTP path {path:?}")));
     }
     let path = if path.is_empty() { "/" } else { path };
-    let host = match host {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("[{ip}]"),
-    };
+    // The one allocation of a probe besides the socket.
     let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lvs-operator\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {}\r\nUser-Agent: lvs-operator\r\nConnection: close\r\n\r\n",
+        Host(host)
     );
     stream.write_all(request.as_bytes()).await?;
     // TLS holds written data until flushed.
@@ -207,6 +205,18 @@ where
     match status(&buf[..len])? {
         200..=399 => Ok(()),
         code => Err(Failure::Http(code)),
+    }
+}
+
+/// An address as the `Host` header wants it: IPv6 in brackets.
+struct Host(IpAddr);
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpAddr::V4(ip) => write!(f, "{ip}"),
+            IpAddr::V6(ip) => write!(f, "[{ip}]"),
+        }
     }
 }
 
