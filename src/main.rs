@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use kube::CustomResourceExt;
 
+use lvs_operator::agent::checks::HealthChecks;
 use lvs_operator::agent::{cluster, kernel::Kernel, ledger, metrics::AgentMetrics, standalone};
 use lvs_operator::api::LvsService;
 use lvs_operator::controller;
@@ -76,6 +77,11 @@ struct AgentArgs {
     /// Where the agent records what it made, so that a restart adopts it and nothing else.
     #[arg(long, default_value = ledger::DEFAULT_STATE_DIR, env = "LVS_STATE_DIR")]
     state_dir: PathBuf,
+    /// The firewall marks the health checks may use for probing through the VIP (one IPVS
+    /// firewall-mark service per real server), as FIRST-LAST, e.g. 0x4c560001-0x4c56ffff. Marks
+    /// someone else uses are skipped.
+    #[arg(long, default_value = "0x4c560001-0x4c56ffff", value_parser = parse_mark_range, env = "LVS_HEALTH_CHECK_MARKS")]
+    health_check_marks: (u32, u32),
     /// How long a removed real server keeps its connections (weight 0) before it is deleted.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, env = "LVS_DRAIN_TIMEOUT")]
     drain_timeout: Duration,
@@ -175,8 +181,15 @@ fn run_agent(args: AgentArgs) -> ExitCode {
 
                     dry_run: args.dry_run,
                     drain_timeout: args.drain_timeout,
+                    marks: args.health_check_marks,
                 };
-                let metrics = AgentMetrics::default();
+                // A long-running director checks its real servers; one run does not.
+                let probing =
+                    opts.role == standalone::Role::Director && !args.once && !args.dry_run;
+                let mut checks = None;
+                let metrics = AgentMetrics::new(|registry| {
+                    checks = probing.then(|| HealthChecks::new(registry));
+                });
                 if let Some(addr) = args.metrics_addr {
                     serve(addr, metrics.clone(), Health::default()).await?;
                 }
@@ -187,6 +200,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                     args.once,
                     args.resync_period,
                     &metrics,
+                    checks,
                 )
                 .await;
                 Ok(ok)
@@ -204,6 +218,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                         .unwrap_or_else(|| ([0, 0, 0, 0], 9090).into()),
                     interface: args.interface.clone(),
                     heartbeat_period: args.heartbeat_period,
+                    marks: args.health_check_marks,
                 };
                 cluster::run(client, &mut kernel, &store, opts)
                     .await
@@ -221,6 +236,28 @@ fn run_agent(args: AgentArgs) -> ExitCode {
     }
 }
 
+/// `FIRST-LAST`, each decimal or 0x-hexadecimal, FIRST <= LAST, 0 excluded (no mark).
+fn parse_mark_range(text: &str) -> Result<(u32, u32), String> {
+    let number = |t: &str| {
+        let t = t.trim();
+        match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+            Some(hex) => u32::from_str_radix(hex, 16),
+            None => t.parse(),
+        }
+        .map_err(|e| format!("{t:?}: {e}"))
+    };
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not FIRST-LAST"))?;
+    let (first, last) = (number(first)?, number(last)?);
+    if first == 0 || first > last {
+        return Err(format!(
+            "{text:?}: the first mark must be at least 1 and at most the last"
+        ));
+    }
+    Ok((first, last))
+}
+
 fn crd_yaml() -> String {
     serde_saphyr::to_string(&LvsService::crd()).expect("the CRD serializes to YAML")
 }
@@ -228,6 +265,18 @@ fn crd_yaml() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mark_ranges_are_read_in_hex_or_decimal_and_checked() {
+        assert_eq!(
+            parse_mark_range("0x4c560001-0x4c56ffff"),
+            Ok((0x4c56_0001, 0x4c56_ffff))
+        );
+        assert_eq!(parse_mark_range("10-20"), Ok((10, 20)));
+        assert!(parse_mark_range("0-5").is_err());
+        assert!(parse_mark_range("9-5").is_err());
+        assert!(parse_mark_range("5").is_err());
+    }
 
     #[test]
     fn logs_are_coloured_only_on_a_terminal() {

@@ -126,10 +126,10 @@ fn kernel_like_message() -> impl Strategy<Value = Vec<u8>> {
             timeout,
             ..ServiceConfig::new(Scheduler::Wrr, k.vip)
         };
-        Request::NewService(k, config).emit(0x23, 1)
+        Request::NewService(k.into(), config).emit(0x23, 1)
     });
     let dest = (key(), addr(), any::<u16>(), any::<u32>()).prop_map(|(k, a, port, w)| {
-        Request::NewDest(k, DestKey { addr: a, port }, Dest::direct_route(w)).emit(0x23, 2)
+        Request::NewDest(k.into(), DestKey { addr: a, port }, Dest::direct_route(w)).emit(0x23, 2)
     });
     prop_oneof![service, dest]
 }

@@ -279,6 +279,7 @@ async fn a_probe_through_the_vip_leaves_from_the_given_source() {
         via: Some(Via {
             mark: 0,
             source: Some("127.0.0.2".parse().unwrap()),
+            real_server: "127.0.0.1".parse().unwrap(),
         }),
         ..check(http("/"), target)
     };
@@ -294,6 +295,7 @@ async fn a_source_address_this_host_does_not_hold_fails_the_probe_with_the_cause
         via: Some(Via {
             mark: 0,
             source: Some("192.0.2.1".parse().unwrap()),
+            real_server: "127.0.0.1".parse().unwrap(),
         }),
         ..check(CheckKind::Tcp, target)
     };
@@ -410,7 +412,11 @@ fn the_mark_of_a_probe_through_the_vip_steers_its_route() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = listener.local_addr().unwrap();
         let marked = |mark| Check {
-            via: Some(Via { mark, source: None }),
+            via: Some(Via {
+                mark,
+                source: None,
+                real_server: format!("10.10.24.{mark}").parse().unwrap(),
+            }),
             ..check(CheckKind::Tcp, target)
         };
         assert_eq!(reason(&marked(7)).await, "permission denied");

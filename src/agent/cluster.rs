@@ -20,7 +20,7 @@
 //! kernel and without releasing the VIP Leases, so no other director takes a VIP this node still
 //! holds; a restarted agent with the same identity finds itself still the holder.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +36,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::api::{LvsService, NodeStatus, validate};
-use crate::core::{Assignment, DirectorRole, VirtualService, claims};
+use crate::core::{Admission, Assignment, DirectorRole, VirtualService, claims, selfcheck};
 
+use super::checks::HealthChecks;
 use super::converge::{self, DataPlane, ProblemLog, Resynced};
 use super::ledger::LedgerStore;
 use super::metrics::AgentMetrics;
@@ -61,6 +62,8 @@ pub struct Options {
     pub interface: Option<String>,
     /// How often the heartbeat Lease is renewed.
     pub heartbeat_period: Duration,
+    /// The firewall marks the health checks may use, first and last.
+    pub marks: (u32, u32),
 }
 
 /// One Lease per VIP this node may direct. Dropping a VIP's receiver releases its Lease.
@@ -168,6 +171,8 @@ struct Agent {
     /// When the heartbeat Lease was last renewed, and whether the last renewal failed.
     heartbeat: Option<Instant>,
     heartbeat_failing: bool,
+    /// The health checks of the real servers of the objects this node directs.
+    checks: HealthChecks,
 }
 
 /// Runs until SIGTERM. Never returns an error for a passing API or kernel failure: it logs,
@@ -187,8 +192,12 @@ pub async fn run<D: DataPlane>(
     let mut retry = converge::Retry::new(agent.opts.resync_period.min(agent.opts.heartbeat_period));
     let mut wait = Duration::ZERO;
     loop {
+        if let Some(step) = agent.checks.next_ramp_step() {
+            wait = wait.min(step);
+        }
         tokio::select! {
             _ = notify.notified() => {}
+            () = agent.checks.changed() => {}
             _ = tokio::time::sleep(wait) => {}
             () = &mut stop => {
                 info!("the data plane and the VIP Leases stay as they are");
@@ -206,7 +215,9 @@ pub async fn run<D: DataPlane>(
 impl Agent {
     /// Serves metrics and starts the watches.
     async fn start(client: Client, opts: Options, notify: Arc<Notify>) -> anyhow::Result<Self> {
-        let metrics = AgentMetrics::default();
+        let mut checks = None;
+        let metrics = AgentMetrics::new(|registry| checks = Some(HealthChecks::new(registry)));
+        let checks = checks.expect("registered above");
         let health = crate::http::Health::default();
         crate::http::serve(opts.metrics_addr, metrics.clone(), health.clone()).await?;
         let objects = reflect(
@@ -243,6 +254,7 @@ impl Agent {
             problems: ProblemLog::default(),
             heartbeat: None,
             heartbeat_failing: false,
+            checks,
         })
     }
 
@@ -289,12 +301,20 @@ impl Agent {
         let objects = self.objects_by_age();
         let roles: Vec<Roles> = objects.iter().map(|o| self.roles_of(o, &node)).collect();
         self.elect(&objects, &roles).await;
-        let assignments = self.assignments(&objects, &roles);
+        let health: HashMap<String, _> = objects
+            .iter()
+            .zip(&roles)
+            .filter(|(_, r)| r.director)
+            .filter_map(|(o, _)| o.service.as_ref())
+            .map(|s| (s.id.clone(), self.checks.admissions(&s.id)))
+            .collect();
+        let assignments = self.assignments(&objects, &roles, health);
         let settings = converge::Settings {
             now: converge::now(),
             drain_timeout: self.opts.drain_timeout.as_secs(),
             dry_run: false,
             observe_after: true,
+            marks: self.opts.marks,
         };
         let resynced = match converge::resync(dp, store, &assignments, settings).await {
             Ok(r) => r,
@@ -306,6 +326,7 @@ impl Agent {
         };
         self.metrics.record(&resynced);
         self.health.set_ready(true);
+        self.checks.follow(&assignments, &resynced);
         let placement: Vec<String> = resynced
             .desired
             .errors
@@ -383,7 +404,12 @@ impl Agent {
         self.elections.ensure(&vips).await;
     }
 
-    fn assignments<'a>(&self, objects: &'a [Object], roles: &[Roles]) -> Vec<Assignment<'a>> {
+    fn assignments<'a>(
+        &self,
+        objects: &'a [Object],
+        roles: &[Roles],
+        mut health: HashMap<String, BTreeMap<(IpAddr, u16), Admission>>,
+    ) -> Vec<Assignment<'a>> {
         objects
             .iter()
             .zip(roles)
@@ -398,6 +424,7 @@ impl Agent {
                         interface: self.opts.interface.clone(),
                     }),
                     real_server: r.real_server,
+                    health: health.remove(&service.id).unwrap_or_default(),
                 })
             })
             .collect()
@@ -412,7 +439,24 @@ impl Agent {
                 .service
                 .as_ref()
                 .is_some_and(|s| self.elections.holds(s.vip));
-            let entry = node_status(&o.object, &self.opts.node, *role, holds, r);
+            let selfcheck = o
+                .service
+                .as_ref()
+                .filter(|_| role.real_server)
+                .and_then(|s| selfcheck::verify(s, &r.after, &r.after.listeners));
+            let checks = match &o.service {
+                Some(s) if role.director => self.checks.reports(&s.id),
+                _ => Vec::new(),
+            };
+            let entry = node_status(
+                &o.object,
+                &self.opts.node,
+                *role,
+                holds,
+                r,
+                checks,
+                selfcheck,
+            );
             let id = crate::api::validate::object_ref(&o.object);
             let present = o
                 .object

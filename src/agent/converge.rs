@@ -1,27 +1,39 @@
 //! One resync: observe, settle the ledger, plan, write ahead, apply, confirm. The same for both
 //! agent modes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::net::IpAddr;
 
 use crate::core::{
-    Assignment, Desired, Intent, Ledger, NodeState, Op, Plan, REAL_SERVER_SYSCTLS, ServiceKey,
-    desired, interface_for, plan, wanted_services,
+    Assignment, CHECKED_DIRECTOR_SYSCTLS, Desired, Intent, Ledger, MarkKey, NodeState, Op, Plan,
+    REAL_SERVER_SYSCTLS, ServiceKey, assign_marks, desired, hold_ejected, interface_for, plan,
+    wanted_marks, wanted_services,
 };
 
 use super::ledger::LedgerStore;
 
+/// What a resync needs to read of the node beyond the lists the kernel gives whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Services whose destinations to dump: ours and the ones we want.
+    pub dests_of: BTreeSet<ServiceKey>,
+    /// Firewall-mark services whose destinations to dump: ours.
+    pub marks_of: BTreeSet<MarkKey>,
+    /// Sysctls to read: ours and the ones we need. An interface of `*` stands for every
+    /// interface of the node (`net.ipv4.conf.*.arp_ignore`).
+    pub sysctls: BTreeSet<String>,
+    /// Read the listening sockets (a real server's self-check).
+    pub listeners: bool,
+}
+
 /// The kernel, as the agent sees it. The real one speaks netlink and writes /proc/sys; tests use
 /// an in-memory one.
 pub trait DataPlane {
-    /// What the node holds now: every IPVS service, the destinations of the services listed in
-    /// `dests_of` (the others are not ours to look into), every address, and the sysctls named
-    /// (one that cannot be read is left out).
-    fn observe(
-        &mut self,
-        dests_of: &BTreeSet<ServiceKey>,
-        sysctls: &BTreeSet<String>,
-    ) -> impl Future<Output = anyhow::Result<NodeState>>;
+    /// What the node holds now: every IPVS service (address and firewall-mark), the destinations
+    /// of those in `scope` (the others are not ours to look into), every address, and the
+    /// sysctls of `scope` (one that cannot be read is left out).
+    fn observe(&mut self, scope: &Scope) -> impl Future<Output = anyhow::Result<NodeState>>;
 
     /// Carries out operations in order, batching what it can; one result per operation.
     fn apply(&mut self, ops: &[Op]) -> impl Future<Output = Vec<anyhow::Result<()>>>;
@@ -57,6 +69,8 @@ pub struct Resynced {
     /// The kernel after the resync: observed again when something was applied and
     /// [`Settings::observe_after`] asks for it, else the observation the plan was made from.
     pub after: NodeState,
+    /// The firewall mark that probes of each real server through a VIP carry.
+    pub marks: BTreeMap<IpAddr, MarkKey>,
 }
 
 /// How one resync runs.
@@ -72,6 +86,8 @@ pub struct Settings {
     /// status). A second dump of a large table costs as much as the first, so the standalone
     /// agent, which reports nothing from it, skips it.
     pub observe_after: bool,
+    /// The firewall marks the health checks may use, first and last.
+    pub marks: (u32, u32),
 }
 
 /// Observes, computes the desired state of `assignments`, settles the ledger, plans, and (unless
@@ -83,9 +99,16 @@ pub async fn resync<D: DataPlane>(
     settings: Settings,
 ) -> anyhow::Result<Resynced> {
     let mut ledger = store.load()?;
-    let (dests_of, sysctls) = what_to_observe(&ledger, assignments);
-    let observed = dp.observe(&dests_of, &sysctls).await?;
-    let desired = desired(assignments, &|vip| interface_for(vip, &observed.addresses));
+    let scope = what_to_observe(&ledger, assignments);
+    let observed = dp.observe(&scope).await?;
+    let (first, last) = settings.marks;
+    let marks = assign_marks(&wanted_marks(assignments), &ledger, &observed, first..=last);
+    let mut desired = desired(
+        assignments,
+        &|vip| interface_for(vip, &observed.addresses),
+        &marks,
+    );
+    hold_ejected(&mut desired, assignments, &observed);
     let before = ledger.clone();
     ledger.settle(&observed, &desired.state);
     let plan = plan(
@@ -103,6 +126,7 @@ pub async fn resync<D: DataPlane>(
                 failed: Vec::new(),
             },
             after: observed,
+            marks,
         });
     }
     if ledger.intend(&plan.ops) || ledger != before {
@@ -116,39 +140,94 @@ pub async fn resync<D: DataPlane>(
     let after = if !settings.observe_after || plan.ops.is_empty() {
         observed
     } else {
-        dp.observe(&dests_of, &sysctls).await?
+        dp.observe(&scope).await?
     };
     Ok(Resynced {
         desired,
         converged: Converged { plan, failed },
         after,
+        marks,
     })
 }
 
 /// The destinations of ours, of those we want and of those we were about to create (not of the
-/// other services on the node), and the sysctls we own or need.
-fn what_to_observe(
-    ledger: &Ledger,
-    assignments: &[Assignment<'_>],
-) -> (BTreeSet<ServiceKey>, BTreeSet<String>) {
-    let mut dests_of = wanted_services(assignments);
-    dests_of.extend(ledger.services.iter().copied());
-    let mut sysctls: BTreeSet<String> = ledger.sysctls.keys().cloned().collect();
+/// other services on the node), and the sysctls we own or may need.
+fn what_to_observe(ledger: &Ledger, assignments: &[Assignment<'_>]) -> Scope {
+    let mut scope = Scope {
+        dests_of: wanted_services(assignments),
+        marks_of: ledger.marks.clone(),
+        sysctls: ledger.sysctls.keys().cloned().collect(),
+        listeners: assignments.iter().any(|a| a.real_server),
+    };
+    scope.dests_of.extend(ledger.services.iter().copied());
     for intent in &ledger.intents {
         match intent {
             Intent::AddService { key, .. } => {
-                dests_of.insert(*key);
+                scope.dests_of.insert(*key);
+            }
+            Intent::AddMark { key } => {
+                scope.marks_of.insert(*key);
             }
             Intent::SetSysctl { name, .. } => {
-                sysctls.insert(name.clone());
+                scope.sysctls.insert(name.clone());
             }
             Intent::AddAddress { .. } => {}
         }
     }
     if assignments.iter().any(|a| a.real_server) {
-        sysctls.extend(REAL_SERVER_SYSCTLS.iter().map(|(n, _)| n.to_string()));
+        scope
+            .sysctls
+            .extend(REAL_SERVER_SYSCTLS.iter().map(|(n, _)| n.to_string()));
+        // The self-check's effective ARP behaviour: every interface's own value.
+        scope.sysctls.insert("net.ipv4.conf.*.arp_ignore".into());
+        scope.sysctls.insert("net.ipv4.conf.*.arp_announce".into());
     }
-    (dests_of, sysctls)
+    // A director checking through its VIP needs accept_local on the VIP's interface; which one is
+    // only known after observing, so read every interface's that a director may use.
+    for a in assignments.iter().filter(|a| a.director.is_some()) {
+        if a.service.health.is_some() {
+            scope
+                .sysctls
+                .extend(CHECKED_DIRECTOR_SYSCTLS.iter().map(|(n, _)| n.to_string()));
+        }
+        if a.service.health.as_ref().is_some_and(|h| h.through_vip) {
+            let ifname = a
+                .director
+                .as_ref()
+                .and_then(|d| d.interface.clone())
+                .or_else(|| a.service.interface.clone());
+            match ifname {
+                Some(ifname) => scope
+                    .sysctls
+                    .insert(format!("net.ipv4.conf.{ifname}.accept_local")),
+                None => scope.sysctls.insert(ACCEPT_LOCAL_ANY.to_string()),
+            };
+        }
+    }
+    scope
+}
+
+/// Stands for "accept_local of whichever interface the VIP lands on" in a scope: every
+/// interface's is read.
+pub const ACCEPT_LOCAL_ANY: &str = "net.ipv4.conf.*.accept_local";
+
+/// The sysctl names of `scope` with `*` for the interface expanded over `interfaces`.
+pub fn expand_sysctls<'a>(
+    names: &BTreeSet<String>,
+    interfaces: impl Iterator<Item = &'a str> + Clone,
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for name in names {
+        match name.split_once(".*.") {
+            Some((head, tail)) => {
+                out.extend(interfaces.clone().map(|i| format!("{head}.{i}.{tail}")));
+            }
+            None => {
+                out.insert(name.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Applies `ops` and confirms the kernel's answers in the ledger; returns the refused ones.

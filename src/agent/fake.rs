@@ -1,12 +1,11 @@
 //! An in-memory [`DataPlane`] and the tests of the agent's loop that need no kernel.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::core::{HostAddress, NodeState, Op, ServiceKey, fake::apply_op};
+use crate::core::{HostAddress, NodeState, Op, fake::apply_op};
 
-use super::converge::DataPlane;
+use super::converge::{DataPlane, Scope, expand_sysctls};
 use super::ledger::LedgerStore;
 use super::standalone::{Options, Role, resync};
 
@@ -18,18 +17,24 @@ pub struct FakeKernel {
 }
 
 impl DataPlane for FakeKernel {
-    async fn observe(
-        &mut self,
-        dests_of: &BTreeSet<ServiceKey>,
-        sysctls: &BTreeSet<String>,
-    ) -> anyhow::Result<NodeState> {
+    async fn observe(&mut self, scope: &Scope) -> anyhow::Result<NodeState> {
         let mut s = self.state.clone();
         for (key, svc) in s.services.iter_mut() {
-            if !dests_of.contains(key) {
+            if !scope.dests_of.contains(key) {
                 svc.dests.clear();
             }
         }
-        s.sysctls.retain(|k, _| sysctls.contains(k));
+        for (key, mark) in s.marks.iter_mut() {
+            if !scope.marks_of.contains(key) {
+                mark.dests.clear();
+            }
+        }
+        let interfaces: Vec<String> = s.addresses.iter().map(|a| a.ifname.clone()).collect();
+        let names = expand_sysctls(&scope.sysctls, interfaces.iter().map(String::as_str));
+        s.sysctls.retain(|k, _| names.contains(k));
+        if !scope.listeners {
+            s.listeners.clear();
+        }
         Ok(s)
     }
 
@@ -84,6 +89,13 @@ fn director_kernel() -> FakeKernel {
         addr: "10.10.24.10".parse().unwrap(),
         prefix_len: 24,
     });
+    k.state
+        .sysctls
+        .insert("net.ipv4.conf.eth0.accept_local".into(), "0".into());
+    // The kernel's defaults, once ip_vs is loaded.
+    for (name, _) in crate::core::CHECKED_DIRECTOR_SYSCTLS {
+        k.state.sysctls.insert(name.into(), "0".into());
+    }
     k
 }
 
@@ -94,6 +106,7 @@ fn opts(path: &std::path::Path, role: Role) -> Options<'_> {
         interface: None,
         dry_run: false,
         drain_timeout: Duration::from_secs(900),
+        marks: (0x4c56_0001, 0x4c56_ffff),
     }
 }
 
@@ -104,10 +117,13 @@ async fn a_second_resync_writes_nothing() {
     let mut k = director_kernel();
     let path = s.objects();
     let o = opts(&path, Role::Director);
-    let first = resync(&mut k, &s.store(), &o).await.unwrap();
-    assert!(first.ok());
-    assert_eq!(first.converged().plan.ops.len(), 5);
-    let second = resync(&mut k, &s.store(), &o).await.unwrap();
+    let first = resync(&mut k, &s.store(), &o, None).await.unwrap();
+    assert!(first.ok(), "{:?}", first.converged());
+    // The seed's five commands; for the checks, expire_nodest_conn and expire_quiescent_template,
+    // accept_local on eth0 and a firewall-mark service with its real server for each of the
+    // three (the checks go through the VIP).
+    assert_eq!(first.converged().plan.ops.len(), 5 + 2 + 1 + 3 * 2);
+    let second = resync(&mut k, &s.store(), &o, None).await.unwrap();
     assert!(second.converged().plan.ops.is_empty());
     assert_eq!(k.batches.len(), 1, "one batch, for the first resync only");
 }
@@ -121,9 +137,14 @@ async fn an_invalid_object_is_reported_and_the_valid_one_is_served() {
         &include_str!("../../tests/invalid/07-port-70000.yaml").replace("port-70000", "bad"),
     );
     let mut k = director_kernel();
-    let out = resync(&mut k, &s.store(), &opts(&s.objects(), Role::Director))
-        .await
-        .unwrap();
+    let out = resync(
+        &mut k,
+        &s.store(),
+        &opts(&s.objects(), Role::Director),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         out.rejected,
         vec!["bad: spec.ports[0].port: 70000 is out of range 1..65535"]
@@ -140,9 +161,9 @@ async fn an_object_removed_from_the_path_is_cleaned_up_and_nothing_else() {
     let before = k.state.clone();
     let path = s.objects();
     let o = opts(&path, Role::Director);
-    resync(&mut k, &s.store(), &o).await.unwrap();
+    resync(&mut k, &s.store(), &o, None).await.unwrap();
     s.remove("web.yaml");
-    resync(&mut k, &s.store(), &o).await.unwrap();
+    resync(&mut k, &s.store(), &o, None).await.unwrap();
     assert_eq!(k.state, before);
 }
 
@@ -151,13 +172,18 @@ async fn an_unreadable_path_leaves_the_data_plane_as_it_is() {
     let s = Scratch::new("unreadable");
     s.write("web.yaml", REFERENCE);
     let mut k = director_kernel();
-    resync(&mut k, &s.store(), &opts(&s.objects(), Role::Director))
-        .await
-        .unwrap();
+    resync(
+        &mut k,
+        &s.store(),
+        &opts(&s.objects(), Role::Director),
+        None,
+    )
+    .await
+    .unwrap();
     let programmed = k.state.clone();
     let missing = s.dir.join("nowhere");
     assert!(
-        resync(&mut k, &s.store(), &opts(&missing, Role::Director))
+        resync(&mut k, &s.store(), &opts(&missing, Role::Director), None)
             .await
             .is_err()
     );
@@ -171,14 +197,14 @@ async fn a_restarted_agent_adopts_its_own_state_from_the_ledger() {
     let mut k = director_kernel();
     let path = s.objects();
     let o = opts(&path, Role::Director);
-    resync(&mut k, &s.store(), &o).await.unwrap();
+    resync(&mut k, &s.store(), &o, None).await.unwrap();
     // A new process: same kernel, same state dir, nothing in memory.
     let mut k2 = FakeKernel {
         state: k.state.clone(),
         batches: vec![],
     };
     s.remove("web.yaml");
-    resync(&mut k2, &s.store(), &o).await.unwrap();
+    resync(&mut k2, &s.store(), &o, None).await.unwrap();
     assert!(
         k2.state.services.is_empty(),
         "its own service was recognised and removed"
@@ -193,10 +219,27 @@ async fn dry_run_changes_nothing() {
     let path = s.objects();
     let mut o = opts(&path, Role::Director);
     o.dry_run = true;
-    let out = resync(&mut k, &s.store(), &o).await.unwrap();
+    let out = resync(&mut k, &s.store(), &o, None).await.unwrap();
+    let commands: Vec<String> = out
+        .converged()
+        .plan
+        .ops
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(
-        out.converged().plan.ops[0].to_string(),
-        "ipvsadm -A -t 10.10.24.88:80 -s rr"
+        commands[..5],
+        [
+            "sysctl -w net.ipv4.conf.eth0.accept_local=1",
+            "sysctl -w net.ipv4.vs.expire_nodest_conn=1",
+            "sysctl -w net.ipv4.vs.expire_quiescent_template=1",
+            "ipvsadm -A -t 10.10.24.88:80 -s rr",
+            "ipvsadm -a -t 10.10.24.88:80 -r 10.10.24.21:80 -g -w 1",
+        ]
+    );
+    assert!(
+        commands.contains(&format!("ipvsadm -A -f {} -s rr", 0x4c56_0001)),
+        "{commands:?}"
     );
     assert!(k.batches.is_empty());
     assert!(!s.store().path().exists());
@@ -210,10 +253,14 @@ async fn backend_role_puts_the_vip_on_lo_with_the_arp_sysctls() {
     for (name, _) in crate::core::REAL_SERVER_SYSCTLS {
         k.state.sysctls.insert(name.to_string(), "0".into());
     }
-    let out = resync(&mut k, &s.store(), &opts(&s.objects(), Role::Backend))
+    // A web server on every address, as busybox httpd listens.
+    k.state
+        .listeners
+        .insert((crate::core::Protocol::Tcp, "0.0.0.0:80".parse().unwrap()));
+    let out = resync(&mut k, &s.store(), &opts(&s.objects(), Role::Backend), None)
         .await
         .unwrap();
-    assert!(out.ok());
+    assert!(out.ok(), "{:?}", out.rejected);
     assert!(
         k.state
             .addresses
@@ -221,4 +268,25 @@ async fn backend_role_puts_the_vip_on_lo_with_the_arp_sysctls() {
     );
     assert_eq!(k.state.sysctls["net.ipv4.conf.all.arp_ignore"], "1");
     assert_eq!(k.state.sysctls["net.ipv4.conf.lo.arp_announce"], "2");
+}
+
+#[tokio::test]
+async fn a_real_server_with_nothing_listening_on_the_port_says_so() {
+    let s = Scratch::new("deaf");
+    s.write("web.yaml", REFERENCE);
+    let mut k = FakeKernel::default();
+    for (name, _) in crate::core::REAL_SERVER_SYSCTLS {
+        k.state.sysctls.insert(name.to_string(), "0".into());
+    }
+    let out = resync(&mut k, &s.store(), &opts(&s.objects(), Role::Backend), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        out.unready,
+        vec![
+            "web: this real server cannot serve the VIP: nothing listens on 80/TCP on the VIP or on every address"
+        ]
+    );
+    assert!(out.rejected.is_empty());
+    assert!(out.ok(), "the resync did its work: --once succeeds");
 }

@@ -8,19 +8,23 @@
 //! times out fails this resync, and the next one retries.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use anyhow::Context;
 use tracing::{debug, warn};
 
-use crate::core::{DestState, HostAddress, NodeState, Op, ServiceKey, ServiceState, ServiceStats};
+use crate::core::{
+    AF_INET6, DestState, HostAddress, MarkState, NodeState, Op, Protocol, Scheduler, ServiceKey,
+    ServiceState, ServiceStats,
+};
 use crate::ipvs::handle::BATCH;
 use crate::ipvs::{
-    Dest, IpvsError, IpvsHandle, IpvsWorker, Request, ServiceEntry, worker::Connect,
+    Dest, DestKey, IpvsError, IpvsHandle, IpvsWorker, Request, ServiceConfig, ServiceEntry,
+    worker::Connect,
 };
-use crate::netdev::{Addresses, Sysctls, announce, sysctl::split_conf_name};
+use crate::netdev::{Addresses, Sysctls, announce};
 
-use super::converge::DataPlane;
+use super::converge::{DataPlane, Scope, expand_sysctls};
 
 /// Destination dumps per job of the IPVS worker.
 const DUMPS_PER_JOB: usize = 256;
@@ -56,21 +60,46 @@ impl Kernel {
 
     async fn observe_ipvs(
         &mut self,
-        dests_of: &BTreeSet<ServiceKey>,
+        scope: &Scope,
         state: &mut NodeState,
     ) -> Result<(), IpvsError> {
+        let dests_of = &scope.dests_of;
         let services = self.ipvs.run(|h| h.services()).await?;
         let mut dumped = Vec::new();
         for entry in services {
-            let ServiceEntry::Service {
-                key,
-                config,
-                counters,
-            } = entry
-            else {
-                continue;
-            };
-            dumped.push((key, config, counters));
+            match entry {
+                ServiceEntry::Service {
+                    key,
+                    config,
+                    counters,
+                } => dumped.push((key, config, counters)),
+                ServiceEntry::Mark { key, .. } => {
+                    state.marks.insert(key, MarkState::default());
+                }
+                ServiceEntry::Foreign(_) => {}
+            }
+        }
+        let owned_marks: Vec<_> = state
+            .marks
+            .keys()
+            .copied()
+            .filter(|k| scope.marks_of.contains(k))
+            .collect();
+        if !owned_marks.is_empty() {
+            let got = self
+                .ipvs
+                .run(move |h| {
+                    owned_marks
+                        .into_iter()
+                        .map(|key| Ok((key, h.dests(key)?)))
+                        .collect::<Result<Vec<_>, IpvsError>>()
+                })
+                .await?;
+            for (key, dests) in got {
+                if let Some(m) = state.marks.get_mut(&key) {
+                    m.dests = dests.into_iter().map(|d| d.key.addr).collect();
+                }
+            }
         }
         let wanted: Vec<ServiceKey> = dumped
             .iter()
@@ -87,7 +116,7 @@ impl Kernel {
                 .run(move |h| {
                     chunk
                         .into_iter()
-                        .map(|key| Ok((key, h.dests(&key)?)))
+                        .map(|key| Ok((key, h.dests(key)?)))
                         .collect::<Result<Vec<_>, IpvsError>>()
                 })
                 .await?;
@@ -168,9 +197,7 @@ impl Kernel {
                 .del(&address.ifname, address.addr, address.prefix_len)
                 .await?),
             Op::SetSysctl { name, value, .. } | Op::RestoreSysctl { name, value } => {
-                let (ifname, key) =
-                    split_conf_name(name).with_context(|| format!("unsupported sysctl {name}"))?;
-                Ok(self.sysctls.set(ifname, key, value)?)
+                Ok(self.sysctls.write(name, value)?)
             }
             _ => unreachable!("IPVS operations go through apply_ipvs"),
         }
@@ -178,14 +205,10 @@ impl Kernel {
 }
 
 impl DataPlane for Kernel {
-    async fn observe(
-        &mut self,
-        dests_of: &BTreeSet<ServiceKey>,
-        sysctls: &BTreeSet<String>,
-    ) -> anyhow::Result<NodeState> {
+    async fn observe(&mut self, scope: &Scope) -> anyhow::Result<NodeState> {
         let mut state = NodeState::default();
-        if !dests_of.is_empty() {
-            match self.observe_ipvs(dests_of, &mut state).await {
+        if !scope.dests_of.is_empty() || !scope.marks_of.is_empty() {
+            match self.observe_ipvs(scope, &mut state).await {
                 Err(IpvsError::NotLoaded) if self.dry_run => {
                     warn!("ip_vs is not loaded: planning against an empty IPVS table");
                 }
@@ -199,11 +222,14 @@ impl DataPlane for Kernel {
                 prefix_len: a.prefix_len,
             });
         }
-        for name in sysctls {
-            let Some((ifname, key)) = split_conf_name(name) else {
-                continue;
-            };
-            match self.sysctls.get(ifname, key) {
+        let interfaces: BTreeSet<&str> =
+            state.addresses.iter().map(|a| a.ifname.as_str()).collect();
+        let names = expand_sysctls(&scope.sysctls, interfaces.iter().copied());
+        if scope.listeners {
+            state.listeners = listeners();
+        }
+        for name in &names {
+            match self.sysctls.read(name) {
                 Ok(value) => {
                     state.sysctls.insert(name.clone(), value);
                 }
@@ -237,24 +263,62 @@ impl DataPlane for Kernel {
 
 /// The IPVS request that carries out an operation, or `None` for address and sysctl operations.
 pub fn request(op: &Op) -> Option<Request> {
+    let dr = Dest::direct_route;
     Some(match op {
-        Op::AddService { key, config } => Request::NewService(*key, config.clone()),
-        Op::EditService { key, config } => Request::SetService(*key, config.clone()),
-        Op::DelService { key } => Request::DelService(*key),
+        Op::AddService { key, config } => Request::NewService((*key).into(), config.clone()),
+        Op::EditService { key, config } => Request::SetService((*key).into(), config.clone()),
+        Op::DelService { key } => Request::DelService((*key).into()),
         Op::AddDest {
             service,
             dest,
             weight,
-        } => Request::NewDest(*service, *dest, Dest::direct_route(*weight)),
+        } => Request::NewDest((*service).into(), *dest, dr(*weight)),
         Op::EditDest {
             service,
             dest,
             weight,
-        } => Request::SetDest(*service, *dest, Dest::direct_route(*weight)),
-        Op::DrainDest { service, dest } => Request::SetDest(*service, *dest, Dest::direct_route(0)),
-        Op::DelDest { service, dest } => Request::DelDest(*service, *dest),
+        } => Request::SetDest((*service).into(), *dest, dr(*weight)),
+        Op::DrainDest { service, dest } => Request::SetDest((*service).into(), *dest, dr(0)),
+        Op::DelDest { service, dest } => Request::DelDest((*service).into(), *dest),
+        // `-A -f MARK -s rr`: the scheduler does not matter with one real server.
+        Op::AddMark { key } => {
+            let any: IpAddr = if key.family == AF_INET6 {
+                Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                Ipv4Addr::UNSPECIFIED.into()
+            };
+            Request::NewService((*key).into(), ServiceConfig::new(Scheduler::Rr, any))
+        }
+        Op::AddMarkDest { key, dest } => Request::NewDest((*key).into(), mark_dest(*dest), dr(1)),
+        Op::DelMarkDest { key, dest } => Request::DelDest((*key).into(), mark_dest(*dest)),
+        Op::DelMark { key } => Request::DelService((*key).into()),
         _ => return None,
     })
+}
+
+/// A firewall-mark service's real server: its address, port 0 (the packet keeps its own).
+fn mark_dest(addr: IpAddr) -> DestKey {
+    DestKey { addr, port: 0 }
+}
+
+/// The node's listening TCP and UDP sockets, from /proc/net (of this process's network
+/// namespace). A table that cannot be read contributes nothing: the self-check then says nothing
+/// listens, which is what it can tell.
+fn listeners() -> BTreeSet<crate::core::selfcheck::Listener> {
+    use crate::core::selfcheck::parse_proc_net;
+    let mut out = BTreeSet::new();
+    for (protocol, file) in [
+        (Protocol::Tcp, "/proc/net/tcp"),
+        (Protocol::Tcp, "/proc/net/tcp6"),
+        (Protocol::Udp, "/proc/net/udp"),
+        (Protocol::Udp, "/proc/net/udp6"),
+    ] {
+        match std::fs::read_to_string(file) {
+            Ok(table) => out.extend(parse_proc_net(protocol, &table)),
+            Err(e) => debug!("reading {file}: {e}"),
+        }
+    }
+    out
 }
 
 /// [`IpvsHandle::connect`], loading ip_vs first where it is missing and the agent may load

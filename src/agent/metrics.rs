@@ -61,7 +61,15 @@ pub struct AgentMetrics {
 
 impl Default for AgentMetrics {
     fn default() -> Self {
+        Self::new(|_| {})
+    }
+}
+
+impl AgentMetrics {
+    /// The agent's metrics, and whatever `extend` registers beside them (the health checks').
+    pub fn new(extend: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::default();
+        extend(&mut registry);
         let ipvs = Arc::new(IpvsCollector::default());
         registry.register_collector(Box::new(ipvs.clone()));
         let own = registry.sub_registry_with_prefix("lvs_operator_agent");
@@ -91,9 +99,7 @@ impl Default for AgentMetrics {
             ipvs,
         }
     }
-}
 
-impl AgentMetrics {
     pub fn error(&self, category: &str) {
         self.errors
             .get_or_create(&CategoryLabels {

@@ -5,6 +5,7 @@
 //! resync observes the kernel ([`DataPlane::observe`]), computes the desired state with the pure
 //! core, plans, applies, and records in the [`ledger`] what the kernel accepted.
 
+pub mod checks;
 pub mod cluster;
 pub mod converge;
 #[cfg(test)]

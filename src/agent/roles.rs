@@ -15,7 +15,7 @@ use kube::ResourceExt;
 use kube::core::SelectorExt;
 
 use crate::api::{
-    BackendHealth, BackendStatus, LvsService, NodeRole, NodeStatus, selector, validate,
+    BackendStatus, LvsService, NodeRole, NodeStatus, RealServerCheck, selector, validate,
 };
 use crate::core::{RealServer, VirtualService, covers};
 
@@ -73,14 +73,15 @@ pub fn roles(obj: &LvsService, service: &VirtualService, node: &NodeInfo) -> Rol
     }
 }
 
-/// The real servers of an object and the weights this director gives them.
+/// The real servers of an object and the weights this director gives them (before its own
+/// health checks).
 ///
 /// An explicit `spec.backends` is used as written, at once (a change reaches the kernel without
-/// waiting for the controller), except that a real server the controller found Unhealthy (its
-/// node silent, or without the VIP on `lo`) gets weight 0 until it is healthy again. Otherwise the
-/// controller's resolution in `status.backends` is the list, with the weights it computed (0 for
-/// a draining or unhealthy one). The controller writes those addresses; one that does not parse
-/// is not a real server.
+/// waiting for the controller), except that a real server the controller holds at weight 0 (its
+/// node silent, or without the VIP on `lo`) stays at 0 until the controller lets it go. Otherwise
+/// the controller's resolution in `status.backends` is the list, with the weights it computed
+/// (0 for a draining one, or one whose node fails it). The controller writes those addresses;
+/// one that does not parse is not a real server.
 pub fn backends_of(obj: &LvsService, service: &VirtualService) -> Vec<RealServer> {
     let listed: Vec<(IpAddr, &BackendStatus)> = obj
         .status
@@ -88,27 +89,22 @@ pub fn backends_of(obj: &LvsService, service: &VirtualService) -> Vec<RealServer
         .flat_map(|s| &s.backends)
         .filter_map(|b| Some((b.address.parse().ok()?, b)))
         .collect();
-    let unhealthy = |addr: &IpAddr| {
-        listed
-            .iter()
-            .any(|(a, b)| a == addr && b.health == BackendHealth::Unhealthy)
-    };
+    let held_down = |addr: &IpAddr| listed.iter().any(|(a, b)| a == addr && b.weight == 0);
     if let Some(backends) = &service.backends {
         return backends
             .iter()
             .map(|b| RealServer {
                 addr: b.addr,
-                weight: if unhealthy(&b.addr) { 0 } else { b.weight },
+                weight: if held_down(&b.addr) { 0 } else { b.weight },
             })
             .collect();
     }
     listed
         .iter()
         .filter_map(|(addr, b)| {
-            let excluded = b.draining || b.health == BackendHealth::Unhealthy;
             Some(RealServer {
                 addr: *addr,
-                weight: if excluded {
+                weight: if b.draining {
                     0
                 } else {
                     u32::try_from(b.weight).ok()?
@@ -143,12 +139,16 @@ pub fn lease_name(vip: IpAddr) -> String {
 }
 
 /// This node's status entry for an object after a resync, or `None` when it has no role.
+/// `checks` are this node's health-check verdicts on the object's real servers (a director's);
+/// `selfcheck` what a real server's check of its own setup found wrong.
 pub fn node_status(
     obj: &LvsService,
     node: &str,
     roles: Roles,
     holds_vip: bool,
     r: &Resynced,
+    checks: Vec<RealServerCheck>,
+    selfcheck: Option<String>,
 ) -> Option<NodeStatus> {
     if !(roles.director || roles.real_server) || obj.metadata.deletion_timestamp.is_some() {
         return None;
@@ -179,6 +179,10 @@ pub fn node_status(
             .map(|(op, e)| format!("{op}: {e}"))
             .or_else(|| blocked.map(ToString::to_string));
     }
+    let selfcheck = selfcheck.filter(|_| roles.real_server && programmed);
+    if error.is_none() {
+        error = selfcheck.clone();
+    }
     // Active means holding the VIP for real: the Lease and the address in the kernel. A director
     // that won the Lease but could not place the VIP (no interface for it) is not serving.
     let holds_address = part.is_some_and(|p| {
@@ -199,8 +203,9 @@ pub fn node_status(
         observed_generation: obj.metadata.generation.unwrap_or_default(),
         active: roles.director && holds_vip && holds_address,
         programmed,
-        arp_verified: roles.real_server && programmed,
+        arp_verified: roles.real_server && programmed && selfcheck.is_none(),
         error,
+        checks: if roles.director { checks } else { Vec::new() },
     })
 }
 
@@ -372,7 +377,7 @@ mod tests {
             director: false,
             real_server: true,
         };
-        let entry = node_status(&o, "rs1", rs, false, &r).unwrap();
+        let entry = node_status(&o, "rs1", rs, false, &r, Vec::new(), None).unwrap();
         assert_eq!(
             (
                 entry.programmed,
@@ -399,14 +404,14 @@ mod tests {
             },
             "needs CAP_NET_ADMIN".into(),
         ));
-        let entry = node_status(&o, "rs1", rs, false, &r).unwrap();
+        let entry = node_status(&o, "rs1", rs, false, &r, Vec::new(), None).unwrap();
         assert!(!entry.programmed);
         assert_eq!(
             entry.error.as_deref(),
             Some("ip addr add 10.10.24.88/32 broadcast 10.10.24.88 dev lo: needs CAP_NET_ADMIN")
         );
         assert_eq!(
-            node_status(&o, "rs1", Roles::default(), false, &r),
+            node_status(&o, "rs1", Roles::default(), false, &r, Vec::new(), None),
             None,
             "no role, no entry"
         );

@@ -12,8 +12,9 @@ use std::time::Duration;
 use tracing::error;
 
 use crate::api::{manifest, validate};
-use crate::core::{Assignment, DirectorRole, VirtualService};
+use crate::core::{Assignment, DirectorRole, VirtualService, selfcheck};
 
+use super::checks::HealthChecks;
 use super::converge::{self, Converged, DataPlane, ProblemLog, Resynced};
 use super::ledger::LedgerStore;
 use super::metrics::AgentMetrics;
@@ -35,13 +36,20 @@ pub struct Options<'a> {
     pub interface: Option<String>,
     pub dry_run: bool,
     pub drain_timeout: Duration,
+    /// The firewall marks the health checks may use, first and last.
+    pub marks: (u32, u32),
 }
 
 /// The outcome of one standalone resync, for `--once`'s exit code.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Objects rejected (invalid, or not placeable on this machine), one line each.
+    /// Objects rejected (invalid, or not placeable on this machine) and what keeps this machine
+    /// from serving one, one line each.
     pub rejected: Vec<String>,
+    /// What the real server's self-check finds would keep clients from being served (the VIP
+    /// missing from `lo`, nothing listening): logged like the rejections, but the resync itself
+    /// did its work, so `--once` still succeeds (an agent may well start before the service).
+    pub unready: Vec<String>,
     pub resynced: Resynced,
 }
 
@@ -68,11 +76,13 @@ fn load(path: &Path) -> std::io::Result<(Vec<VirtualService>, Vec<String>)> {
     Ok((valid, rejected))
 }
 
-/// One resync against `dp`.
+/// One resync against `dp`, with the health checks' verdicts when they run (`checks`), which
+/// then follow the objects the resync directs.
 pub async fn resync<D: DataPlane>(
     dp: &mut D,
     store: &LedgerStore,
     opts: &Options<'_>,
+    mut checks: Option<&mut HealthChecks>,
 ) -> anyhow::Result<Outcome> {
     let (services, mut rejected) = load(opts.path).map_err(|e| {
         anyhow::anyhow!(
@@ -80,25 +90,35 @@ pub async fn resync<D: DataPlane>(
             opts.path.display()
         )
     })?;
+    let director = opts.role == Role::Director;
     let assignments: Vec<Assignment<'_>> = services
         .iter()
         .map(|service| Assignment {
             service,
             backends: service.backends.clone().unwrap_or_default(),
-            director: (opts.role == Role::Director).then(|| DirectorRole {
+            director: director.then(|| DirectorRole {
                 holds_vip: true,
                 interface: opts.interface.clone(),
             }),
             real_server: opts.role == Role::Backend,
+            health: match checks.as_deref_mut() {
+                Some(c) if director => c.admissions(&service.id),
+                _ => Default::default(),
+            },
         })
         .collect();
     let settings = converge::Settings {
         now: converge::now(),
         drain_timeout: opts.drain_timeout.as_secs(),
         dry_run: opts.dry_run,
-        observe_after: false,
+        // A real server checks its own setup after the resync; a director reports nothing from it.
+        observe_after: opts.role == Role::Backend,
+        marks: opts.marks,
     };
     let resynced = converge::resync(dp, store, &assignments, settings).await?;
+    if let Some(c) = checks {
+        c.follow(&assignments, &resynced);
+    }
     rejected.extend(
         resynced
             .desired
@@ -106,7 +126,23 @@ pub async fn resync<D: DataPlane>(
             .iter()
             .map(|p| format!("{}: {}", p.object, p.message)),
     );
-    Ok(Outcome { rejected, resynced })
+    let mut unready = Vec::new();
+    if opts.role == Role::Backend && !opts.dry_run {
+        // What would keep this machine from answering clients through each VIP.
+        let after = &resynced.after;
+        unready.extend(services.iter().filter_map(|s| {
+            let problem = selfcheck::verify(s, after, &after.listeners)?;
+            Some(format!(
+                "{}: this real server cannot serve the VIP: {problem}",
+                s.id
+            ))
+        }));
+    }
+    Ok(Outcome {
+        rejected,
+        unready,
+        resynced,
+    })
 }
 
 /// Says what a resync did, each thing once: in a dry run the commands on stdout and the problems
@@ -124,11 +160,19 @@ pub fn report(outcome: &Outcome, dry_run: bool, log: &mut ProblemLog) {
             .map(ToString::to_string);
         log.update(outcome.rejected.iter().cloned().chain(blocked));
     } else {
-        converge::log_outcome(outcome.converged(), &outcome.rejected, log);
+        let problems: Vec<String> = outcome
+            .rejected
+            .iter()
+            .chain(&outcome.unready)
+            .cloned()
+            .collect();
+        converge::log_outcome(outcome.converged(), &problems, log);
     }
 }
 
-/// Runs until SIGTERM/SIGINT (or once). Stopping leaves the data plane as it is.
+/// Runs until SIGTERM/SIGINT (or once). Stopping leaves the data plane as it is. A director runs
+/// its health checks (`checks`) unless it converges once: a verdict that changes starts a resync
+/// at once.
 pub async fn run<D: DataPlane>(
     dp: &mut D,
     store: &LedgerStore,
@@ -136,13 +180,14 @@ pub async fn run<D: DataPlane>(
     once: bool,
     period: Duration,
     metrics: &AgentMetrics,
+    mut checks: Option<HealthChecks>,
 ) -> bool {
     let stop = crate::shutdown::requested();
     tokio::pin!(stop);
     let mut log = ProblemLog::default();
     let mut retry = converge::Retry::new(period);
     loop {
-        let (ok, resynced) = match resync(dp, store, opts).await {
+        let (ok, resynced) = match resync(dp, store, opts, checks.as_mut()).await {
             Ok(outcome) => {
                 report(&outcome, opts.dry_run, &mut log);
                 metrics.record(&outcome.resynced);
@@ -161,8 +206,19 @@ pub async fn run<D: DataPlane>(
         if once || opts.dry_run {
             return ok;
         }
+        let mut wait = retry.after(resynced);
+        if let Some(step) = checks.as_ref().and_then(HealthChecks::next_ramp_step) {
+            wait = wait.min(step);
+        }
+        let verdicts = async {
+            match &checks {
+                Some(c) => c.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(retry.after(resynced)) => {}
+            _ = tokio::time::sleep(wait) => {}
+            () = verdicts => {}
             () = &mut stop => {
                 tracing::info!("the data plane stays as it is");
                 return true;

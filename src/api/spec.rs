@@ -2,6 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::LvsServiceStatus;
@@ -116,6 +117,13 @@ pub struct LvsServiceSpec {
     /// Which nodes may be directors, and where the VIP goes on them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directors: Option<Directors>,
+
+    /// How the directors check each real server. Absent: a TCP check of each TCP port through
+    /// the VIP with the defaults below. A real server that fails `failureThreshold` checks in a
+    /// row gets weight 0 (its established connections go on, new ones go elsewhere) until it
+    /// passes `successThreshold` in a row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
 }
 
 /// One port of the virtual service.
@@ -207,6 +215,93 @@ pub struct Directors {
     #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9_.:@-]{1,15}$')").message(Message::Expression("'\"' + self + '\" must be a network interface name of 1 to 15 characters, such as eth0'".into())))]
     #[schemars(length(max = 15))]
     pub interface: Option<String>,
+}
+
+/// How the directors check the real servers of an LvsService.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.path) || self.type == 'HTTP' || self.type == 'HTTPS'")
+        .message("path is only for HTTP and HTTPS checks")
+        .field_path(".path"),
+    validation = Rule::new(r#"!self.interval.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.interval) >= duration('100ms')"#)
+        .message(Message::Expression("'\"' + self.interval + '\" is shorter than the minimum interval of 100ms'".into()))
+        .field_path(".interval"),
+    validation = Rule::new(r#"!self.interval.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || !self.timeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.timeout) <= duration(self.interval)"#)
+        .message(Message::Expression("'timeout \"' + self.timeout + '\" must be at most the interval \"' + self.interval + '\"'".into()))
+        .field_path(".timeout"),
+)]
+pub struct HealthCheck {
+    /// TCP (a connection is accepted), HTTP or HTTPS (`GET path` answers 2xx or 3xx; the
+    /// certificate is not verified), or None (no checks: every real server is taken as it is).
+    #[serde(rename = "type", default)]
+    pub type_: HealthCheckType,
+    /// Check this port instead of each service port (then UDP ports follow it too; without it,
+    /// UDP ports are not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// The path an HTTP or HTTPS check asks for. Default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[^\s]*$"))]
+    pub path: Option<String>,
+    /// How often each real server is checked, as a Gateway API duration (`2s`, `500ms`, `1m`).
+    /// At least 100ms. Default 2s.
+    #[serde(default = "default_interval")]
+    #[schemars(length(max = 24), regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub interval: String,
+    /// How long one check may take, at most the interval. Default 1s.
+    #[serde(default = "default_timeout")]
+    #[schemars(length(max = 24), regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub timeout: String,
+    /// Consecutive failed checks that take a real server out. Default 2.
+    #[serde(default = "default_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: i32,
+    /// Consecutive passed checks that bring it back. Default 2.
+    #[serde(default = "default_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub success_threshold: i32,
+    /// Check each real server through the VIP, as clients reach it (Direct Routing to its MAC,
+    /// addressed to the VIP): a real server without the VIP on `lo`, or serving only on its own
+    /// address, fails. Default true. False checks the real server's own address, as do the checks
+    /// of an IPv6 VIP's real servers.
+    #[serde(default = "default_through_vip")]
+    pub through_vip: bool,
+    /// How long a real server that comes back takes to reach its full weight, ramping up from 1.
+    /// Default 0s (at once).
+    #[serde(default = "default_slow_start")]
+    #[schemars(length(max = 24), regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub slow_start: String,
+}
+
+fn default_interval() -> String {
+    "2s".into()
+}
+fn default_timeout() -> String {
+    "1s".into()
+}
+fn default_threshold() -> i32 {
+    2
+}
+fn default_through_vip() -> bool {
+    true
+}
+fn default_slow_start() -> String {
+    "0s".into()
+}
+
+/// What a health check does.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HealthCheckType {
+    #[default]
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "HTTP")]
+    Http,
+    #[serde(rename = "HTTPS")]
+    Https,
+    None,
 }
 
 /// Label nodes carry when `spec.directors.nodeSelector` is not set.

@@ -128,4 +128,20 @@ pub struct NodeStatus {
     /// What failed on this node, empty when nothing did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For a director: what its health checks say of each real server it checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<RealServerCheck>,
+}
+
+/// A director's verdict on one real server (over every port it checks).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RealServerCheck {
+    /// The real server's address.
+    pub address: String,
+    /// Whether it passes (it takes new connections).
+    pub healthy: bool,
+    /// Why it fails, e.g. `connection refused`, `timeout after 1s`, `HTTP 503`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

@@ -11,11 +11,12 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use kube::ResourceExt;
 
-use super::{LvsService, LvsServiceSpec, Scheduler};
-use crate::core::{Port, RealServer, VirtualService};
+use super::{HealthCheckType, LvsService, LvsServiceSpec, Scheduler};
+use crate::core::{HealthSpec, Port, Probe, RealServer, VirtualService};
 use crate::ipvs::ServiceConfig;
 use crate::ipvs::types::{SVC_F_PERSISTENT, SVC_F_SCHED1, SVC_F_SCHED2};
 
@@ -112,7 +113,141 @@ fn typed(obj: &LvsService, vip: IpAddr) -> VirtualService {
                 .collect()
         }),
         interface: spec.directors.as_ref().and_then(|d| d.interface.clone()),
+        // Validation has already reported any error this could find. An IPv6 VIP's real
+        // servers are checked at their own addresses: IPv6 has no accept_local, so the active
+        // director cannot take the answer of a real server sent from the VIP it holds itself.
+        health: health_spec(spec).unwrap_or(None).map(|h| HealthSpec {
+            through_vip: h.through_vip && vip.is_ipv4(),
+            ..h
+        }),
     }
+}
+
+/// `spec.healthCheck` as the directors run it: `None` for `type: None`, the default TCP check
+/// when absent; or every field that is wrong.
+fn health_spec(spec: &LvsServiceSpec) -> Result<Option<HealthSpec>, Vec<FieldError>> {
+    let Some(h) = &spec.health_check else {
+        return Ok(Some(HealthSpec::default_tcp()));
+    };
+    let mut errors = Vec::new();
+    let mut duration = |field: &str, text: &str| {
+        let parsed = parse_duration(text);
+        if parsed.is_none() {
+            errors.push(FieldError::new(
+                format!("spec.healthCheck.{field}"),
+                format!("{text:?} must be a duration such as 2s, 500ms or 1m (Gateway API format)"),
+            ));
+        }
+        parsed.unwrap_or_default()
+    };
+    let interval = duration("interval", &h.interval);
+    let timeout = duration("timeout", &h.timeout);
+    let slow_start = duration("slowStart", &h.slow_start);
+    if !interval.is_zero() && interval < Duration::from_millis(100) {
+        errors.push(FieldError::new(
+            "spec.healthCheck.interval",
+            format!(
+                "{:?} is shorter than the minimum interval of 100ms",
+                h.interval
+            ),
+        ));
+    }
+    if !timeout.is_zero() && !interval.is_zero() && timeout > interval {
+        errors.push(FieldError::new(
+            "spec.healthCheck.timeout",
+            format!(
+                "timeout {:?} must be at most the interval {:?}",
+                h.timeout, h.interval
+            ),
+        ));
+    }
+    let port = match h.port {
+        Some(p) => match u16::try_from(p) {
+            Ok(p) if p > 0 => Some(p),
+            _ => {
+                errors.push(FieldError::new(
+                    "spec.healthCheck.port",
+                    format!("{p} is out of range 1..65535"),
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    for (field, value) in [
+        ("failureThreshold", h.failure_threshold),
+        ("successThreshold", h.success_threshold),
+    ] {
+        if !(1..=100).contains(&value) {
+            errors.push(FieldError::new(
+                format!("spec.healthCheck.{field}"),
+                format!("{value} is out of range 1..100"),
+            ));
+        }
+    }
+    let path = h.path.clone().unwrap_or_else(|| "/".into());
+    if h.path.is_some() && !matches!(h.type_, HealthCheckType::Http | HealthCheckType::Https) {
+        errors.push(FieldError::new(
+            "spec.healthCheck.path",
+            "path is only for HTTP and HTTPS checks",
+        ));
+    }
+    if !path.starts_with('/') || path.len() > 1024 || path.chars().any(char::is_whitespace) {
+        errors.push(FieldError::new(
+            "spec.healthCheck.path",
+            format!("{path:?} must be a path starting with / and without spaces"),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let probe = match h.type_ {
+        HealthCheckType::None => return Ok(None),
+        HealthCheckType::Tcp => Probe::Tcp,
+        HealthCheckType::Http => Probe::Http { path },
+        HealthCheckType::Https => Probe::Https { path },
+    };
+    Ok(Some(HealthSpec {
+        probe,
+        port,
+        interval,
+        timeout,
+        fall: h.failure_threshold.unsigned_abs(),
+        rise: h.success_threshold.unsigned_abs(),
+        through_vip: h.through_vip,
+        slow_start,
+    }))
+}
+
+/// A Gateway API duration (GEP-2257): 1 to 4 groups of 1 to 5 digits and a unit, h, m, s or ms,
+/// e.g. `2s`, `500ms`, `1h30m`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    let mut groups = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if !(1..=5).contains(&digits) {
+            return None;
+        }
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(1), 2)
+        } else if rest.starts_with('h') {
+            (Duration::from_secs(3600), 1)
+        } else if rest.starts_with('m') {
+            (Duration::from_secs(60), 1)
+        } else if rest.starts_with('s') {
+            (Duration::from_secs(1), 1)
+        } else {
+            return None;
+        };
+        rest = &rest[len..];
+        total += unit * u32::try_from(value).ok()?;
+        groups += 1;
+    }
+    (1..=4).contains(&groups).then_some(total)
 }
 
 /// The IPVS settings of every port of an object, as ipvsadm would send them: the netmask is
@@ -298,6 +433,9 @@ fn check_spec(obj: &LvsService, errors: &mut Vec<FieldError>) -> Option<IpAddr> 
             ),
         ));
     }
+    if let Err(found) = health_spec(spec) {
+        errors.extend(found);
+    }
     vip
 }
 
@@ -435,6 +573,7 @@ mod tests {
                 backend_node_selector: None,
                 backend_service: None,
                 directors: None,
+                health_check: None,
             },
         );
         obj.metadata.namespace = namespace.map(str::to_string);
@@ -445,6 +584,26 @@ mod tests {
         match validate(obj) {
             Ok(_) => Vec::new(),
             Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn durations_are_read_in_the_gateway_api_format() {
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        for bad in [
+            "",
+            "2",
+            "1.5s",
+            "2 s",
+            "123456s",
+            "1h1m1s1ms1h",
+            "-1s",
+            "1d",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
     }
 

@@ -27,7 +27,7 @@
 //!   least one real server taking new connections. Otherwise the reason is the first real cause.
 //! - [`DEGRADED`]: something is failing; the reason names the first of: `ServiceNotFound`,
 //!   `NoDirectorNodes`, `NodeNotReporting`, `NodeError`, `NoDirector`, `MultipleActiveDirectors`,
-//!   `BackendUnhealthy`, `NoUsableBackend`, and the message lists them all.
+//!   `BackendUnhealthy`, `NoHealthyBackend` or `NoUsableBackend`, and the message lists them all.
 //!
 //! `lastTransitionTime` moves only when a condition's status (a backend's health) flips.
 
@@ -40,6 +40,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::backends::{ExpectedNodes, ResolvedBackend};
 use crate::api::{
     BackendHealth, BackendStatus, DEFAULT_DIRECTOR_LABEL, LvsService, LvsServiceStatus, NodeStatus,
+    RealServerCheck,
 };
 use crate::core::Conflict;
 
@@ -170,10 +171,21 @@ pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatu
         .and_then(|d| reports.get(d))
         .is_some_and(|n| current(n));
 
+    let director_report = director.as_deref().and_then(|d| reports.get(d)).copied();
     let backends: Vec<BackendStatus> = input
         .backends
         .iter()
-        .map(|b| backend_status(b, &old.backends, &reports, generation, input, &timeout))
+        .map(|b| {
+            backend_status(
+                b,
+                &old.backends,
+                &reports,
+                director_report,
+                generation,
+                input,
+                &timeout,
+            )
+        })
         .map(|mut b| {
             b.programmed = director_programmed;
             b
@@ -350,7 +362,7 @@ pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatu
         set(
             READY,
             false,
-            "NoUsableBackend",
+            no_serving_reason(&backends),
             unusable(&summary, &backends),
         );
     } else {
@@ -405,7 +417,10 @@ pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatu
         });
     }
     if programmed && serving == 0 && input.source.is_none() {
-        issues.push(Issue::new("NoUsableBackend", unusable(&summary, &backends)));
+        issues.push(Issue::new(
+            no_serving_reason(&backends),
+            unusable(&summary, &backends),
+        ));
     }
     match issues.first() {
         None => set(DEGRADED, false, "AsExpected", "nothing is failing".into()),
@@ -424,14 +439,16 @@ fn backend_status(
     b: &ResolvedBackend,
     old: &[BackendStatus],
     reports: &BTreeMap<&str, &NodeStatus>,
+    director_report: Option<&NodeStatus>,
     generation: i64,
     input: &StatusInput<'_>,
     timeout: &str,
 ) -> BackendStatus {
     let report = b.node.as_deref().and_then(|n| reports.get(n));
+    let address = b.address.to_string();
+    // What the active director's health checks say of it, if they check it.
+    let checked = director_report.and_then(|d| d.checks.iter().find(|c| c.address == address));
     let (health, reason) = match b.node.as_deref() {
-        // No agent can tell: health checks of the directors will; until then it is trusted.
-        None => (BackendHealth::Unknown, None),
         Some(node) if !input.reports(node) => (
             BackendHealth::Unhealthy,
             Some(format!(
@@ -439,27 +456,32 @@ fn backend_status(
             )),
         ),
         Some(node) => match report {
-            Some(r) if r.observed_generation == generation && r.arp_verified => {
-                (BackendHealth::Healthy, None)
-            }
-            Some(r) if r.observed_generation == generation => (
+            Some(r) if r.observed_generation == generation && !r.arp_verified => (
                 BackendHealth::Unhealthy,
                 Some(match &r.error {
                     Some(e) => format!("node {node} could not set up the VIP on lo: {e}"),
                     None => format!("node {node} does not hold the VIP on lo"),
                 }),
             ),
+            Some(r) if r.observed_generation == generation => checked_health(checked),
             _ => (BackendHealth::Unknown, None),
         },
+        None => match checked {
+            Some(_) => checked_health(checked),
+            // No agent and no check can tell: taken at its weight.
+            None => (BackendHealth::Unknown, None),
+        },
     };
-    let address = b.address.to_string();
     let since = old
         .iter()
         .find(|o| o.address == address && o.health == health)
         .and_then(|o| o.last_transition_time.clone())
         .unwrap_or(Time(input.now));
+    // The directors zero a real server their own checks fail; the weight here is the one the
+    // controller asks for (0 for a draining one, or one whose node fails it).
+    let node_failed = health == BackendHealth::Unhealthy && checked.is_none_or(|c| c.healthy);
     BackendStatus {
-        weight: if b.draining || health == BackendHealth::Unhealthy {
+        weight: if b.draining || node_failed {
             0
         } else {
             b.weight
@@ -476,6 +498,21 @@ fn backend_status(
     }
 }
 
+/// Health from the director's checks alone: passing is Healthy, failing Unhealthy with the
+/// checks' reason; not checked (checks off, or not yet) the node's verification stands.
+fn checked_health(check: Option<&RealServerCheck>) -> (BackendHealth, Option<String>) {
+    match check {
+        Some(c) if !c.healthy => (
+            BackendHealth::Unhealthy,
+            Some(format!(
+                "health check failed: {}",
+                c.reason.as_deref().unwrap_or("no answer")
+            )),
+        ),
+        _ => (BackendHealth::Healthy, None),
+    }
+}
+
 /// A real server known to take new connections: weight > 0, not draining, and Healthy (or outside
 /// the cluster, where no agent can say otherwise). One whose node has not reported yet gets its
 /// share from the director but is not counted until it is verified.
@@ -487,6 +524,20 @@ pub fn serves(b: &BackendStatus) -> bool {
             BackendHealth::Unknown => b.node.is_none(),
             BackendHealth::Unhealthy => false,
         }
+}
+
+/// `NoHealthyBackend` when every real server is there and unhealthy (the checks or their nodes
+/// fail them), else `NoUsableBackend` (none resolved, all draining or of weight 0, ...).
+fn no_serving_reason(backends: &[BackendStatus]) -> &'static str {
+    if !backends.is_empty()
+        && backends
+            .iter()
+            .all(|b| b.health == BackendHealth::Unhealthy)
+    {
+        "NoHealthyBackend"
+    } else {
+        "NoUsableBackend"
+    }
 }
 
 /// Why no real server takes connections: the summary and each one's reason.

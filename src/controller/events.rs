@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType};
 
 use super::conditions::{self, ACCEPTED, DEGRADED, Issue, PROGRAMMED};
-use crate::api::LvsServiceStatus;
+use crate::api::{BackendHealth, LvsServiceStatus};
 
 /// The action every event names: they all come out of a reconcile.
 const ACTION: &str = "Reconcile";
@@ -68,6 +68,25 @@ pub fn transitions(old: &LvsServiceStatus, new: &LvsServiceStatus, issues: &[Iss
                 format!("no director holds the VIP (was {was})"),
             ),
             (None, None) => {}
+        }
+    }
+
+    for b in &new.backends {
+        let was_unhealthy = old
+            .backends
+            .iter()
+            .any(|o| o.address == b.address && o.health == BackendHealth::Unhealthy);
+        if was_unhealthy && b.health == BackendHealth::Healthy {
+            events.push(Event {
+                type_: EventType::Normal,
+                reason: "BackendHealthy".into(),
+                note: Some(format!(
+                    "real server {} takes new connections again",
+                    b.address
+                )),
+                action: ACTION.into(),
+                secondary: b.node.as_deref().map(node_reference),
+            });
         }
     }
 

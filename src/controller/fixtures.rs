@@ -56,6 +56,7 @@ pub fn lvs(name: &str, vip: &str) -> LvsService {
             backend_node_selector: None,
             backend_service: None,
             directors: None,
+            health_check: None,
         },
     );
     o.metadata.namespace = Some("default".into());
@@ -101,6 +102,7 @@ pub fn report(node: &str, role: NodeRole, generation: i64) -> NodeStatus {
         programmed: true,
         arp_verified: role == NodeRole::Backend,
         error: None,
+        checks: Vec::new(),
     }
 }
 

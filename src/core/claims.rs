@@ -72,6 +72,7 @@ mod tests {
             config: ServiceConfig::new(Scheduler::Rr, vip),
             backends: None,
             interface: None,
+            health: None,
         }
     }
 

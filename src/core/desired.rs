@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use super::health::{Admission, weight};
 use super::model::*;
 use super::service::{RealServer, VirtualService};
 
@@ -20,6 +21,9 @@ pub struct Assignment<'a> {
     pub director: Option<DirectorRole>,
     /// This node is one of the object's real servers.
     pub real_server: bool,
+    /// For a director: what its health checks say of each real server on each checked port
+    /// (absent: not checked yet, taken at its weight).
+    pub health: BTreeMap<(IpAddr, u16), Admission>,
 }
 
 /// A director's part in one object.
@@ -49,13 +53,24 @@ pub struct Desired {
 }
 
 /// The desired state of this node. `interface_for` finds the interface holding an address in a
-/// VIP's subnet, for directors whose interface is not given. Objects are taken in the order
-/// given: on a clash, the earlier keeps the port (callers sort by age).
+/// VIP's subnet, for directors whose interface is not given; `marks` are the health checks'
+/// firewall-mark services (see `health`). Objects are taken in the order given: on a clash, the
+/// earlier keeps the port (callers sort by age).
 pub fn desired(
     assignments: &[Assignment<'_>],
     interface_for: &dyn Fn(IpAddr) -> Option<String>,
+    marks: &BTreeMap<IpAddr, MarkKey>,
 ) -> Desired {
     let mut d = Desired::default();
+    d.state.marks = marks
+        .iter()
+        .map(|(dest, key)| {
+            let state = MarkState {
+                dests: [*dest].into(),
+            };
+            (*key, state)
+        })
+        .collect();
     let mut owners: BTreeMap<ServiceKey, &str> = BTreeMap::new();
     for a in assignments {
         let id = a.service.id.as_str();
@@ -88,12 +103,13 @@ fn object_state(
     let mut state = NodeState::default();
 
     if let Some(role) = &a.director {
-        for (i, key) in service.keys().enumerate() {
+        for (i, (key, port)) in service.keys().zip(&service.ports).enumerate() {
             if let Some(owner) = owners.get(&key) {
                 return Err(format!(
                     "spec.ports[{i}]: {key} is already served by {owner}"
                 ));
             }
+            let checked = service.checked_port(*port);
             let dests = a
                 .backends
                 .iter()
@@ -102,7 +118,8 @@ fn object_state(
                         addr: b.addr,
                         port: key.port,
                     };
-                    (dest, DestState::dr(b.weight))
+                    let admission = checked.and_then(|p| a.health.get(&(b.addr, p)).copied());
+                    (dest, DestState::dr(weight(b.weight, admission)))
                 })
                 .collect();
             state.services.insert(
@@ -112,6 +129,11 @@ fn object_state(
                     dests,
                 },
             );
+        }
+        if service.health.is_some() {
+            for (name, value) in CHECKED_DIRECTOR_SYSCTLS {
+                state.sysctls.insert(name.to_string(), value.to_string());
+            }
         }
         if role.holds_vip {
             let ifname = role
@@ -124,6 +146,14 @@ fn object_state(
                         "spec.directors.interface: no interface has an address in the subnet of {vip}; set spec.directors.interface (or the agent's --interface)"
                     )
                 })?;
+            // Through-VIP probes are answered from the VIP, which the active director holds
+            // itself: the kernel drops such packets as martians unless accept_local is on
+            // (Seesaw sets it for the same reason).
+            if vip.is_ipv4() && service.health.as_ref().is_some_and(|h| h.through_vip) {
+                state
+                    .sysctls
+                    .insert(format!("net.ipv4.conf.{ifname}.accept_local"), "1".into());
+            }
             state.addresses.insert(HostAddress::vip(ifname, vip));
         }
     }

@@ -51,6 +51,22 @@ pub fn apply_op(s: &mut NodeState, op: &Op) {
                 svc.dests.remove(dest);
             }
         }
+        Op::AddMark { key } => {
+            s.marks.entry(*key).or_default();
+        }
+        Op::AddMarkDest { key, dest } => {
+            if let Some(m) = s.marks.get_mut(key) {
+                m.dests.insert(*dest);
+            }
+        }
+        Op::DelMarkDest { key, dest } => {
+            if let Some(m) = s.marks.get_mut(key) {
+                m.dests.remove(dest);
+            }
+        }
+        Op::DelMark { key } => {
+            s.marks.remove(key);
+        }
         Op::AddAddress { address, .. } => {
             s.addresses.insert(address.clone());
         }

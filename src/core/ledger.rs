@@ -26,6 +26,9 @@ use super::plan::Op;
 pub struct Ledger {
     #[serde(default)]
     pub services: BTreeSet<ServiceKey>,
+    /// The health checks' firewall-mark services.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub marks: BTreeSet<MarkKey>,
     #[serde(default)]
     pub addresses: BTreeSet<HostAddress>,
     /// Sysctls we changed: the value they had before, and the value we set.
@@ -61,6 +64,9 @@ pub enum Intent {
         key: ServiceKey,
         config: ServiceConfig,
     },
+    AddMark {
+        key: MarkKey,
+    },
     AddAddress {
         address: HostAddress,
     },
@@ -79,6 +85,7 @@ impl Intent {
                 key: *key,
                 config: config.clone(),
             }),
+            Op::AddMark { key } => Some(Intent::AddMark { key: *key }),
             Op::AddAddress { address, .. } => Some(Intent::AddAddress {
                 address: address.clone(),
             }),
@@ -120,6 +127,12 @@ impl Ledger {
                         self.services.insert(key);
                     }
                 }
+                Intent::AddMark { key } => {
+                    // A mark the range gave us was free when we made it: one there now is ours.
+                    if observed.marks.contains_key(&key) {
+                        self.marks.insert(key);
+                    }
+                }
                 Intent::AddAddress { address } => {
                     if observed.addresses.contains(&address) {
                         self.addresses.insert(address);
@@ -141,6 +154,7 @@ impl Ledger {
         }
         self.services
             .retain(|key| observed.services.contains_key(key));
+        self.marks.retain(|key| observed.marks.contains_key(key));
         self.addresses.retain(|a| observed.addresses.contains(a));
         let services = &self.services;
         self.draining.retain(|d| {
@@ -204,6 +218,13 @@ impl Ledger {
                     });
                 }
             }
+            Op::AddMark { key } => {
+                self.marks.insert(*key);
+            }
+            Op::DelMark { key } => {
+                self.marks.remove(key);
+            }
+            Op::AddMarkDest { .. } | Op::DelMarkDest { .. } => {}
             Op::AddAddress { address, .. } => {
                 self.addresses.insert(address.clone());
             }

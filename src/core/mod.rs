@@ -9,19 +9,22 @@
 
 pub mod claims;
 pub mod desired;
+pub mod health;
 pub mod ledger;
 pub mod model;
 pub mod plan;
+pub mod selfcheck;
 pub mod service;
 
 pub use claims::{Conflict, claims};
 pub use desired::{
     Assignment, Desired, DirectorRole, PlacementError, desired, interface_for, wanted_services,
 };
+pub use health::{Admission, DEFAULT_MARKS, assign_marks, hold_ejected, source_for, wanted_marks};
 pub use ledger::{Drain, Intent, Ledger, SysctlRecord};
 pub use model::*;
 pub use plan::{Blocked, Op, Plan, covers, plan};
-pub use service::{Port, RealServer, VirtualService};
+pub use service::{HealthSpec, Port, Probe, RealServer, VirtualService};
 
 #[cfg(test)]
 pub(crate) mod fake;

@@ -10,9 +10,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::ipvs::types::{SVC_F_PERSISTENT, SVC_F_SCHED1, SVC_F_SCHED2};
+pub use crate::ipvs::types::{AF_INET, AF_INET6, SVC_F_PERSISTENT, SVC_F_SCHED1, SVC_F_SCHED2};
 pub use crate::ipvs::{
-    Counters, DestKey, DestStats, Forward, Protocol, Scheduler, ServiceConfig, ServiceKey,
+    Counters, DestKey, DestStats, Forward, MarkKey, Protocol, Scheduler, ServiceConfig, ServiceKey,
 };
 
 /// What the planner reads of a destination: its weight and, when observed, its forwarding
@@ -70,10 +70,22 @@ impl fmt::Display for HostAddress {
     }
 }
 
+/// A firewall-mark service of the health checks (`ipvsadm -A -f MARK`, one Direct Routing real
+/// server, `-a -f MARK -r RIP -g`): a probe carrying the mark goes through IPVS to that real
+/// server, whatever its destination address, so a probe sent to the VIP reaches it exactly as a
+/// client's packet does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MarkState {
+    /// Its real servers: one for ours; observed only for ours (the others are not ours to read).
+    pub dests: BTreeSet<IpAddr>,
+}
+
 /// What one node holds, or should hold, of everything this operator manages.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeState {
     pub services: BTreeMap<ServiceKey, ServiceState>,
+    /// Firewall-mark services; observed state lists every one of the node.
+    pub marks: BTreeMap<MarkKey, MarkState>,
     /// Addresses; observed state lists every address of the host, desired only the VIPs.
     pub addresses: BTreeSet<HostAddress>,
     /// Sysctls by dotted name (`net.ipv4.conf.lo.arp_ignore`) and value.
@@ -81,6 +93,8 @@ pub struct NodeState {
     /// Observed only: IPVS counters of the services whose destinations were dumped, for metrics.
     /// The planner never reads them.
     pub stats: BTreeMap<ServiceKey, ServiceStats>,
+    /// Observed only, on real servers: the listening sockets, for their self-check.
+    pub listeners: BTreeSet<super::selfcheck::Listener>,
 }
 
 /// A service's counters and its destinations'.
@@ -89,6 +103,15 @@ pub struct ServiceStats {
     pub service: Counters,
     pub dests: BTreeMap<DestKey, DestStats>,
 }
+
+/// The sysctls a director with health checks sets (kube-proxy's IPVS mode sets the same): a
+/// client reusing the port of a finished connection to an ejected (weight 0) real server is
+/// scheduled afresh instead of being sent to it, and a persistence template that leads to an
+/// ejected real server expires, so a persistent client moves on.
+pub const CHECKED_DIRECTOR_SYSCTLS: [(&str, &str); 2] = [
+    ("net.ipv4.vs.expire_nodest_conn", "1"),
+    ("net.ipv4.vs.expire_quiescent_template", "1"),
+];
 
 /// The sysctls a real server needs, with the values the LVS-DR recipe gives them: answer ARP
 /// only for addresses on the receiving interface, and never announce the VIP as a source.

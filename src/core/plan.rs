@@ -11,6 +11,7 @@
 //! once their active connections reach 0 or the drain timeout passes. When equal, the plan is empty.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use super::ledger::Ledger;
 use super::model::*;
@@ -48,6 +49,22 @@ pub enum Op {
         service: ServiceKey,
         dest: DestKey,
     },
+    /// A health checks' firewall-mark service (`ipvsadm -A -f MARK -s rr`).
+    AddMark {
+        key: MarkKey,
+    },
+    /// Its one real server (`ipvsadm -a -f MARK -r RIP -g -w 1`).
+    AddMarkDest {
+        key: MarkKey,
+        dest: IpAddr,
+    },
+    DelMarkDest {
+        key: MarkKey,
+        dest: IpAddr,
+    },
+    DelMark {
+        key: MarkKey,
+    },
     /// `announce`: send gratuitous ARP / unsolicited neighbour advertisement (director VIPs).
     AddAddress {
         address: HostAddress,
@@ -78,6 +95,10 @@ impl Op {
             | Op::EditDest { service: key, .. }
             | Op::DrainDest { service: key, .. }
             | Op::DelDest { service: key, .. } => part.services.contains_key(key),
+            Op::AddMark { key }
+            | Op::AddMarkDest { key, .. }
+            | Op::DelMarkDest { key, .. }
+            | Op::DelMark { key } => part.marks.contains_key(key),
             Op::AddAddress { address, .. } | Op::DelAddress { address } => {
                 part.addresses.contains(address)
             }
@@ -113,6 +134,12 @@ impl fmt::Display for Op {
                 write!(f, "ipvsadm -e {} -r {dest} -g -w 0", Named(service))
             }
             Op::DelDest { service, dest } => write!(f, "ipvsadm -d {} -r {dest}", Named(service)),
+            Op::AddMark { key } => write!(f, "ipvsadm -A {} -s rr", Marked(key)),
+            Op::AddMarkDest { key, dest } => {
+                write!(f, "ipvsadm -a {} -r {dest} -g -w 1", Marked(key))
+            }
+            Op::DelMarkDest { key, dest } => write!(f, "ipvsadm -d {} -r {dest}", Marked(key)),
+            Op::DelMark { key } => write!(f, "ipvsadm -D {}", Marked(key)),
             Op::AddAddress { address, .. } => match address.addr {
                 std::net::IpAddr::V4(a) if address.prefix_len == 32 => {
                     write!(f, "ip addr add {a}/32 broadcast {a} dev {}", address.ifname)
@@ -133,6 +160,19 @@ struct Named<'a>(&'a ServiceKey);
 impl fmt::Display for Named<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.0.protocol.ipvsadm_flag(), self.0.socket())
+    }
+}
+
+/// A firewall-mark service as ipvsadm's options name it: `-f 7` or `-f 7 -6`.
+struct Marked<'a>(&'a MarkKey);
+
+impl fmt::Display for Marked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "-f {}", self.0.mark)?;
+        if self.0.family == AF_INET6 {
+            f.write_str(" -6")?;
+        }
+        Ok(())
     }
 }
 
@@ -180,6 +220,8 @@ pub struct Plan {
 pub enum Blocked {
     /// An IPVS service we want exists and was made by someone else.
     ForeignService(ServiceKey),
+    /// A firewall mark we picked is in use by someone else (it was free when picked).
+    ForeignMark(MarkKey),
     /// A sysctl we need could not be read, so its old value could never be put back.
     UnreadableSysctl(String),
 }
@@ -189,6 +231,7 @@ impl Blocked {
     pub fn concerns(&self, part: &NodeState) -> bool {
         match self {
             Blocked::ForeignService(key) => part.services.contains_key(key),
+            Blocked::ForeignMark(key) => part.marks.contains_key(key),
             Blocked::UnreadableSysctl(name) => part.sysctls.contains_key(name),
         }
     }
@@ -198,6 +241,10 @@ impl fmt::Display for Blocked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Blocked::ForeignService(key) => write!(
+                f,
+                "IPVS service {key} already exists and was not made by lvs-operator; leaving it alone"
+            ),
+            Blocked::ForeignMark(key) => write!(
                 f,
                 "IPVS service {key} already exists and was not made by lvs-operator; leaving it alone"
             ),
@@ -259,6 +306,8 @@ pub fn plan(
     let mut add_addr = Vec::new();
     let mut del_addr = Vec::new();
     let mut del_svc = Vec::new();
+    let mut mark_ops = Vec::new();
+    let mut del_marks = Vec::new();
     let mut restore = Vec::new();
 
     for (name, value) in &desired.sysctls {
@@ -320,6 +369,40 @@ pub fn plan(
         }
     }
 
+    for (key, want) in &desired.marks {
+        match observed.marks.get(key) {
+            None => {
+                mark_ops.push(Op::AddMark { key: *key });
+                for dest in &want.dests {
+                    mark_ops.push(Op::AddMarkDest {
+                        key: *key,
+                        dest: *dest,
+                    });
+                }
+            }
+            Some(_) if !ledger.marks.contains(key) => p.blocked.push(Blocked::ForeignMark(*key)),
+            Some(have) => {
+                for dest in have.dests.difference(&want.dests) {
+                    mark_ops.push(Op::DelMarkDest {
+                        key: *key,
+                        dest: *dest,
+                    });
+                }
+                for dest in want.dests.difference(&have.dests) {
+                    mark_ops.push(Op::AddMarkDest {
+                        key: *key,
+                        dest: *dest,
+                    });
+                }
+            }
+        }
+    }
+    for key in observed.marks.keys() {
+        if ledger.marks.contains(key) && !desired.marks.contains_key(key) {
+            del_marks.push(Op::DelMark { key: *key });
+        }
+    }
+
     for address in &desired.addresses {
         if !observed.addresses.contains(address) {
             add_addr.push(Op::AddAddress {
@@ -338,7 +421,10 @@ pub fn plan(
 
     // Order matters for traffic: ARP sysctls before a real server takes the VIP on lo; IPVS ready
     // before the director takes the VIP; the VIP gone before its services and sysctls go.
-    p.ops = [sysctl_ops, ipvs_ops, add_addr, del_addr, del_svc, restore].concat();
+    p.ops = [
+        sysctl_ops, ipvs_ops, mark_ops, add_addr, del_addr, del_svc, del_marks, restore,
+    ]
+    .concat();
     p
 }
 

@@ -1,5 +1,6 @@
 //! Tests of the pure core: objects to desired state, and desired vs observed to operations.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use pretty_assertions::assert_eq;
@@ -10,11 +11,15 @@ use crate::api::{manifest, validate};
 const NOW: u64 = 1_000;
 const DRAIN: u64 = 900;
 
-/// The objects of a manifest, validated (the tests speak YAML; the core reads only the result).
+/// The objects of a manifest, validated (the tests speak YAML; the core reads only the result),
+/// without health checks: these tests are about programming; `health.rs` tests the checks.
 fn objects(yaml: &str) -> Vec<VirtualService> {
     manifest::parse_documents("test", yaml)
         .into_iter()
-        .map(|d| validate(&d.unwrap()).unwrap())
+        .map(|d| VirtualService {
+            health: None,
+            ..validate(&d.unwrap()).unwrap()
+        })
         .collect()
 }
 
@@ -37,6 +42,7 @@ fn director(objs: &[VirtualService]) -> NodeState {
                 interface: None,
             }),
             real_server: false,
+            health: Default::default(),
         })
         .collect();
     let (state, errors) = desired_state(&a, &eth0);
@@ -52,6 +58,7 @@ fn real_server(objs: &[VirtualService]) -> NodeState {
             backends: vec![],
             director: None,
             real_server: true,
+            health: Default::default(),
         })
         .collect();
     desired_state(&a, &eth0).0
@@ -73,7 +80,7 @@ fn desired_state(
     a: &[Assignment<'_>],
     interface_for: &dyn Fn(IpAddr) -> Option<String>,
 ) -> (NodeState, Vec<PlacementError>) {
-    let d = desired(a, interface_for);
+    let d = desired(a, interface_for, &Default::default());
     (d.state, d.errors)
 }
 
@@ -314,6 +321,7 @@ fn second_object_claiming_a_served_port_is_refused_whole() {
                 interface: None,
             }),
             real_server: false,
+            health: Default::default(),
         })
         .collect();
     let (state, errors) = desired_state(&a, &eth0);
@@ -341,6 +349,7 @@ fn director_without_an_interface_for_the_vip_reports_the_field() {
             interface: None,
         }),
         real_server: false,
+        health: Default::default(),
     }];
     let (state, errors) = desired_state(&a, &|_| None);
     assert_eq!(state, NodeState::default());
@@ -360,6 +369,7 @@ fn standby_director_programs_ipvs_without_the_vip() {
             interface: None,
         }),
         real_server: false,
+        health: Default::default(),
     }];
     let (state, _) = desired_state(&a, &eth0);
     assert_eq!(state.services.len(), 1);
@@ -835,4 +845,52 @@ fn what_is_gone_from_the_kernel_is_forgotten() {
         plan(&NodeState::default(), &theirs, &ledger, NOW, DRAIN),
         Plan::default()
     );
+}
+
+#[test]
+fn a_real_server_ejected_before_a_restart_stays_out_until_its_checks_pass() {
+    // The reference object with its default TCP check; the kernel as a previous run left it,
+    // rs2 ejected.
+    let web = validate(
+        &manifest::parse_documents("test", include_str!("../../tests/valid/reference.yaml"))
+            .remove(0)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(web.health.is_some());
+    let desired_with = |admissions: BTreeMap<(IpAddr, u16), Admission>| {
+        let a = [Assignment {
+            service: &web,
+            backends: web.backends.clone().unwrap_or_default(),
+            director: Some(DirectorRole {
+                holds_vip: true,
+                interface: None,
+            }),
+            real_server: false,
+            health: admissions,
+        }];
+        let mut d = desired(&a, &eth0, &Default::default());
+        let (mut observed, _) = programmed(&d.state);
+        let svc = observed
+            .services
+            .get_mut(&key("10.10.24.88", Protocol::Tcp, 80));
+        svc.unwrap().dests.values_mut().nth(1).unwrap().weight = 0;
+        hold_ejected(&mut d, &a, &observed);
+        let weights: Vec<u32> = d.state.services[&key("10.10.24.88", Protocol::Tcp, 80)]
+            .dests
+            .values()
+            .map(|s| s.weight)
+            .collect();
+        let part = &d.parts[&web.id].services[&key("10.10.24.88", Protocol::Tcp, 80)];
+        assert_eq!(
+            part.dests,
+            d.state.services[&key("10.10.24.88", Protocol::Tcp, 80)].dests
+        );
+        weights
+    };
+    // No verdict yet (the agent just started): rs2 is kept at 0, the others keep theirs.
+    assert_eq!(desired_with(BTreeMap::new()), [1, 0, 1]);
+    // Its check passed: it gets its weight back.
+    let passed = [((ip("10.10.24.22"), 80), Admission::Full)].into();
+    assert_eq!(desired_with(passed), [1, 1, 1]);
 }

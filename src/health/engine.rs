@@ -110,6 +110,17 @@ impl<P: Probe> Engine<P> {
     /// # Panics
     /// Outside a tokio runtime, as the probers are its tasks.
     pub fn set(&mut self, checks: impl IntoIterator<Item = Check>) {
+        self.set_starting(checks, |_| None);
+    }
+
+    /// `set`, with the state a new check starts in: `start(check)` names a reason to start
+    /// Unhealthy (a restarted agent finds the real server ejected by its previous run), or
+    /// `None` to start Healthy.
+    pub fn set_starting(
+        &mut self,
+        checks: impl IntoIterator<Item = Check>,
+        start: impl Fn(&Check) -> Option<String>,
+    ) {
         let wanted: BTreeSet<Check> = checks.into_iter().collect();
         {
             let mut verdicts = self.board.verdicts.lock().expect("board lock");
@@ -124,7 +135,8 @@ impl<P: Probe> Engine<P> {
         }
         for check in wanted {
             if !self.probers.contains_key(&check) {
-                self.start(check);
+                let unhealthy = start(&check);
+                self.start(check, unhealthy);
             }
         }
     }
@@ -158,13 +170,17 @@ impl<P: Probe> Engine<P> {
         self.probers.len()
     }
 
-    fn start(&mut self, check: Check) {
+    fn start(&mut self, check: Check, unhealthy: Option<String>) {
         let id = self.next_id;
         self.next_id += 1;
+        let health = match unhealthy {
+            Some(_) => Health::Unhealthy,
+            None => Health::Healthy,
+        };
         let verdict = Verdict {
-            health: Health::Healthy,
+            health,
             since: Instant::now().into_std(),
-            reason: None,
+            reason: unhealthy,
         };
         self.board.verdicts.lock().expect("board lock").insert(
             check.clone(),
@@ -174,6 +190,7 @@ impl<P: Probe> Engine<P> {
             },
         );
         let prober = Prober {
+            health,
             timer: self.metrics.timer(&check.kind),
             check: check.clone(),
             id,
@@ -206,6 +223,8 @@ impl<P: Probe> std::fmt::Debug for Engine<P> {
 /// One check's task.
 struct Prober<P> {
     check: Check,
+    /// The state it starts in.
+    health: Health,
     id: u64,
     probe: Arc<P>,
     board: Arc<Board>,
@@ -221,7 +240,7 @@ impl<P: Probe> Prober<P> {
         // A probe slower than the interval skips the missed ticks rather than firing them in a
         // burst: the interval is the most a real server is asked.
         ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        let mut tracker = Tracker::new(self.check.fall, self.check.rise);
+        let mut tracker = Tracker::starting(self.health, self.check.fall, self.check.rise);
         loop {
             ticks.tick().await;
             let began = Instant::now();

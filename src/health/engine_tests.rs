@@ -121,6 +121,26 @@ async fn a_new_check_is_healthy_from_the_moment_it_is_set_until_its_probes_say_o
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_check_started_unhealthy_needs_rise_passes_before_it_is_healthy() {
+    let (mut engine, script, _registry) = engine();
+    let check = Check { rise: 3, ..tcp(1) };
+    engine.set_starting([check.clone(), tcp(2)], |c| {
+        (c.target.port() == 1).then(|| "ejected before".to_string())
+    });
+    let v = verdict(&engine, &check);
+    assert_eq!(v.health, Health::Unhealthy);
+    assert_eq!(v.reason.as_deref(), Some("ejected before"));
+    assert_eq!(verdict(&engine, &tcp(2)).health, Health::Healthy);
+    // Two passes (at the offset and one interval later) are not enough; the third is.
+    sleep(INTERVAL + INTERVAL / 2).await;
+    assert_eq!(script.calls(1), 2);
+    assert_eq!(verdict(&engine, &check).health, Health::Unhealthy);
+    sleep(INTERVAL).await;
+    assert_eq!(script.calls(1), 3);
+    assert_eq!(verdict(&engine, &check).health, Health::Healthy);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_refusing_server_is_ejected_after_fall_failures_with_the_reason() {
     let (mut engine, script, _registry) = engine();
     script.answer(1, Answer::Refuse);
@@ -226,6 +246,7 @@ async fn checks_that_differ_in_any_field_are_probed_apart() {
     let via = Some(Via {
         mark: 7,
         source: None,
+        real_server: "10.10.24.21".parse().unwrap(),
     });
     engine.set([
         tcp(1),
@@ -324,7 +345,7 @@ async fn transitions_are_counted_and_probes_timed_by_kind_and_result() {
     let metrics = text(&registry);
     assert!(
         metrics.contains(
-            "lvs_backend_healthy{target=\"127.0.0.1\",port=\"1\",kind=\"tcp\",via_vip=\"false\",mark=\"0\"} 0\n"
+            "lvs_backend_healthy{real_server=\"127.0.0.1\",port=\"1\",kind=\"tcp\",vip=\"\"} 0\n"
         ),
         "{metrics}"
     );
@@ -333,7 +354,7 @@ async fn transitions_are_counted_and_probes_timed_by_kind_and_result() {
     sleep(INTERVAL).await;
     let metrics = text(&registry);
     for line in [
-        "lvs_backend_healthy{target=\"127.0.0.1\",port=\"1\",kind=\"tcp\",via_vip=\"false\",mark=\"0\"} 1\n",
+        "lvs_backend_healthy{real_server=\"127.0.0.1\",port=\"1\",kind=\"tcp\",vip=\"\"} 1\n",
         "lvs_health_check_transitions_total{to=\"unhealthy\"} 1\n",
         "lvs_health_check_transitions_total{to=\"healthy\"} 1\n",
         "lvs_health_check_duration_seconds_count{kind=\"tcp\",result=\"fail\"} 1\n",
@@ -344,13 +365,17 @@ async fn transitions_are_counted_and_probes_timed_by_kind_and_result() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn through_the_vip_the_mark_tells_real_servers_apart_in_the_gauge() {
+async fn through_the_vip_each_real_server_has_its_own_gauge_series() {
     let (mut engine, script, registry) = engine();
     script.answer(80, Answer::Refuse);
     let vip = |mark, path: &str| Check {
         kind: CheckKind::Http { path: path.into() },
         target: "10.10.24.88:80".parse().unwrap(),
-        via: Some(Via { mark, source: None }),
+        via: Some(Via {
+            mark,
+            source: None,
+            real_server: format!("10.10.24.{mark}").parse().unwrap(),
+        }),
         fall: 1,
         ..tcp(80)
     };
@@ -364,8 +389,8 @@ async fn through_the_vip_the_mark_tells_real_servers_apart_in_the_gauge() {
     assert_eq!(
         series,
         [
-            "lvs_backend_healthy{target=\"10.10.24.88\",port=\"80\",kind=\"http\",via_vip=\"true\",mark=\"21\"} 0",
-            "lvs_backend_healthy{target=\"10.10.24.88\",port=\"80\",kind=\"http\",via_vip=\"true\",mark=\"22\"} 0",
+            "lvs_backend_healthy{real_server=\"10.10.24.21\",port=\"80\",kind=\"http\",vip=\"10.10.24.88\"} 0",
+            "lvs_backend_healthy{real_server=\"10.10.24.22\",port=\"80\",kind=\"http\",vip=\"10.10.24.88\"} 0",
         ]
     );
 }

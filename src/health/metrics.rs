@@ -37,25 +37,27 @@ struct TransitionLabels {
     to: &'static str,
 }
 
-/// The labels of one check's gauge. Through the VIP the target is the VIP for every real server
-/// behind it, so the mark is what tells their series apart.
+/// The labels of one check's gauge: the real server it judges (through the VIP too), the port,
+/// the kind, and the VIP it goes through, if any.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct CheckLabels {
-    target: String,
+    real_server: String,
     port: u16,
     kind: &'static str,
-    via_vip: bool,
-    mark: u32,
+    vip: String,
 }
 
 impl CheckLabels {
     fn of(check: &Check) -> Self {
+        let server = check.real_server();
         Self {
-            target: check.target.ip().to_string(),
-            port: check.target.port(),
+            real_server: server.ip().to_string(),
+            port: server.port(),
             kind: check.kind.name(),
-            via_vip: check.via.is_some(),
-            mark: check.via.map_or(0, |v| v.mark),
+            vip: check
+                .via
+                .map(|_| check.target.ip().to_string())
+                .unwrap_or_default(),
         }
     }
 }

@@ -63,14 +63,17 @@ impl CheckKind {
     }
 }
 
-/// How a probe through the VIP is steered to one real server: the director's policy routing
-/// picks the route by the socket's firewall mark.
+/// How a probe through the VIP is steered to one real server: the socket's firewall mark
+/// (`SO_MARK`) makes IPVS's firewall-mark service of that real server take the probe, addressed to
+/// the VIP, to it by Direct Routing, as a client's packet would go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Via {
     /// `SO_MARK` of the probe socket; 0 leaves it unmarked.
     pub mark: u32,
     /// The address to bind before connecting (port 0), so replies come back to this director.
     pub source: Option<IpAddr>,
+    /// The real server the mark leads to, which the log lines and metrics name.
+    pub real_server: IpAddr,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -89,23 +92,39 @@ pub struct Verdict {
     pub reason: Option<String>,
 }
 
+impl Check {
+    /// The real server this check judges: the target, or the one the mark leads to through the
+    /// VIP.
+    pub fn real_server(&self) -> SocketAddr {
+        match &self.via {
+            Some(via) => SocketAddr::new(via.real_server, self.target.port()),
+            None => self.target,
+        }
+    }
+}
+
 /// What the log lines name: `10.10.24.22:80`, `http 10.10.24.22:80/healthz`,
-/// `10.10.24.88:80 mark 7 from 10.10.24.10`.
+/// `10.10.24.22:80 through the VIP 10.10.24.88 (mark 7, from 10.10.24.10)`.
 impl fmt::Display for Check {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let server = self.real_server();
         match &self.kind {
-            CheckKind::Tcp => write!(f, "{}", self.target)?,
+            CheckKind::Tcp => write!(f, "{server}")?,
             CheckKind::Http { path } | CheckKind::Https { path } => {
-                write!(f, "{} {}{}", self.kind.name(), self.target, path)?
+                write!(f, "{} {server}{path}", self.kind.name())?
             }
         }
         if let Some(via) = &self.via {
-            if via.mark != 0 {
-                write!(f, " mark {}", via.mark)?;
-            }
+            write!(
+                f,
+                " through the VIP {} (mark {}",
+                self.target.ip(),
+                via.mark
+            )?;
             if let Some(source) = via.source {
-                write!(f, " from {source}")?;
+                write!(f, ", from {source}")?;
             }
+            f.write_str(")")?;
         }
         Ok(())
     }

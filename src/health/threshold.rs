@@ -40,6 +40,15 @@ impl Tracker {
         }
     }
 
+    /// Starts in `health`: Unhealthy for a real server a previous run of the agent had ejected,
+    /// so it needs `rise` passes before it gets traffic again.
+    pub fn starting(health: Health, fall: u32, rise: u32) -> Self {
+        Self {
+            health,
+            ..Self::new(fall, rise)
+        }
+    }
+
     pub fn health(&self) -> Health {
         self.health
     }

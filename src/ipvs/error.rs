@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::ipvs::types::{DestKey, ServiceKey};
+use crate::ipvs::types::{DestKey, Virtual};
 
 /// `EPERM`.
 pub const EPERM: i32 = 1;
@@ -117,35 +117,35 @@ pub enum IpvsError {
     /// `GET_DEST` dump failed.
     #[error("list destinations of {service}: {source}")]
     ListDests {
-        service: ServiceKey,
+        service: Virtual,
         /// Translated errno.
         source: KernelError,
     },
     /// `NEW_SERVICE` failed.
     #[error("add service {service}: {source}")]
     NewService {
-        service: ServiceKey,
+        service: Virtual,
         /// Translated errno.
         source: KernelError,
     },
     /// `SET_SERVICE` failed.
     #[error("edit service {service}: {source}")]
     SetService {
-        service: ServiceKey,
+        service: Virtual,
         /// Translated errno.
         source: KernelError,
     },
     /// `DEL_SERVICE` failed.
     #[error("delete service {service}: {source}")]
     DelService {
-        service: ServiceKey,
+        service: Virtual,
         /// Translated errno.
         source: KernelError,
     },
     /// `NEW_DEST` failed.
     #[error("add destination {dest} to {service}: {source}")]
     NewDest {
-        service: ServiceKey,
+        service: Virtual,
         dest: DestKey,
         /// Translated errno.
         source: KernelError,
@@ -153,7 +153,7 @@ pub enum IpvsError {
     /// `SET_DEST` failed.
     #[error("edit destination {dest} of {service}: {source}")]
     SetDest {
-        service: ServiceKey,
+        service: Virtual,
         dest: DestKey,
         /// Translated errno.
         source: KernelError,
@@ -161,7 +161,7 @@ pub enum IpvsError {
     /// `DEL_DEST` failed.
     #[error("delete destination {dest} from {service}: {source}")]
     DelDest {
-        service: ServiceKey,
+        service: Virtual,
         dest: DestKey,
         /// Translated errno.
         source: KernelError,
@@ -199,11 +199,12 @@ mod tests {
     #[test]
     fn errors_name_the_service_and_destination_as_ipvsadm_lists_them() {
         let e = IpvsError::DelDest {
-            service: ServiceKey {
+            service: crate::ipvs::ServiceKey {
                 vip: "10.10.24.88".parse().unwrap(),
                 protocol: crate::ipvs::Protocol::Tcp,
                 port: 80,
-            },
+            }
+            .into(),
             dest: DestKey {
                 addr: "10.10.24.21".parse().unwrap(),
                 port: 80,

@@ -29,7 +29,7 @@ use crate::ipvs::error::{ENOENT, EPERM, IpvsError, KernelError};
 use crate::ipvs::message::{
     IPVS_GENL_NAME, Reply, Request, emit_resolve_family, parse_family_reply,
 };
-use crate::ipvs::types::{DestEntry, Info, ServiceEntry, ServiceKey};
+use crate::ipvs::types::{DestEntry, Info, ServiceEntry, Virtual};
 use crate::ipvs::wire::{
     self, GENL_ID_CTRL, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, RawMsg,
 };
@@ -151,8 +151,8 @@ impl IpvsHandle {
     /// `IPVS_CMD_GET_DEST` dump for one service — `ipvsadm -Ln -t VIP:PORT`.
     /// A service that does not exist yields an empty list (the kernel just
     /// ends the dump), not an error.
-    pub fn dests(&mut self, service: &ServiceKey) -> Result<Vec<DestEntry>, IpvsError> {
-        self.exchange_ipvs(&Request::GetDests(*service))?
+    pub fn dests(&mut self, service: impl Into<Virtual>) -> Result<Vec<DestEntry>, IpvsError> {
+        self.exchange_ipvs(&Request::GetDests(service.into()))?
             .into_iter()
             .map(|r| match r {
                 Reply::Dest(d) => Ok(d),

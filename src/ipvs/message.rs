@@ -17,7 +17,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::ipvs::error::{EEXIST, EINVAL, ENOENT, EPERM, ESRCH, IpvsError, KernelError};
 use crate::ipvs::types::{
     AF_INET, AF_INET6, Counters, Dest, DestEntry, DestKey, DestStats, ForeignService, Forward,
-    Info, Protocol, SVC_F_HASHED, Scheduler, ServiceConfig, ServiceEntry, ServiceKey, family_of,
+    Info, MarkKey, Protocol, SVC_F_HASHED, Scheduler, ServiceConfig, ServiceEntry, ServiceKey,
+    Virtual, family_of,
 };
 use crate::ipvs::wire::{
     self, Attr, CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME, CTRL_CMD_GETFAMILY, CTRL_CMD_NEWFAMILY,
@@ -213,21 +214,21 @@ wire_enum! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// `IPVS_CMD_NEW_SERVICE` (`ipvsadm -A`).
-    NewService(ServiceKey, ServiceConfig),
+    NewService(Virtual, ServiceConfig),
     /// `IPVS_CMD_SET_SERVICE` (`ipvsadm -E`).
-    SetService(ServiceKey, ServiceConfig),
+    SetService(Virtual, ServiceConfig),
     /// `IPVS_CMD_DEL_SERVICE` (`ipvsadm -D`).
-    DelService(ServiceKey),
+    DelService(Virtual),
     /// `IPVS_CMD_NEW_DEST` (`ipvsadm -a`).
-    NewDest(ServiceKey, DestKey, Dest),
+    NewDest(Virtual, DestKey, Dest),
     /// `IPVS_CMD_SET_DEST` (`ipvsadm -e`).
-    SetDest(ServiceKey, DestKey, Dest),
+    SetDest(Virtual, DestKey, Dest),
     /// `IPVS_CMD_DEL_DEST` (`ipvsadm -d`).
-    DelDest(ServiceKey, DestKey),
+    DelDest(Virtual, DestKey),
     /// `IPVS_CMD_GET_SERVICE` as a dump (no attributes).
     GetServices,
     /// `IPVS_CMD_GET_DEST` as a dump; the kernel needs the service nested.
-    GetDests(ServiceKey),
+    GetDests(Virtual),
     /// `IPVS_CMD_GET_INFO`.
     GetInfo,
 }
@@ -364,14 +365,14 @@ impl Request {
                 .and_then(DestAttrs::parse)
         };
         let req = match cmd {
-            Cmd::NewService => Request::NewService(svc()?.key()?, svc()?.config()?),
-            Cmd::SetService => Request::SetService(svc()?.key()?, svc()?.config()?),
-            Cmd::DelService => Request::DelService(svc()?.key()?),
+            Cmd::NewService => Request::NewService(svc()?.virtual_key()?, svc()?.config()?),
+            Cmd::SetService => Request::SetService(svc()?.virtual_key()?, svc()?.config()?),
+            Cmd::DelService => Request::DelService(svc()?.virtual_key()?),
             Cmd::GetService => Request::GetServices,
-            Cmd::GetDest => Request::GetDests(svc()?.key()?),
+            Cmd::GetDest => Request::GetDests(svc()?.virtual_key()?),
             Cmd::GetInfo => Request::GetInfo,
             Cmd::NewDest | Cmd::SetDest | Cmd::DelDest => {
-                let key = svc()?.key()?;
+                let key = svc()?.virtual_key()?;
                 let d = dest()?;
                 let fam = key.family();
                 match cmd {
@@ -524,20 +525,27 @@ fn decode_netmask(family: u16, a: Attr<'_>) -> Result<u32, IpvsError> {
     }
 }
 
-fn put_service_key(w: &mut MsgWriter, k: &ServiceKey) {
+fn put_service_key(w: &mut MsgWriter, k: &Virtual) {
     let n = w.begin_nest(CmdAttr::Service.raw());
     put_service_identity(w, k);
     w.end_nest(n);
 }
 
-fn put_service_identity(w: &mut MsgWriter, k: &ServiceKey) {
+/// An address service is named by family, protocol, address and port; a firewall-mark service
+/// by family and mark alone (as ipvsadm sends them).
+fn put_service_identity(w: &mut MsgWriter, k: &Virtual) {
     w.u16(SvcAttr::Af.raw(), k.family());
-    w.u16(SvcAttr::Protocol.raw(), k.protocol.number());
-    w.attr(SvcAttr::Addr.raw(), &addr_bytes(&k.vip));
-    w.be16(SvcAttr::Port.raw(), k.port);
+    match k {
+        Virtual::Service(k) => {
+            w.u16(SvcAttr::Protocol.raw(), k.protocol.number());
+            w.attr(SvcAttr::Addr.raw(), &addr_bytes(&k.vip));
+            w.be16(SvcAttr::Port.raw(), k.port);
+        }
+        Virtual::Mark(k) => w.u32(SvcAttr::Fwmark.raw(), k.mark),
+    }
 }
 
-fn put_service(w: &mut MsgWriter, k: &ServiceKey, c: &ServiceConfig) {
+fn put_service(w: &mut MsgWriter, k: &Virtual, c: &ServiceConfig) {
     let n = w.begin_nest(CmdAttr::Service.raw());
     put_service_identity(w, k);
     // The kernel's full-entry parse requires all four of these (else EINVAL).
@@ -679,6 +687,17 @@ impl<'a> SvcAttrs<'a> {
         })
     }
 
+    /// The identity, of whichever kind the attributes name.
+    fn virtual_key(&self) -> Result<Virtual, IpvsError> {
+        match self.fwmark.filter(|&m| m != 0) {
+            Some(mark) => Ok(Virtual::Mark(MarkKey {
+                mark,
+                family: self.family()?,
+            })),
+            None => self.key().map(Virtual::Service),
+        }
+    }
+
     fn config(&self) -> Result<ServiceConfig, IpvsError> {
         Ok(ServiceConfig {
             scheduler: Scheduler::from_name(self.sched.as_deref().unwrap_or("")),
@@ -688,15 +707,21 @@ impl<'a> SvcAttrs<'a> {
         })
     }
 
-    /// A dump entry: managed kind when it has a known protocol and no fwmark,
-    /// otherwise kept as foreign rather than failing the whole dump.
+    /// A dump entry: an address service of a known protocol, a firewall-mark service, or else
+    /// kept as foreign rather than failing the whole dump.
     fn entry(&self) -> Result<ServiceEntry, IpvsError> {
-        let managed = self.fwmark.unwrap_or(0) == 0
-            && self.protocol.and_then(Protocol::from_number).is_some();
-        if !managed {
+        if self.fwmark.is_some_and(|m| m != 0) {
+            let Virtual::Mark(key) = self.virtual_key()? else {
+                unreachable!("a fwmark names a mark service");
+            };
+            return Ok(ServiceEntry::Mark {
+                key,
+                config: self.config()?,
+            });
+        }
+        if self.protocol.and_then(Protocol::from_number).is_none() {
             return Ok(ServiceEntry::Foreign(ForeignService {
                 family: self.family()?,
-                fwmark: self.fwmark.filter(|&m| m != 0),
                 protocol: self.protocol.unwrap_or(0),
                 addr: self.addr()?,
                 port: self.port.unwrap_or(0),

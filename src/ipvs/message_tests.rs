@@ -186,7 +186,7 @@ fn new_service_for_tcp_vip_emits_kernel_layout() {
         8, 0, 8, 0,  0, 0, 0, 0,                   // TIMEOUT 0
         8, 0, 9, 0,  0xff, 0xff, 0xff, 0xff,       // NETMASK 255.255.255.255
     ];
-    assert_request(Request::NewService(vip(), rr()), 1, &expected);
+    assert_request(Request::NewService(vip().into(), rr()), 1, &expected);
 }
 
 #[test]
@@ -207,7 +207,7 @@ fn new_service_for_persistent_ipv6_udp_vip_emits_kernel_layout() {
         u32a(SVC_NETMASK, 64),
     ]);
     let expected = msg(FAM, REQ | ACK, 9, 0, 1, &[nest(1, &attrs)]);
-    assert_request(Request::NewService(k, c), 9, &expected);
+    assert_request(Request::NewService(k.into(), c), 9, &expected);
 }
 
 #[test]
@@ -228,7 +228,7 @@ fn set_service_for_sctp_vip_emits_kernel_layout() {
         nla(SVC_NETMASK, &[255, 255, 255, 0]),
     ]);
     let expected = msg(FAM, REQ | ACK, 2, 0, 2, &[nest(1, &attrs)]);
-    assert_request(Request::SetService(k, c), 2, &expected);
+    assert_request(Request::SetService(k.into(), c), 2, &expected);
 }
 
 #[test]
@@ -241,7 +241,7 @@ fn del_service_sends_only_the_service_identity() {
         3,
         &[nest(1, &svc_identity(2, 6, "10.10.24.88", 80))],
     );
-    assert_request(Request::DelService(vip()), 3, &expected);
+    assert_request(Request::DelService(vip().into()), 3, &expected);
 
     let v6 = key("2001:db8::1", Protocol::Udp, 5353);
     let expected = msg(
@@ -252,7 +252,7 @@ fn del_service_sends_only_the_service_identity() {
         3,
         &[nest(1, &svc_identity(10, 17, "2001:db8::1", 5353))],
     );
-    assert_request(Request::DelService(v6), 4, &expected);
+    assert_request(Request::DelService(v6.into()), 4, &expected);
 }
 
 #[test]
@@ -280,7 +280,7 @@ fn new_dest_for_direct_route_server_emits_kernel_layout() {
         ],
     );
     assert_request(
-        Request::NewDest(vip(), dest("10.10.24.21", 80), Dest::direct_route(1)),
+        Request::NewDest(vip().into(), dest("10.10.24.21", 80), Dest::direct_route(1)),
         5,
         &expected,
     );
@@ -318,7 +318,7 @@ fn set_dest_with_thresholds_for_ipv6_service_emits_kernel_layout() {
         ],
     );
     assert_request(
-        Request::SetDest(s, dest("2001:db8::21", 8443), d),
+        Request::SetDest(s.into(), dest("2001:db8::21", 8443), d),
         6,
         &expected,
     );
@@ -345,7 +345,11 @@ fn del_dest_sends_service_and_dest_identity() {
             ),
         ],
     );
-    assert_request(Request::DelDest(s, dest("10.10.24.22", 53)), 7, &expected);
+    assert_request(
+        Request::DelDest(s.into(), dest("10.10.24.22", 53)),
+        7,
+        &expected,
+    );
 }
 
 #[test]
@@ -366,7 +370,7 @@ fn get_dest_dump_request_nests_the_service_identity() {
         8,
         &[nest(1, &svc_identity(10, 132, "2001:db8::88", 80))],
     );
-    assert_request(Request::GetDests(s), 10, &expected);
+    assert_request(Request::GetDests(s.into()), 10, &expected);
 }
 
 #[test]
@@ -398,8 +402,8 @@ fn family_resolution_asks_the_controller_for_ipvs_and_reads_its_id() {
 fn batched_requests_are_concatenated_with_their_own_sequence_numbers() {
     let d = Dest::direct_route(1);
     let requests = [
-        Request::NewService(vip(), rr()),
-        Request::NewDest(vip(), dest("10.10.24.21", 80), d),
+        Request::NewService(vip().into(), rr()),
+        Request::NewDest(vip().into(), dest("10.10.24.21", 80), d),
     ];
     let mut buf = Vec::new();
     for (seq, r) in (100..).zip(&requests) {
@@ -500,7 +504,7 @@ fn service_dump_reply_for_ipv6_udp_with_pe_name_and_32bit_stats_parses() {
 }
 
 #[test]
-fn service_dump_reply_for_fwmark_service_is_kept_as_foreign() {
+fn service_dump_reply_for_fwmark_service_names_it_by_mark() {
     let attrs = vec![
         u16a(SVC_AF, 2),
         u32a(SVC_FWMARK, 42),
@@ -510,11 +514,78 @@ fn service_dump_reply_for_fwmark_service_is_kept_as_foreign() {
         nla(SVC_NETMASK, &[255, 255, 255, 255]),
     ];
     let bytes = msg(FAM, MULTI, 22, 4242, 1, &[nest(1, &attrs)]);
-    let Reply::Service(ServiceEntry::Foreign(f)) = parse_one_reply(&bytes, 0) else {
-        panic!("a fwmark service must be foreign");
+    let Reply::Service(ServiceEntry::Mark { key, config }) = parse_one_reply(&bytes, 0) else {
+        panic!("a fwmark service is a mark entry");
     };
-    assert_eq!(f.fwmark, Some(42));
-    assert_eq!(f.to_string(), "FWM 42");
+    assert_eq!(
+        key,
+        MarkKey {
+            mark: 42,
+            family: AF_INET
+        }
+    );
+    assert_eq!(key.to_string(), "FWM 42");
+    assert_eq!(config.scheduler, Scheduler::Wlc);
+}
+
+#[test]
+fn fwmark_requests_name_the_service_by_family_and_mark_alone() {
+    // `ipvsadm -A -f 7 -s rr` and `ipvsadm -a -f 7 -r 10.10.24.21 -g -w 1`, as ipvsadm sends them.
+    let key = MarkKey {
+        mark: 7,
+        family: AF_INET,
+    };
+    let config = ServiceConfig::new(Scheduler::Rr, ip("0.0.0.0"));
+    let expected = msg(
+        FAM,
+        REQ | ACK,
+        1,
+        0,
+        1,
+        &[nest(
+            1,
+            &[
+                u16a(SVC_AF, 2),
+                u32a(SVC_FWMARK, 7),
+                stra(SVC_SCHED, "rr"),
+                flagsa(0, u32::MAX),
+                u32a(SVC_TIMEOUT, 0),
+                nla(SVC_NETMASK, &[255, 255, 255, 255]),
+            ],
+        )],
+    );
+    assert_request(Request::NewService(key.into(), config), 1, &expected);
+    let expected = msg(
+        FAM,
+        REQ | ACK,
+        2,
+        0,
+        5,
+        &[
+            nest(1, &[u16a(SVC_AF, 2), u32a(SVC_FWMARK, 7)]),
+            nest(
+                2,
+                &[
+                    addra(DEST_ADDR, "10.10.24.21"),
+                    be16a(DEST_PORT, 0),
+                    u32a(DEST_FWD, 3),
+                    u32a(DEST_WEIGHT, 1),
+                    u32a(DEST_U_THRESH, 0),
+                    u32a(DEST_L_THRESH, 0),
+                    u16a(DEST_ADDR_FAMILY, 2),
+                ],
+            ),
+        ],
+    );
+    let dest = DestKey {
+        addr: ip("10.10.24.21"),
+        port: 0,
+    };
+    assert_request(
+        Request::NewDest(key.into(), dest, Dest::direct_route(1)),
+        2,
+        &expected,
+    );
 }
 
 #[test]
@@ -660,24 +731,24 @@ fn acks_are_attributed_by_sequence_number_not_position() {
 
 #[test]
 fn errors_from_a_batch_name_the_object_and_translate_the_errno() {
-    let r = Request::NewDest(vip(), dest("10.10.24.21", 80), Dest::direct_route(1));
+    let r = Request::NewDest(vip().into(), dest("10.10.24.21", 80), Dest::direct_route(1));
     let e = r.error(r.kernel_error(3));
     assert_eq!(
         e.to_string(),
         "add destination 10.10.24.21:80 to TCP 10.10.24.88:80: no such service (ESRCH)"
     );
-    let r = Request::DelDest(vip(), dest("10.10.24.21", 80));
+    let r = Request::DelDest(vip().into(), dest("10.10.24.21", 80));
     assert_eq!(r.kernel_error(2), KernelError::NoSuchDest);
     let mh = ServiceConfig {
         scheduler: Scheduler::Mh,
         ..rr()
     };
-    let r = Request::NewService(vip(), mh);
+    let r = Request::NewService(vip().into(), mh);
     assert_eq!(
         r.error(r.kernel_error(2)).to_string(),
         "add service TCP 10.10.24.88:80: scheduler module ip_vs_mh is not available (modprobe ip_vs_mh)"
     );
-    let r = Request::NewService(vip(), rr());
+    let r = Request::NewService(vip().into(), rr());
     assert_eq!(
         r.error(r.kernel_error(17)).kernel(),
         Some(&KernelError::Exists)

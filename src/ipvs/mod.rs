@@ -33,7 +33,7 @@ pub use error::{IpvsError, KernelError};
 pub use handle::IpvsHandle;
 pub use message::Request;
 pub use types::{
-    Counters, Dest, DestEntry, DestKey, DestStats, ForeignService, Forward, Info, Protocol,
-    Scheduler, ServiceConfig, ServiceEntry, ServiceKey,
+    Counters, Dest, DestEntry, DestKey, DestStats, ForeignService, Forward, Info, MarkKey,
+    Protocol, Scheduler, ServiceConfig, ServiceEntry, ServiceKey, Virtual,
 };
 pub use worker::IpvsWorker;

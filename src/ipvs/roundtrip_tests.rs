@@ -37,6 +37,24 @@ fn key() -> impl Strategy<Value = ServiceKey> {
     })
 }
 
+/// Either identity: an address service or a firewall-mark service (marks are never 0).
+fn virtual_key() -> impl Strategy<Value = Virtual> {
+    prop_oneof![
+        key().prop_map(Virtual::Service),
+        (1..=u32::MAX, prop_oneof![Just(AF_INET), Just(AF_INET6)])
+            .prop_map(|(mark, family)| Virtual::Mark(MarkKey { mark, family })),
+    ]
+}
+
+/// An address of the virtual service's family, for its config's netmask kind.
+fn family_addr(k: &Virtual) -> IpAddr {
+    match k {
+        Virtual::Service(k) => k.vip,
+        Virtual::Mark(k) if k.family == AF_INET6 => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        Virtual::Mark(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+    }
+}
+
 /// A config the kernel could hold for `vip`: a known scheduler, flags without HASHED, a netmask
 /// of the family's kind.
 fn config(vip: IpAddr) -> impl Strategy<Value = ServiceConfig> {
@@ -81,16 +99,16 @@ fn dest() -> impl Strategy<Value = Dest> {
 
 /// Every request the client sends.
 fn request() -> impl Strategy<Value = Request> {
-    let with_config = || key().prop_flat_map(|k| (Just(k), config(k.vip)));
+    let with_config = || virtual_key().prop_flat_map(|k| (Just(k), config(family_addr(&k))));
     prop_oneof![
         with_config().prop_map(|(k, c)| Request::NewService(k, c)),
         with_config().prop_map(|(k, c)| Request::SetService(k, c)),
-        key().prop_map(Request::DelService),
-        (key(), dest_key(), dest()).prop_map(|(k, d, s)| Request::NewDest(k, d, s)),
-        (key(), dest_key(), dest()).prop_map(|(k, d, s)| Request::SetDest(k, d, s)),
-        (key(), dest_key()).prop_map(|(k, d)| Request::DelDest(k, d)),
+        virtual_key().prop_map(Request::DelService),
+        (virtual_key(), dest_key(), dest()).prop_map(|(k, d, s)| Request::NewDest(k, d, s)),
+        (virtual_key(), dest_key(), dest()).prop_map(|(k, d, s)| Request::SetDest(k, d, s)),
+        (virtual_key(), dest_key()).prop_map(|(k, d)| Request::DelDest(k, d)),
         Just(Request::GetServices),
-        key().prop_map(Request::GetDests),
+        virtual_key().prop_map(Request::GetDests),
         Just(Request::GetInfo),
     ]
 }
@@ -114,20 +132,21 @@ proptest! {
 
     #[test]
     fn the_reply_parser_reads_a_service_as_it_was_written(
-        (k, c) in key().prop_flat_map(|k| (Just(k), config(k.vip)))
+        (k, c) in virtual_key().prop_flat_map(|k| (Just(k), config(family_addr(&k))))
     ) {
         let bytes = Request::NewService(k, c.clone()).emit(FAMILY, 1);
-        prop_assert_eq!(
-            Reply::parse(&payload(&bytes), 0).unwrap(),
-            Reply::Service(ServiceEntry::Service { key: k, config: c, counters: Counters::default() })
-        );
+        let expected = match k {
+            Virtual::Service(key) => ServiceEntry::Service { key, config: c, counters: Counters::default() },
+            Virtual::Mark(key) => ServiceEntry::Mark { key, config: c },
+        };
+        prop_assert_eq!(Reply::parse(&payload(&bytes), 0).unwrap(), Reply::Service(expected));
     }
 
     #[test]
     fn the_reply_parser_reads_a_destination_as_it_was_written(
         k in key(), d in dest_key(), s in dest()
     ) {
-        let bytes = Request::NewDest(k, d, s).emit(FAMILY, 1);
+        let bytes = Request::NewDest(k.into(), d, s).emit(FAMILY, 1);
         prop_assert_eq!(
             Reply::parse(&payload(&bytes), k.family()).unwrap(),
             Reply::Dest(DestEntry { key: d, dest: s, stats: DestStats::default() })

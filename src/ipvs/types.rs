@@ -278,6 +278,64 @@ impl fmt::Display for ServiceKey {
     }
 }
 
+/// Identity of a firewall-mark virtual service, `ipvsadm -f MARK` (one per address family): it
+/// takes every packet carrying the mark, whatever its address and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MarkKey {
+    pub mark: u32,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+}
+
+impl fmt::Display for MarkKey {
+    /// `FWM 7` / `FWM 7 IPv6`, like `ipvsadm -Ln`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FWM {}", self.mark)?;
+        if self.family == AF_INET6 {
+            f.write_str(" IPv6")?;
+        }
+        Ok(())
+    }
+}
+
+/// Either identity of a virtual service: what a request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Virtual {
+    Service(ServiceKey),
+    Mark(MarkKey),
+}
+
+impl Virtual {
+    /// `AF_INET` or `AF_INET6`.
+    pub fn family(&self) -> u16 {
+        match self {
+            Virtual::Service(k) => k.family(),
+            Virtual::Mark(k) => k.family,
+        }
+    }
+}
+
+impl From<ServiceKey> for Virtual {
+    fn from(k: ServiceKey) -> Self {
+        Virtual::Service(k)
+    }
+}
+
+impl From<MarkKey> for Virtual {
+    fn from(k: MarkKey) -> Self {
+        Virtual::Mark(k)
+    }
+}
+
+impl fmt::Display for Virtual {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Virtual::Service(k) => k.fmt(f),
+            Virtual::Mark(k) => k.fmt(f),
+        }
+    }
+}
+
 /// The settings of a virtual service that `ipvsadm -E` can change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceConfig {
@@ -383,15 +441,13 @@ pub struct DestStats {
     pub traffic: Counters,
 }
 
-/// A service the kernel has that is not of the address/protocol/port kind this crate manages:
-/// a fwmark service, or a protocol outside [`Protocol`]. Kept so that dumps never fail on them.
+/// A service the kernel has that is of no kind this crate manages: an address service of a
+/// protocol outside [`Protocol`] (AH, ESP). Kept so that dumps never fail on them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForeignService {
     /// `IPVS_SVC_ATTR_AF`.
     pub family: u16,
-    /// `IPVS_SVC_ATTR_FWMARK`, if a fwmark service.
-    pub fwmark: Option<u32>,
-    /// Raw `IPVS_SVC_ATTR_PROTOCOL` (0 for fwmark services).
+    /// Raw `IPVS_SVC_ATTR_PROTOCOL`.
     pub protocol: u16,
     /// `IPVS_SVC_ATTR_ADDR`, if present.
     pub addr: Option<IpAddr>,
@@ -400,21 +456,16 @@ pub struct ForeignService {
 }
 
 impl fmt::Display for ForeignService {
-    /// `FWM 7`, `FWM 7 IPv6`, `proto 50 10.0.0.1:0`, as `ipvsadm -Ln` would name it.
+    /// `proto 50 10.0.0.1:0`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.fwmark, self.addr) {
-            (Some(m), _) => write!(
-                f,
-                "FWM {m}{}",
-                if self.family == AF_INET6 { " IPv6" } else { "" }
-            ),
-            (None, Some(a)) => write!(
+        match self.addr {
+            Some(a) => write!(
                 f,
                 "proto {} {}",
                 self.protocol,
                 SocketAddr::new(a, self.port)
             ),
-            (None, None) => write!(f, "proto {} port {}", self.protocol, self.port),
+            None => write!(f, "proto {} port {}", self.protocol, self.port),
         }
     }
 }
@@ -422,13 +473,15 @@ impl fmt::Display for ForeignService {
 /// One entry of a service dump.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServiceEntry {
-    /// An address/protocol/port service, the kind this crate manages, with its counters.
+    /// An address/protocol/port service, with its counters.
     Service {
         key: ServiceKey,
         config: ServiceConfig,
         counters: Counters,
     },
-    /// Something else (fwmark, unknown protocol); never touched.
+    /// A firewall-mark service.
+    Mark { key: MarkKey, config: ServiceConfig },
+    /// Something else (an unknown protocol); never touched.
     Foreign(ForeignService),
 }
 

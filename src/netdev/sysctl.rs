@@ -24,7 +24,7 @@ pub fn split_conf_name(dotted: &str) -> Option<(&str, &str)> {
     dotted.strip_prefix("net.ipv4.conf.")?.rsplit_once('.')
 }
 
-/// Reads and writes `ROOT/net/ipv4/conf/<if>/<name>`.
+/// Reads and writes `ROOT/net/ipv4/conf/<if>/<name>` and `ROOT/net/ipv4/vs/<name>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sysctls {
     root: PathBuf,
@@ -60,27 +60,61 @@ impl Sysctls {
         Ok(self.root.join("net/ipv4/conf").join(ifname).join(name))
     }
 
+    /// The file of a dotted name the agent manages: `net.ipv4.conf.IF.NAME` or
+    /// `net.ipv4.vs.NAME`.
+    pub fn path_of(&self, dotted: &str) -> Result<PathBuf, NetdevError> {
+        if let Some((ifname, name)) = split_conf_name(dotted) {
+            return self.ipv4_conf_path(ifname, name);
+        }
+        match dotted.strip_prefix("net.ipv4.vs.") {
+            Some(name) if !name.contains('.') => {
+                check_component("sysctl name", name, 64)?;
+                Ok(self.root.join("net/ipv4/vs").join(name))
+            }
+            _ => Err(NetdevError::InvalidArgument {
+                what: format!("sysctl {dotted:?}"),
+                reason: "not a net.ipv4.conf.IF.NAME or net.ipv4.vs.NAME setting".into(),
+            }),
+        }
+    }
+
+    /// Reads a value by dotted name, trimmed, like `sysctl -n NAME`.
+    pub fn read(&self, dotted: &str) -> Result<String, NetdevError> {
+        read_trimmed(&self.path_of(dotted)?)
+    }
+
+    /// Writes a value by dotted name, like `sysctl -w NAME=VALUE`; never creates a key.
+    pub fn write(&self, dotted: &str, value: &str) -> Result<(), NetdevError> {
+        write_value(&self.path_of(dotted)?, value)
+    }
+
     /// Reads a value, trimmed, like `sysctl -n net.ipv4.conf.IFNAME.NAME`.
     pub fn get(&self, ifname: &str, name: &str) -> Result<String, NetdevError> {
-        let path = self.ipv4_conf_path(ifname, name)?;
-        std::fs::read_to_string(&path)
-            .map(|v| v.trim().to_string())
-            .map_err(|source| path_error(&path, source))
+        read_trimmed(&self.ipv4_conf_path(ifname, name)?)
     }
 
     /// Writes a value, like `sysctl -w net.ipv4.conf.IFNAME.NAME=VALUE`.
     /// The key must exist: a missing file is an error, as it is for
     /// `sysctl -w`, rather than a file created in a fake root.
     pub fn set(&self, ifname: &str, name: &str, value: &str) -> Result<(), NetdevError> {
-        let path = self.ipv4_conf_path(ifname, name)?;
-        OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            // One write call: procfs parses each write on its own.
-            .and_then(|mut f| f.write_all(value.trim().as_bytes()))
-            .map_err(|source| path_error(&path, source))
+        write_value(&self.ipv4_conf_path(ifname, name)?, value)
     }
+}
+
+fn read_trimmed(path: &Path) -> Result<String, NetdevError> {
+    std::fs::read_to_string(path)
+        .map(|v| v.trim().to_string())
+        .map_err(|source| path_error(path, source))
+}
+
+fn write_value(path: &Path, value: &str) -> Result<(), NetdevError> {
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        // One write call: procfs parses each write on its own.
+        .and_then(|mut f| f.write_all(value.trim().as_bytes()))
+        .map_err(|source| path_error(path, source))
 }
 
 /// Rejects names that would leave the `conf` directory or cannot be an
@@ -185,6 +219,28 @@ mod tests {
             Some(("eth0.100", "arp_ignore"))
         );
         assert_eq!(split_conf_name("net.ipv6.conf.all.forwarding"), None);
+    }
+
+    #[test]
+    fn dotted_names_reach_conf_and_vs_settings_only() {
+        let s = Sysctls::new("/proc/sys");
+        assert_eq!(
+            s.path_of("net.ipv4.conf.eth0.100.arp_ignore").unwrap(),
+            Path::new("/proc/sys/net/ipv4/conf/eth0.100/arp_ignore")
+        );
+        assert_eq!(
+            s.path_of("net.ipv4.vs.expire_nodest_conn").unwrap(),
+            Path::new("/proc/sys/net/ipv4/vs/expire_nodest_conn")
+        );
+        for bad in [
+            "net.ipv4.vs.a.b",
+            "net.ipv4.vs...",
+            "net.ipv4.vs.",
+            "net.ipv6.conf.all.forwarding",
+            "kernel.panic",
+        ] {
+            assert!(s.path_of(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

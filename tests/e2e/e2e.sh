@@ -114,6 +114,7 @@ bash "$ROOT/tests/vm/run.sh" --net-user --timeout "${LVS_VM_TIMEOUT:-1500}" \
   --add "$ROOT/tests/valid/reference.yaml:/lvs/reference.yaml" \
   --add "$HERE/latency.sh:/lvs/latency.sh" \
   --add "$HERE/truth-guest.sh:/lvs/truth-guest.sh" \
+  --add "$HERE/checks-guest.sh:/lvs/checks-guest.sh" \
   --add "$work/control.port:/lvs/control.port" \
   "$HERE/e2e-guest.sh" | tee "$work/vm.out"
 vm=${PIPESTATUS[0]}

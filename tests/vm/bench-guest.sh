@@ -60,7 +60,8 @@ gen_yaml() {
 	}
 	function doc(name, ports, backends) {
 		print "---\napiVersion: lvs-operator.io/v1alpha1\nkind: LvsService\nmetadata: {name: " name "}"
-		print "spec:\n  vip: " vip "\n  ports: [" ports "]\n  scheduler: rr\n  backends: [" backends "]"
+		# No health checks: their firewall-mark services are not part of the ipvsadm -R table.
+		print "spec:\n  vip: " vip "\n  ports: [" ports "]\n  scheduler: rr\n  backends: [" backends "]\n  healthCheck: {type: None}"
 	}'
 }
 gen_yaml 0 >$B/objs.yaml

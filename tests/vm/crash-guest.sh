@@ -55,8 +55,9 @@ crash_setup() {
 crash_snapshot() {
 	in_ns $1 ipvsadm -Sn | sort
 	in_ns $1 $IP -o addr show | sed 's/^[0-9]*: //; s/\\.*//' | sort
-	for k in lo.arp_ignore all.arp_ignore lo.arp_announce all.arp_announce; do
-		echo "$k = $(in_ns $1 sysctl -n net.ipv4.conf.$k)"
+	for k in conf.lo.arp_ignore conf.all.arp_ignore conf.lo.arp_announce conf.all.arp_announce \
+		conf.bench0.accept_local vs.expire_nodest_conn vs.expire_quiescent_template; do
+		echo "$k = $(in_ns $1 sysctl -n net.ipv4.$k)"
 	done
 }
 

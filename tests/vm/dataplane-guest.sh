@@ -106,6 +106,8 @@ if diff -u /run/seed.snapshot /run/agent.snapshot; then
 else
 	fail "agent state differs from the seed commands' (diff above)"
 fi
+expect_eq "besides, the director made a firewall-mark service per real server for its checks through the VIP" 3 \
+	"$(ipvs -Sn | grep -c '^-A -f ')"
 check "a second --once changes nothing" agent_once director director $OBJ
 expect_eq "second --once logs no change" "" "$(grep applied: /run/logs/once.err)"
 
@@ -314,6 +316,8 @@ after=$(snapshot)
 expect_eq "the kernel is unchanged by every invalid manifest, and web is still served" "$before" "$after"
 agent_once director director /run/bad
 expect_eq "each problem is said once" 1 "$(grep -c 'ERROR' /run/logs/once.err)"
+
+. /lvs/health-guest.sh
 
 . /lvs/crash-guest.sh
 

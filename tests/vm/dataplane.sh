@@ -17,4 +17,5 @@ exec bash "$HERE/run.sh" --timeout "${LVS_VM_TIMEOUT:-900}" \
   --add "$ROOT/tests/valid/reference.yaml:/lvs/reference.yaml" \
   --add "$HERE/snapshot.sh:/lvs/snapshot.sh" \
   --add "$HERE/crash-guest.sh:/lvs/crash-guest.sh" \
+  --add "$HERE/health-guest.sh:/lvs/health-guest.sh" \
   "$HERE/dataplane-guest.sh"

@@ -152,6 +152,32 @@ seed_setup() {
 	done
 }
 
+# httpd_stop RS / httpd_start RS: the real server's web server on port 80 (busybox httpd,
+# daemonized by topology_up), stopped and waited for until nothing listens on :80.
+httpd_stop() {
+	for _pid in $(ip netns pids "$1"); do
+		[ "$(tr '\0' ' ' <"/proc/$_pid/cmdline" 2>/dev/null)" = "httpd -p 80 -h /srv/$1 " ] && kill "$_pid"
+	done
+	_i=0
+	while in_ns "$1" netstat -lnt | grep -q ':80 ' && [ $_i -lt 50 ]; do
+		sleep 0.02
+		_i=$((_i + 1))
+	done
+}
+httpd_start() { in_ns "$1" httpd -p 80 -h "/srv/$1"; }
+
+# client_failures URL N: how many of N requests from the client namespace to URL failed.
+client_failures() {
+	_f=0
+	for _i in $(seq "$2"); do
+		timeout 5 /usr/sbin/ip netns exec client wget -qO- "$1" >/dev/null 2>&1 || _f=$((_f + 1))
+	done
+	echo $_f
+}
+
+# weight_of VIP ADDR: the weight the director gives ADDR:80 in VIP:80's IPVS service.
+weight_of() { in_ns director ipvsadm -Ln -t "$1:80" | awk -v rs="$2:80" '$2 == rs {print $4}'; }
+
 # stop_pidfile NAME: SIGTERM to the process in /run/NAME.pid, and wait (5 s at most) for it to go.
 stop_pidfile() {
 	kill -TERM "$(cat "/run/$1.pid")" 2>/dev/null

@@ -3,8 +3,10 @@
 # table and eth0 addresses, each real server's lo addresses and ARP sysctls. Used by
 # dataplane-guest.sh to compare the agent with the seed document's commands, and drift repair.
 for ns in director; do
-	echo "## ipvsadm -Sn ($ns)"
-	/usr/sbin/ip netns exec $ns ipvsadm -Sn
+	# The address services clients use; the agent's health checks add firewall-mark services
+	# (-f), which dataplane-guest.sh checks on their own.
+	echo "## ipvsadm -Sn ($ns), without firewall-mark services"
+	/usr/sbin/ip netns exec $ns ipvsadm -Sn | grep -v "^-[Aa] -f "
 	echo "## ip -o addr show dev eth0 ($ns)"
 	# Sorted: the kernel lists addresses in the order they were added, which drift repair changes.
 	/usr/sbin/ip netns exec $ns /usr/sbin/ip -o addr show dev eth0 | sed 's/^[0-9]*: //; s/\\.*//' | sort

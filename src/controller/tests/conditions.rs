@@ -521,3 +521,67 @@ fn the_next_heartbeat_expiry_is_when_the_status_may_change_without_an_event() {
         Some(Duration::from_secs(5))
     );
 }
+
+fn checked(address: &str, healthy: bool, reason: Option<&str>) -> crate::api::RealServerCheck {
+    crate::api::RealServerCheck {
+        address: address.into(),
+        healthy,
+        reason: reason.map(String::from),
+    }
+}
+
+#[test]
+fn the_active_directors_checks_decide_health_and_the_backends_column() {
+    let mut reports = healthy_reports();
+    reports.push(report("n2", NodeRole::Backend, 2));
+    reports[0].checks = vec![
+        checked("10.0.0.11", false, Some("connection refused")),
+        checked("10.0.0.12", true, None),
+    ];
+    // A standby's opinion does not count: the active director is the one clients go through.
+    reports[1].checks = vec![checked("10.0.0.12", false, Some("timeout after 1s"))];
+    let s = compute_status(
+        &object(reports),
+        &StatusInput {
+            acceptance: &Acceptance::Accepted,
+            backends: &[
+                backend("10.0.0.11", Some("n1")),
+                backend("10.0.0.12", Some("n2")),
+            ],
+            expected: &expected(&["d1", "d2"], &["n1", "n2"]),
+            source: None,
+            heartbeats: &fresh(),
+            report_timeout: TIMEOUT,
+            now: t0(),
+        },
+    );
+    let n1 = &s.backends[0];
+    assert_eq!(n1.health, BackendHealth::Unhealthy);
+    assert_eq!(
+        n1.reason.as_deref(),
+        Some("health check failed: connection refused")
+    );
+    assert_eq!(
+        n1.weight, 1,
+        "the directors zero it themselves; the controller does not hold it down"
+    );
+    assert_eq!(s.backends[1].health, BackendHealth::Healthy);
+    assert_eq!(s.backend_summary.as_deref(), Some("1/2"));
+    assert_eq!(cond(&s, READY), ("True", "Ready"));
+    assert_eq!(cond(&s, DEGRADED), ("True", "BackendUnhealthy"));
+}
+
+#[test]
+fn when_every_real_server_fails_its_checks_the_object_has_no_healthy_backend() {
+    let mut reports = healthy_reports();
+    reports[0].checks = vec![checked("10.0.0.11", false, Some("HTTP 503"))];
+    let s = status_of(&object(reports), &[backend("10.0.0.11", Some("n1"))], t0());
+    assert_eq!(cond(&s, READY), ("False", "NoHealthyBackend"));
+    assert!(
+        find(&s, READY)
+            .unwrap()
+            .message
+            .contains("10.0.0.11: health check failed: HTTP 503")
+    );
+    assert_eq!(s.backend_summary.as_deref(), Some("0/1"));
+}
