@@ -16,6 +16,10 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE="${LVS_CACHE:-$HOME/.cache/lvs-operator}/vm"
 export PATH="$PATH:/usr/sbin:/sbin" # ipvsadm/ip live there; non-login shells may lack it
+# One VM at a time on this machine: two under TCG halve each other's speed, and the tests time
+# failures in milliseconds.
+exec 9>"${TMPDIR:-/tmp}/lvs-operator-vm.lock"
+flock 9
 
 usage() {
   sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
