@@ -39,6 +39,7 @@ fn check(target: SocketAddr) -> Check {
         kind: CheckKind::Tcp,
         target,
         via: None,
+        source: None,
         interval: INTERVAL,
         timeout: TIMEOUT,
         fall: FALL,

@@ -85,7 +85,8 @@ struct AgentArgs {
     /// How long a removed real server keeps its connections (weight 0) before it is deleted.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, env = "LVS_DRAIN_TIMEOUT")]
     drain_timeout: Duration,
-    /// In a cluster: the name of this node (the DaemonSet passes spec.nodeName).
+    /// In a cluster: the name of this node (the DaemonSet passes spec.nodeName). Standalone: this
+    /// director's name in its heartbeats to --peer (default: the hostname).
     #[arg(long, env = "NODE_NAME", required_unless_present = "standalone")]
     node_name: Option<String>,
     /// In a cluster: kubeconfig file (default: in-cluster config, else $KUBECONFIG).
@@ -107,6 +108,40 @@ struct AgentArgs {
     /// cluster 0.0.0.0:9090; standalone serves them only when this is given.
     #[arg(long, env = "LVS_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    failover: FailoverArgs,
+}
+
+/// Director failover: heartbeats between the directors of the same VIPs.
+#[derive(Args)]
+struct FailoverArgs {
+    /// Standalone director: another director of the same VIPs (ADDRESS or ADDRESS:PORT, port
+    /// 7408 by default); repeat for each. The directors elect one active director per VIP and
+    /// a standby takes a VIP over within --peer-dead-after of the active one falling silent.
+    #[arg(long = "peer", value_name = "ADDRESS", value_parser = parse_peer)]
+    peers: Vec<std::net::SocketAddr>,
+    /// Among directors where none is active for a VIP, the higher priority takes it (1-255).
+    /// An active director is never preempted.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..))]
+    priority: u8,
+    /// Where this director receives its peers' heartbeats.
+    #[arg(long, default_value = "0.0.0.0:7408")]
+    peer_listen: std::net::SocketAddr,
+    /// How often a director sends its heartbeat to each peer.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    peer_interval: Duration,
+    /// Silence after which a peer is dead and its VIPs are taken over.
+    #[arg(long, default_value = "350ms", value_parser = humantime::parse_duration)]
+    peer_dead_after: Duration,
+}
+
+/// `10.10.24.11` or `10.10.24.11:7408` (`[fd00::11]:7408` for IPv6).
+fn parse_peer(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok((ip, lvs_operator::ha::Settings::PORT).into());
+    }
+    text.parse()
+        .map_err(|_| format!("{text:?} is not an address or address:port"))
 }
 
 fn main() -> ExitCode {
@@ -183,13 +218,31 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                     drain_timeout: args.drain_timeout,
                     marks: args.health_check_marks,
                 };
-                // A long-running director checks its real servers; one run does not.
-                let probing =
+                // A long-running director checks its real servers and fails over; one run does not.
+                let long_running =
                     opts.role == standalone::Role::Director && !args.once && !args.dry_run;
-                let mut checks = None;
+                let mut beside = standalone::Beside::default();
+                let mut ha_metrics = None;
                 let metrics = AgentMetrics::new(|registry| {
-                    checks = probing.then(|| HealthChecks::new(registry));
+                    beside.checks = long_running.then(|| HealthChecks::new(registry));
+                    ha_metrics = (long_running && !args.failover.peers.is_empty())
+                        .then(|| lvs_operator::ha::HaMetrics::new(registry));
                 });
+                if let Some(ha_metrics) = ha_metrics {
+                    let f = &args.failover;
+                    let settings = lvs_operator::ha::Settings {
+                        node: args.node_name.clone().unwrap_or_else(hostname),
+                        priority: f.priority,
+                        listen: f.peer_listen,
+                        interval: f.peer_interval,
+                        dead_after: f.peer_dead_after,
+                    };
+                    let peers =
+                        lvs_operator::ha::Peers::start(settings, f.peers.clone()).map_err(|e| {
+                            anyhow::anyhow!("director heartbeats on {}: {e}", f.peer_listen)
+                        })?;
+                    beside.ha = Some(lvs_operator::ha::Ha::new(peers, ha_metrics));
+                }
                 if let Some(addr) = args.metrics_addr {
                     serve(addr, metrics.clone(), Health::default()).await?;
                 }
@@ -200,7 +253,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                     args.once,
                     args.resync_period,
                     &metrics,
-                    checks,
+                    beside,
                 )
                 .await;
                 Ok(ok)
@@ -260,6 +313,15 @@ fn parse_mark_range(text: &str) -> Result<(u32, u32), String> {
 
 fn crd_yaml() -> String {
     serde_saphyr::to_string(&LvsService::crd()).expect("the CRD serializes to YAML")
+}
+
+/// This machine's name, a standalone director's name in its heartbeats unless --node-name says.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "director".into())
 }
 
 #[cfg(test)]

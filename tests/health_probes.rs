@@ -26,6 +26,7 @@ fn check(kind: CheckKind, target: SocketAddr) -> Check {
         kind,
         target,
         via: None,
+        source: None,
         interval: Duration::from_secs(1),
         timeout: GENEROUS,
         fall: 2,
@@ -278,9 +279,9 @@ async fn a_probe_through_the_vip_leaves_from_the_given_source() {
     let via = Check {
         via: Some(Via {
             mark: 0,
-            source: Some("127.0.0.2".parse().unwrap()),
             real_server: "127.0.0.1".parse().unwrap(),
         }),
+        source: Some("127.0.0.2".parse().unwrap()),
         ..check(http("/"), target)
     };
     assert_eq!(probe_once(&Network::new(), &via).await, Ok(()));
@@ -294,9 +295,9 @@ async fn a_source_address_this_host_does_not_hold_fails_the_probe_with_the_cause
     let via = Check {
         via: Some(Via {
             mark: 0,
-            source: Some("192.0.2.1".parse().unwrap()),
             real_server: "127.0.0.1".parse().unwrap(),
         }),
+        source: Some("192.0.2.1".parse().unwrap()),
         ..check(CheckKind::Tcp, target)
     };
     assert_eq!(
@@ -414,7 +415,6 @@ fn the_mark_of_a_probe_through_the_vip_steers_its_route() {
         let marked = |mark| Check {
             via: Some(Via {
                 mark,
-                source: None,
                 real_server: format!("10.10.24.{mark}").parse().unwrap(),
             }),
             ..check(CheckKind::Tcp, target)

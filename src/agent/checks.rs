@@ -143,7 +143,6 @@ impl HealthChecks {
                             SocketAddr::new(service.vip, *port),
                             Some(Via {
                                 mark: mark.mark,
-                                source,
                                 real_server: b.addr,
                             }),
                         ),
@@ -153,6 +152,7 @@ impl HealthChecks {
                         kind: kind.clone(),
                         target,
                         via,
+                        source,
                         interval: health.interval,
                         timeout: health.timeout,
                         fall: health.fall,

@@ -7,7 +7,7 @@ use crate::core::{HostAddress, NodeState, Op, fake::apply_op};
 
 use super::converge::{DataPlane, Scope, expand_sysctls};
 use super::ledger::LedgerStore;
-use super::standalone::{Options, Role, resync};
+use super::standalone::{Beside, Options, Role, resync};
 
 #[derive(Default)]
 pub struct FakeKernel {
@@ -117,13 +117,17 @@ async fn a_second_resync_writes_nothing() {
     let mut k = director_kernel();
     let path = s.objects();
     let o = opts(&path, Role::Director);
-    let first = resync(&mut k, &s.store(), &o, None).await.unwrap();
+    let first = resync(&mut k, &s.store(), &o, &mut Beside::default())
+        .await
+        .unwrap();
     assert!(first.ok(), "{:?}", first.converged());
     // The seed's five commands; for the checks, expire_nodest_conn and expire_quiescent_template,
     // accept_local on eth0 and a firewall-mark service with its real server for each of the
     // three (the checks go through the VIP).
     assert_eq!(first.converged().plan.ops.len(), 5 + 2 + 1 + 3 * 2);
-    let second = resync(&mut k, &s.store(), &o, None).await.unwrap();
+    let second = resync(&mut k, &s.store(), &o, &mut Beside::default())
+        .await
+        .unwrap();
     assert!(second.converged().plan.ops.is_empty());
     assert_eq!(k.batches.len(), 1, "one batch, for the first resync only");
 }
@@ -141,7 +145,7 @@ async fn an_invalid_object_is_reported_and_the_valid_one_is_served() {
         &mut k,
         &s.store(),
         &opts(&s.objects(), Role::Director),
-        None,
+        &mut Beside::default(),
     )
     .await
     .unwrap();
@@ -161,9 +165,13 @@ async fn an_object_removed_from_the_path_is_cleaned_up_and_nothing_else() {
     let before = k.state.clone();
     let path = s.objects();
     let o = opts(&path, Role::Director);
-    resync(&mut k, &s.store(), &o, None).await.unwrap();
+    resync(&mut k, &s.store(), &o, &mut Beside::default())
+        .await
+        .unwrap();
     s.remove("web.yaml");
-    resync(&mut k, &s.store(), &o, None).await.unwrap();
+    resync(&mut k, &s.store(), &o, &mut Beside::default())
+        .await
+        .unwrap();
     assert_eq!(k.state, before);
 }
 
@@ -176,16 +184,21 @@ async fn an_unreadable_path_leaves_the_data_plane_as_it_is() {
         &mut k,
         &s.store(),
         &opts(&s.objects(), Role::Director),
-        None,
+        &mut Beside::default(),
     )
     .await
     .unwrap();
     let programmed = k.state.clone();
     let missing = s.dir.join("nowhere");
     assert!(
-        resync(&mut k, &s.store(), &opts(&missing, Role::Director), None)
-            .await
-            .is_err()
+        resync(
+            &mut k,
+            &s.store(),
+            &opts(&missing, Role::Director),
+            &mut Beside::default()
+        )
+        .await
+        .is_err()
     );
     assert_eq!(k.state, programmed);
 }
@@ -197,14 +210,18 @@ async fn a_restarted_agent_adopts_its_own_state_from_the_ledger() {
     let mut k = director_kernel();
     let path = s.objects();
     let o = opts(&path, Role::Director);
-    resync(&mut k, &s.store(), &o, None).await.unwrap();
+    resync(&mut k, &s.store(), &o, &mut Beside::default())
+        .await
+        .unwrap();
     // A new process: same kernel, same state dir, nothing in memory.
     let mut k2 = FakeKernel {
         state: k.state.clone(),
         batches: vec![],
     };
     s.remove("web.yaml");
-    resync(&mut k2, &s.store(), &o, None).await.unwrap();
+    resync(&mut k2, &s.store(), &o, &mut Beside::default())
+        .await
+        .unwrap();
     assert!(
         k2.state.services.is_empty(),
         "its own service was recognised and removed"
@@ -219,7 +236,9 @@ async fn dry_run_changes_nothing() {
     let path = s.objects();
     let mut o = opts(&path, Role::Director);
     o.dry_run = true;
-    let out = resync(&mut k, &s.store(), &o, None).await.unwrap();
+    let out = resync(&mut k, &s.store(), &o, &mut Beside::default())
+        .await
+        .unwrap();
     let commands: Vec<String> = out
         .converged()
         .plan
@@ -257,9 +276,14 @@ async fn backend_role_puts_the_vip_on_lo_with_the_arp_sysctls() {
     k.state
         .listeners
         .insert((crate::core::Protocol::Tcp, "0.0.0.0:80".parse().unwrap()));
-    let out = resync(&mut k, &s.store(), &opts(&s.objects(), Role::Backend), None)
-        .await
-        .unwrap();
+    let out = resync(
+        &mut k,
+        &s.store(),
+        &opts(&s.objects(), Role::Backend),
+        &mut Beside::default(),
+    )
+    .await
+    .unwrap();
     assert!(out.ok(), "{:?}", out.rejected);
     assert!(
         k.state
@@ -278,9 +302,14 @@ async fn a_real_server_with_nothing_listening_on_the_port_says_so() {
     for (name, _) in crate::core::REAL_SERVER_SYSCTLS {
         k.state.sysctls.insert(name.to_string(), "0".into());
     }
-    let out = resync(&mut k, &s.store(), &opts(&s.objects(), Role::Backend), None)
-        .await
-        .unwrap();
+    let out = resync(
+        &mut k,
+        &s.store(),
+        &opts(&s.objects(), Role::Backend),
+        &mut Beside::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         out.unready,
         vec![

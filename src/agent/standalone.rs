@@ -5,14 +5,22 @@
 //! Invalid objects are reported by name and field and change nothing; the valid ones are served.
 //! If PATH cannot be read at all, the resync is skipped and the data plane stays as it is: a
 //! missing file is far more likely a deploy in progress than a wish to tear everything down.
+//!
+//! A long-running director runs two things beside its resyncs ([`Beside`]): the health checks of
+//! its real servers, and with `--peer` the failover between directors ([`crate::ha`]), which
+//! decides before each resync which VIPs this director holds.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use tracing::error;
+use tokio::time::Instant;
+use tracing::{error, info};
 
 use crate::api::{manifest, validate};
-use crate::core::{Assignment, DirectorRole, VirtualService, selfcheck};
+use crate::core::{Assignment, DirectorRole, VirtualService, interface_for, selfcheck};
+use crate::ha::Ha;
 
 use super::checks::HealthChecks;
 use super::converge::{self, Converged, DataPlane, ProblemLog, Resynced};
@@ -76,13 +84,24 @@ fn load(path: &Path) -> std::io::Result<(Vec<VirtualService>, Vec<String>)> {
     Ok((valid, rejected))
 }
 
-/// One resync against `dp`, with the health checks' verdicts when they run (`checks`), which
-/// then follow the objects the resync directs.
+/// What a long-running director runs beside its resyncs.
+#[derive(Default)]
+pub struct Beside {
+    pub checks: Option<HealthChecks>,
+    pub ha: Option<Ha>,
+}
+
+/// How long a stopping director waits for its standbys to take its VIPs before it exits
+/// keeping the rest.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One resync against `dp`, with the health checks' verdicts when they run, which then follow
+/// the objects the resync directs, and with the failover's choice of VIPs to hold.
 pub async fn resync<D: DataPlane>(
     dp: &mut D,
     store: &LedgerStore,
     opts: &Options<'_>,
-    mut checks: Option<&mut HealthChecks>,
+    beside: &mut Beside,
 ) -> anyhow::Result<Outcome> {
     let (services, mut rejected) = load(opts.path).map_err(|e| {
         anyhow::anyhow!(
@@ -91,17 +110,21 @@ pub async fn resync<D: DataPlane>(
         )
     })?;
     let director = opts.role == Role::Director;
+    let held: Option<BTreeSet<IpAddr>> = match &mut beside.ha {
+        Some(ha) if director => Some(ha.decide(&services.iter().map(|s| s.vip).collect())),
+        _ => None,
+    };
     let assignments: Vec<Assignment<'_>> = services
         .iter()
         .map(|service| Assignment {
             service,
             backends: service.backends.clone().unwrap_or_default(),
             director: director.then(|| DirectorRole {
-                holds_vip: true,
+                holds_vip: held.as_ref().is_none_or(|h| h.contains(&service.vip)),
                 interface: opts.interface.clone(),
             }),
             real_server: opts.role == Role::Backend,
-            health: match checks.as_deref_mut() {
+            health: match beside.checks.as_mut() {
                 Some(c) if director => c.admissions(&service.id),
                 _ => Default::default(),
             },
@@ -116,8 +139,22 @@ pub async fn resync<D: DataPlane>(
         marks: opts.marks,
     };
     let resynced = converge::resync(dp, store, &assignments, settings).await?;
-    if let Some(c) = checks {
+    if let Some(c) = &mut beside.checks {
         c.follow(&assignments, &resynced);
+    }
+    if let Some(ha) = &mut beside.ha {
+        // Ready to take a VIP: its objects placed here and the resync carried everything out.
+        let ready = services
+            .iter()
+            .filter(|s| resynced.desired.parts.contains_key(&s.id))
+            .filter(|_| resynced.converged.failed.is_empty())
+            .map(|s| s.vip)
+            .collect();
+        let ifname = opts.interface.clone().or_else(|| {
+            let vip = services.first()?.vip;
+            interface_for(vip, &resynced.after.addresses)
+        });
+        ha.after_resync(ready, ifname.as_deref().and_then(interface_mac));
     }
     rejected.extend(
         resynced
@@ -145,6 +182,15 @@ pub async fn resync<D: DataPlane>(
     })
 }
 
+/// The MAC address of `ifname`, as `ip link` prints it.
+fn interface_mac(ifname: &str) -> Option<String> {
+    if ifname.contains('/') || ifname.starts_with('.') {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address")).ok()?;
+    Some(text.trim().to_string())
+}
+
 /// Says what a resync did, each thing once: in a dry run the commands on stdout and the problems
 /// in the log, else the changes and the problems in the log.
 pub fn report(outcome: &Outcome, dry_run: bool, log: &mut ProblemLog) {
@@ -170,9 +216,10 @@ pub fn report(outcome: &Outcome, dry_run: bool, log: &mut ProblemLog) {
     }
 }
 
-/// Runs until SIGTERM/SIGINT (or once). Stopping leaves the data plane as it is. A director runs
-/// its health checks (`checks`) unless it converges once: a verdict that changes starts a resync
-/// at once.
+/// Runs until SIGTERM/SIGINT (or once). Stopping leaves the data plane as it is, except that a
+/// director with peers first hands each VIP a ready standby can take over to it. A director runs
+/// its health checks and failover (`beside`) unless it converges once: a verdict or a peer that
+/// changes starts a resync at once.
 pub async fn run<D: DataPlane>(
     dp: &mut D,
     store: &LedgerStore,
@@ -180,14 +227,25 @@ pub async fn run<D: DataPlane>(
     once: bool,
     period: Duration,
     metrics: &AgentMetrics,
-    mut checks: Option<HealthChecks>,
+    mut beside: Beside,
 ) -> bool {
     let stop = crate::shutdown::requested();
     tokio::pin!(stop);
     let mut log = ProblemLog::default();
     let mut retry = converge::Retry::new(period);
+    if let (Some(ha), Ok(ledger)) = (&mut beside.ha, store.load()) {
+        ha.adopt(
+            ledger
+                .addresses
+                .iter()
+                .filter(|a| a.ifname != "lo")
+                .map(|a| a.addr),
+        );
+    }
+    // Set once SIGTERM came and VIPs are being handed over: when to give up waiting.
+    let mut handing_over: Option<Instant> = None;
     loop {
-        let (ok, resynced) = match resync(dp, store, opts, checks.as_mut()).await {
+        let (ok, resynced) = match resync(dp, store, opts, &mut beside).await {
             Ok(outcome) => {
                 report(&outcome, opts.dry_run, &mut log);
                 metrics.record(&outcome.resynced);
@@ -206,22 +264,57 @@ pub async fn run<D: DataPlane>(
         if once || opts.dry_run {
             return ok;
         }
+        if let Some(deadline) = handing_over {
+            let done = beside.ha.as_ref().is_none_or(Ha::handed_over);
+            if done || Instant::now() >= deadline {
+                info!(
+                    "{}; the data plane stays as it is",
+                    if done {
+                        "handed over"
+                    } else {
+                        "no standby took over in time"
+                    }
+                );
+                return true;
+            }
+        }
         let mut wait = retry.after(resynced);
-        if let Some(step) = checks.as_ref().and_then(HealthChecks::next_ramp_step) {
+        if let Some(step) = beside
+            .checks
+            .as_ref()
+            .and_then(HealthChecks::next_ramp_step)
+        {
             wait = wait.min(step);
         }
+        if let Some(quiet) = beside.ha.as_ref().and_then(Ha::next_wake) {
+            wait = wait.min(quiet);
+        }
+        if handing_over.is_some() {
+            wait = wait.min(Duration::from_millis(50));
+        }
         let verdicts = async {
-            match &checks {
+            match &beside.checks {
                 Some(c) => c.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let peers = async {
+            match &beside.ha {
+                Some(ha) => ha.changed().await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             () = verdicts => {}
-            () = &mut stop => {
-                tracing::info!("the data plane stays as it is");
-                return true;
+            () = peers => {}
+            () = &mut stop, if handing_over.is_none() => {
+                let handed = beside.ha.as_mut().map_or(0, Ha::leave);
+                if handed == 0 {
+                    info!("the data plane stays as it is");
+                    return true;
+                }
+                handing_over = Some(Instant::now() + HANDOVER_TIMEOUT);
             }
         }
     }

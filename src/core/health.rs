@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
-use super::desired::{Assignment, Desired};
-use super::ledger::Ledger;
+use super::desired::{Assignment, Desired, same_subnet};
+use super::ledger::{Intent, Ledger};
 use super::model::{AF_INET, AF_INET6, DestKey, HostAddress, MarkKey, NodeState};
 
 /// The marks the agent may use unless told otherwise (`--health-check-marks`): 0x4c56_0000 ("LV")
@@ -111,8 +111,19 @@ pub fn assign_marks(
     observed: &NodeState,
     range: RangeInclusive<u32>,
 ) -> BTreeMap<IpAddr, MarkKey> {
+    // Ours: the marks of the ledger and those a killed run had written ahead (the ledger adopts
+    // them only when it settles, after the marks are assigned).
+    let owned: BTreeSet<MarkKey> = ledger
+        .marks
+        .iter()
+        .copied()
+        .chain(ledger.intents.iter().filter_map(|i| match i {
+            Intent::AddMark { key } => Some(*key),
+            _ => None,
+        }))
+        .collect();
     let mut assigned: BTreeMap<IpAddr, MarkKey> = BTreeMap::new();
-    for key in &ledger.marks {
+    for key in &owned {
         let Some(have) = observed.marks.get(key) else {
             continue;
         };
@@ -141,7 +152,7 @@ pub fn assign_marks(
         };
         let found = (start..=*range.end()).find(|&mark| {
             let key = MarkKey { mark, family };
-            let ours_and_idle = ledger.marks.contains(&key) && observed.marks.contains_key(&key);
+            let ours_and_idle = owned.contains(&key) && observed.marks.contains_key(&key);
             !given.contains(&mark) && (!in_use.contains(&mark) || ours_and_idle)
         });
         next.insert(family, found.and_then(|m| m.checked_add(1)));
@@ -158,14 +169,29 @@ fn family_of(addr: IpAddr) -> u16 {
 }
 
 /// The director's own address to send probes from: its address on `ifname` in the subnet of
-/// `vip` (a real server answers a probe there, never to the VIP it holds itself).
+/// `vip` (a real server answers a probe there, never to the VIP it holds itself), else another
+/// of its addresses there. Never a link-local one: a probe bound to `fe80::…` without a scope
+/// cannot reach a real server's global address.
 pub fn source_for(vip: IpAddr, ifname: &str, addresses: &BTreeSet<HostAddress>) -> Option<IpAddr> {
-    addresses
-        .iter()
-        .filter(|a| a.ifname == ifname && a.addr.is_ipv4() == vip.is_ipv4())
-        .filter(|a| a.addr != vip && a.prefix_len < if vip.is_ipv4() { 32 } else { 128 })
+    let host = if vip.is_ipv4() { 32 } else { 128 };
+    let own = || {
+        addresses
+            .iter()
+            .filter(move |a| a.ifname == ifname && a.addr.is_ipv4() == vip.is_ipv4())
+            .filter(move |a| a.addr != vip && a.prefix_len < host && !link_local(a.addr))
+    };
+    own()
+        .filter(|a| same_subnet(a.addr, vip, a.prefix_len))
         .max_by_key(|a| a.prefix_len)
+        .or_else(|| own().max_by_key(|a| a.prefix_len))
         .map(|a| a.addr)
+}
+
+fn link_local(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
+    }
 }
 
 #[cfg(test)]
@@ -250,8 +276,14 @@ mod tests {
         let marks = assign_marks(&wanted, &ledger, &observed, 1..=10);
         let got: Vec<u32> = wanted.iter().map(|a| marks[a].mark).collect();
         assert_eq!(got, [1, 2, 3]);
-        // Without the ledger entry mark 2 is someone else's: skipped.
+        // Only written ahead (killed before the ledger confirmed it): ours all the same.
         ledger.marks.remove(&key(2));
+        ledger.intents.push(Intent::AddMark { key: key(2) });
+        let marks = assign_marks(&wanted, &ledger, &observed, 1..=10);
+        let got: Vec<u32> = wanted.iter().map(|a| marks[a].mark).collect();
+        assert_eq!(got, [1, 2, 3]);
+        // Without either, mark 2 is someone else's: skipped.
+        ledger.intents.clear();
         let marks = assign_marks(&wanted, &ledger, &observed, 1..=10);
         let got: Vec<u32> = wanted.iter().map(|a| marks[a].mark).collect();
         assert_eq!(got, [1, 3, 4]);
@@ -271,6 +303,18 @@ mod tests {
                 addr: ip("fd00:24::10"),
                 prefix_len: 64,
             },
+            // Sorts after fd00:24::10 with the same prefix length: never chosen.
+            HostAddress {
+                ifname: "eth0".into(),
+                addr: ip("fe80::5054:ff:fe12:3456"),
+                prefix_len: 64,
+            },
+            // Another subnet on the same interface: only when the VIP's has no address.
+            HostAddress {
+                ifname: "eth0".into(),
+                addr: ip("192.168.7.10"),
+                prefix_len: 25,
+            },
         ]
         .into();
         assert_eq!(
@@ -280,6 +324,10 @@ mod tests {
         assert_eq!(
             source_for(ip("fd00:24::88"), "eth0", &addrs),
             Some(ip("fd00:24::10"))
+        );
+        assert_eq!(
+            source_for(ip("172.16.0.88"), "eth0", &addrs),
+            Some(ip("192.168.7.10"))
         );
         assert_eq!(source_for(ip("10.10.24.88"), "eth1", &addrs), None);
     }

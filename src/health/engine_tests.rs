@@ -77,6 +77,7 @@ fn tcp(port: u16) -> Check {
         kind: CheckKind::Tcp,
         target: SocketAddr::from(([127, 0, 0, 1], port)),
         via: None,
+        source: None,
         interval: INTERVAL,
         timeout: Duration::from_millis(500),
         fall: 2,
@@ -245,7 +246,6 @@ async fn checks_that_differ_in_any_field_are_probed_apart() {
     let (mut engine, _script, _registry) = engine();
     let via = Some(Via {
         mark: 7,
-        source: None,
         real_server: "10.10.24.21".parse().unwrap(),
     });
     engine.set([
@@ -373,7 +373,6 @@ async fn through_the_vip_each_real_server_has_its_own_gauge_series() {
         target: "10.10.24.88:80".parse().unwrap(),
         via: Some(Via {
             mark,
-            source: None,
             real_server: format!("10.10.24.{mark}").parse().unwrap(),
         }),
         fall: 1,

@@ -34,6 +34,11 @@ pub struct Check {
     pub target: SocketAddr,
     /// Probe through the VIP: the real server is reached as clients reach it.
     pub via: Option<Via>,
+    /// The address to bind before connecting (port 0): the director's own, so replies come back
+    /// to it. Never left to the kernel: with an IPv6 VIP/128 on the interface, source address
+    /// selection (longest matching prefix) would pick the VIP, and the real server, which holds
+    /// the VIP too, would answer itself.
+    pub source: Option<IpAddr>,
     pub interval: Duration,
     pub timeout: Duration,
     /// Consecutive failures that eject (`failureThreshold`).
@@ -70,8 +75,6 @@ impl CheckKind {
 pub struct Via {
     /// `SO_MARK` of the probe socket; 0 leaves it unmarked.
     pub mark: u32,
-    /// The address to bind before connecting (port 0), so replies come back to this director.
-    pub source: Option<IpAddr>,
     /// The real server the mark leads to, which the log lines and metrics name.
     pub real_server: IpAddr,
 }
@@ -121,7 +124,7 @@ impl fmt::Display for Check {
                 self.target.ip(),
                 via.mark
             )?;
-            if let Some(source) = via.source {
+            if let Some(source) = self.source {
                 write!(f, ", from {source}")?;
             }
             f.write_str(")")?;

@@ -157,16 +157,14 @@ async fn connect(check: &Check) -> Result<TcpStream, Failure> {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }?;
-    if let Some(via) = &check.via {
-        if via.mark != 0 {
-            setsockopt(&socket, sockopt::Mark, &via.mark)
-                .map_err(|e| Failure::Setup(format!("cannot set SO_MARK {}: {e}", via.mark)))?;
-        }
-        if let Some(source) = via.source {
-            socket.bind(SocketAddr::new(source, 0)).map_err(|e| {
-                Failure::Setup(format!("cannot bind to {source}: {}", os_message(&e)))
-            })?;
-        }
+    if let Some(via) = check.via.filter(|v| v.mark != 0) {
+        setsockopt(&socket, sockopt::Mark, &via.mark)
+            .map_err(|e| Failure::Setup(format!("cannot set SO_MARK {}: {e}", via.mark)))?;
+    }
+    if let Some(source) = check.source {
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|e| Failure::Setup(format!("cannot bind to {source}: {}", os_message(&e))))?;
     }
     Ok(socket.connect(check.target).await?)
 }

@@ -198,6 +198,11 @@ applied_web6() { grep -c "applied: .*\[$VIP6\]:80 -s" /run/logs/director.log; }
 n=$(applied_web6)
 sleep 3
 expect_eq "the IPv6 persistent service reads back equal: no rewrite over 3 resyncs" "$n" "$(applied_web6)"
+# The default TCP checks of an IPv6 VIP's real servers go to their own addresses, from the
+# director's global address (never its link-local one).
+expect_eq "the IPv6 real servers pass their checks: weights 1 1 1" "1 1 1" \
+	"$(for a in 21 22 23; do weight_of "[$VIP6]" "[fd00:24::$a]"; done | tr '\n' ' ' | sed 's/ $//')"
+grep "fd00:24::2.*unhealthy" /run/logs/director.log | tail -n 1
 got=$(requests 3 "http://[$VIP6]/")
 echo "IPv6 persistent, 3 requests -> $got"
 expect_eq "IPv6 VIP with a /64 persistence netmask: one real server for the client" 1 "$(distinct "$got")"
@@ -318,6 +323,7 @@ agent_once director director /run/bad
 expect_eq "each problem is said once" 1 "$(grep -c 'ERROR' /run/logs/once.err)"
 
 . /lvs/health-guest.sh
+. /lvs/failover-guest.sh
 
 . /lvs/crash-guest.sh
 

@@ -18,4 +18,5 @@ exec bash "$HERE/run.sh" --timeout "${LVS_VM_TIMEOUT:-900}" \
   --add "$HERE/snapshot.sh:/lvs/snapshot.sh" \
   --add "$HERE/crash-guest.sh:/lvs/crash-guest.sh" \
   --add "$HERE/health-guest.sh:/lvs/health-guest.sh" \
+  --add "$HERE/failover-guest.sh:/lvs/failover-guest.sh" \
   "$HERE/dataplane-guest.sh"

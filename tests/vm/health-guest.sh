@@ -150,8 +150,8 @@ expect_eq "every real server answers 200: weights 1 1 1" "1 1 1" \
 	"$(weight_of $VIP 10.10.24.21) $(weight_of $VIP 10.10.24.22) $(weight_of $VIP 10.10.24.23)"
 touch /run/sick-rs1
 wait_until "rs1 answering 503 is ejected" 5 weight_is 10.10.24.21 0
-check "the log names the status" grep -q "real server 10.10.24.21:80.*is unhealthy: HTTP 503" /run/logs/director.log ||
-	grep "10.10.24.21:80.*unhealthy" /run/logs/director.log | tail -n 3
+check "the log names the status" grep -q "real server http 10.10.24.21:80/cgi-bin/health .*is unhealthy: HTTP 503" /run/logs/director.log
+grep "10.10.24.21:80.*unhealthy" /run/logs/director.log | tail -n 1
 rm /run/sick-rs1
 wait_until "rs1 answering 200 again is re-admitted" 5 weight_is 10.10.24.21 1
 (

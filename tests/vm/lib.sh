@@ -7,6 +7,7 @@
 #   root namespace = router   br0  10.10.24.1   fd00:24::1   (+ wan0 10.0.2.15 with --net-user)
 #   netns client              eth0 10.10.24.5   fd00:24::5
 #   netns director            eth0 10.10.24.10  fd00:24::10
+#   netns director2           eth0 10.10.24.11  fd00:24::11  (a second director, for failover)
 #   netns rs1 / rs2 / rs3     eth0 10.10.24.21-23  fd00:24::21-23, httpd :80 answering "rsN"
 #
 # Every namespace's eth0 is a veth whose peer (v-NAME) is a port of br0, with
@@ -20,7 +21,7 @@
 # fine; a bare `sh -c 'ip ...'` is not, so use /usr/sbin/ip there.)
 ip() { /usr/sbin/ip "$@"; }
 
-LVS_NAMESPACES="client director rs1 rs2 rs3"
+LVS_NAMESPACES="client director director2 rs1 rs2 rs3"
 LVS_REAL_SERVERS="rs1 rs2 rs3"
 LVS_PASSED=${LVS_PASSED:-0}
 LVS_FAILED=${LVS_FAILED:-0}
@@ -30,6 +31,7 @@ lvs_host_id() {
 	case $1 in
 	client) echo 5 ;;
 	director) echo 10 ;;
+	director2) echo 11 ;;
 	rs1) echo 21 ;;
 	rs2) echo 22 ;;
 	rs3) echo 23 ;;
@@ -103,7 +105,7 @@ topology_up() {
 			sleep 0.1
 		done
 	done
-	echo "topology_up: client director rs1 rs2 rs3 on br0 (10.10.24.0/24, fd00:24::/64)"
+	echo "topology_up: client director director2 rs1 rs2 rs3 on br0 (10.10.24.0/24, fd00:24::/64)"
 }
 
 # --net-user: qemu's user-mode NIC. 10.0.2.2 is the host's loopback as seen

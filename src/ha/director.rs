@@ -1,0 +1,480 @@
+//! [`Ha`]: this director's side of the failover, between the heartbeats ([`super::peers`]) and
+//! the agent's resyncs.
+//!
+//! Before each resync the agent asks [`Ha::decide`] which of the VIPs it may direct it should
+//! hold; after it, [`Ha::after_resync`] says which it is ready to take (their IPVS services are
+//! programmed), which goes out in the next heartbeat. A peer dying or changing its claims wakes
+//! the agent ([`Ha::changed`]) for an immediate resync, so a takeover costs the peer's
+//! `dead_after` plus one resync that adds an address.
+//!
+//! A VIP this director lets go of on purpose (SIGTERM, or no longer a candidate in a cluster) is
+//! *leaving*: it stays held until a ready standby claims it, so clients see no gap; with no
+//! ready standby it is kept (SIGTERM) or dropped at once (no longer a candidate).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::elect::{Candidate, View, should_hold};
+use super::message::VipState;
+use super::metrics::{HaMetrics, PeerLabels, VipLabels};
+use super::peers::{Claims, Peer, Peers};
+
+/// How a VIP came to this director, for the status and the failover Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Takeover {
+    /// The director that held it before, when one is known.
+    pub from: Option<String>,
+    /// How long that director had been silent when it was declared dead (an unplanned
+    /// failover); `None` when it handed the VIP over or nobody held it.
+    pub silent_for: Option<Duration>,
+    pub at: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    term: u64,
+}
+
+/// A peer's state for one VIP, for reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerReport {
+    pub node: String,
+    pub alive: bool,
+    pub active: bool,
+    pub ready: bool,
+    pub rtt: Option<Duration>,
+}
+
+pub struct Ha {
+    peers: Peers,
+    held: BTreeMap<IpAddr, Held>,
+    /// VIPs programmed here, ready to be taken.
+    ready: BTreeSet<IpAddr>,
+    /// VIPs being let go of on purpose.
+    leaving: BTreeSet<IpAddr>,
+    /// The VIPs whose Lease another director took while this one held them (cluster).
+    fenced: BTreeSet<IpAddr>,
+    /// The holder each VIP Lease names (cluster).
+    lease_holders: BTreeMap<IpAddr, String>,
+    takeovers: BTreeMap<IpAddr, Takeover>,
+    mac: Option<String>,
+    started: Instant,
+    /// Failovers to this director.
+    pub failovers: u64,
+    metrics: HaMetrics,
+}
+
+impl Ha {
+    pub fn new(peers: Peers, metrics: HaMetrics) -> Self {
+        Self {
+            peers,
+            held: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            leaving: BTreeSet::new(),
+            fenced: BTreeSet::new(),
+            lease_holders: BTreeMap::new(),
+            takeovers: BTreeMap::new(),
+            mac: None,
+            started: Instant::now(),
+            failovers: 0,
+            metrics,
+        }
+    }
+
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// VIPs this director held before it (re)started: it goes on holding them, with the lowest
+    /// term, so a standby that took over meanwhile keeps them.
+    pub fn adopt(&mut self, vips: impl IntoIterator<Item = IpAddr>) {
+        for vip in vips {
+            info!("{vip}: held before this agent started; holding it");
+            self.held.insert(vip, Held { term: 0 });
+        }
+    }
+
+    /// A fresh director listens this long before it takes a VIP nobody claims, so that it learns
+    /// who is active first.
+    fn quiet(&self) -> Duration {
+        let s = self.peers.settings();
+        s.dead_after + s.interval
+    }
+
+    /// When the quiet period ends, if it has not: the agent resyncs then.
+    pub fn next_wake(&self) -> Option<Duration> {
+        self.quiet().checked_sub(self.started.elapsed())
+    }
+
+    /// Which of `candidates` (the VIPs this director may direct now) it should hold. Held VIPs
+    /// that are no longer candidates are let go of at once.
+    pub fn decide(&mut self, candidates: &BTreeSet<IpAddr>) -> BTreeSet<IpAddr> {
+        let snapshot = self.peers.snapshot();
+        let settings = self.peers.settings().clone();
+        let quiet = self.started.elapsed() < self.quiet();
+        for vip in self.held.keys().copied().collect::<Vec<_>>() {
+            if !candidates.contains(&vip) {
+                info!("{vip}: no longer directed here; letting go");
+                self.held.remove(&vip);
+            }
+        }
+        for vip in candidates {
+            let claims: Vec<(&String, &Peer, &VipState)> = snapshot
+                .iter()
+                .filter_map(|(node, p)| {
+                    let state = p.last.vips.iter().find(|v| v.vip == *vip)?;
+                    Some((node, p, state))
+                })
+                .collect();
+            let peers: Vec<Candidate<'_>> = claims
+                .iter()
+                .filter(|(_, p, _)| p.alive)
+                .map(|(node, p, v)| Candidate {
+                    node,
+                    priority: p.last.priority,
+                    active: v.active,
+                    term: v.term,
+                    ready: v.ready,
+                    leaving: v.leaving,
+                })
+                .collect();
+            let holding = self.held.get(vip);
+            let view = View {
+                vip: *vip,
+                me: Candidate {
+                    node: &settings.node,
+                    priority: settings.priority,
+                    active: holding.is_some(),
+                    term: holding.map_or(0, |h| h.term),
+                    ready: self.ready.contains(vip),
+                    leaving: self.leaving.contains(vip),
+                },
+                peers,
+                lease_holder: self.lease_holders.get(vip).map(String::as_str),
+                fenced: self.fenced.contains(vip),
+            };
+            let hold = should_hold(&view) && !(quiet && holding.is_none());
+            match (holding.is_some(), hold) {
+                (false, true) => {
+                    // Past every term seen, dead directors' included: ours is the newest claim.
+                    let term = claims.iter().map(|(_, _, v)| v.term).max().unwrap_or(0) + 1;
+                    let before = claims
+                        .iter()
+                        .filter(|(_, _, v)| v.active)
+                        .max_by_key(|(_, _, v)| v.term);
+                    let takeover = Takeover {
+                        from: before.map(|(node, ..)| node.to_string()),
+                        silent_for: before.and_then(|(_, p, v)| {
+                            (!p.alive && !v.leaving).then_some(p.silent_for).flatten()
+                        }),
+                        at: SystemTime::now(),
+                    };
+                    match (&takeover.from, takeover.silent_for) {
+                        (Some(from), Some(silent)) => warn!(
+                            "{vip}: taking over from {from} (silent for {} ms), term {term}",
+                            silent.as_millis()
+                        ),
+                        (Some(from), None) => {
+                            info!("{vip}: {from} hands it over; taking it, term {term}")
+                        }
+                        (None, _) => info!("{vip}: no director holds it; taking it, term {term}"),
+                    }
+                    if takeover.from.is_some() {
+                        self.failovers += 1;
+                        let vip = vip.to_string();
+                        self.metrics
+                            .failovers
+                            .get_or_create(&VipLabels { vip })
+                            .inc();
+                    }
+                    self.takeovers.insert(*vip, takeover);
+                    self.held.insert(*vip, Held { term });
+                }
+                (true, false) => {
+                    let by = view.peers.iter().find(|p| p.active && !p.leaving);
+                    match (by, view.fenced) {
+                        (_, true) => {
+                            warn!("{vip}: another director took its Lease; letting go of the VIP")
+                        }
+                        (Some(p), _) => info!(
+                            "{vip}: {} holds it (term {}); letting go, standing by",
+                            p.node, p.term
+                        ),
+                        (None, _) => info!("{vip}: letting go"),
+                    }
+                    self.held.remove(vip);
+                    self.fenced.remove(vip);
+                }
+                _ => {}
+            }
+        }
+        self.publish(candidates);
+        self.record(candidates, &snapshot);
+        self.held.keys().copied().collect()
+    }
+
+    fn record(&self, candidates: &BTreeSet<IpAddr>, snapshot: &BTreeMap<String, Peer>) {
+        self.metrics.active.clear();
+        for vip in candidates {
+            let labels = VipLabels {
+                vip: vip.to_string(),
+            };
+            let held = i64::from(self.held.contains_key(vip));
+            self.metrics.active.get_or_create(&labels).set(held);
+        }
+        for (node, peer) in snapshot {
+            let labels = PeerLabels { peer: node.clone() };
+            self.metrics
+                .peer_up
+                .get_or_create(&labels)
+                .set(i64::from(peer.alive));
+            if let Some(rtt) = peer.rtt {
+                self.metrics
+                    .peer_rtt
+                    .get_or_create(&labels)
+                    .set(rtt.as_secs_f64());
+            }
+        }
+    }
+
+    /// After a resync: the VIPs whose services are programmed here (ready to be taken) and the
+    /// MAC of the VIPs' interface.
+    pub fn after_resync(&mut self, ready: BTreeSet<IpAddr>, mac: Option<String>) {
+        self.ready = ready;
+        self.mac = mac;
+        let candidates: BTreeSet<IpAddr> =
+            self.ready.iter().chain(self.held.keys()).copied().collect();
+        self.publish(&candidates);
+    }
+
+    fn publish(&self, candidates: &BTreeSet<IpAddr>) {
+        let vips = candidates
+            .iter()
+            .map(|vip| VipState {
+                vip: *vip,
+                active: self.held.contains_key(vip),
+                ready: self.ready.contains(vip),
+                term: self.held.get(vip).map_or(0, |h| h.term),
+                leaving: self.leaving.contains(vip),
+            })
+            .collect();
+        self.peers.set_claims(Claims {
+            vips,
+            mac: self.mac.clone(),
+        });
+    }
+
+    /// Starts letting go of every held VIP that a live peer stands ready to take; returns how
+    /// many. The others stay held: with no standby, keeping the VIP is the only way to serve.
+    pub fn leave(&mut self) -> usize {
+        let snapshot = self.peers.snapshot();
+        let handed: Vec<IpAddr> = self
+            .held
+            .keys()
+            .filter(|vip| ready_standby(&snapshot, **vip).is_some())
+            .copied()
+            .collect();
+        for vip in &handed {
+            let to = ready_standby(&snapshot, *vip).unwrap_or_default();
+            info!("{vip}: handing over to {to}");
+            self.leaving.insert(*vip);
+        }
+        let candidates: BTreeSet<IpAddr> = self.held.keys().chain(&self.ready).copied().collect();
+        self.publish(&candidates);
+        handed.len()
+    }
+
+    /// Whether every VIP being let go of has been taken by another director.
+    pub fn handed_over(&self) -> bool {
+        self.leaving.iter().all(|vip| !self.held.contains_key(vip))
+    }
+
+    /// The API server's word on a VIP (cluster): who its Lease names, and whether another
+    /// director took it from this one while it held the VIP.
+    pub fn set_lease(&mut self, vip: IpAddr, holder: Option<String>) {
+        let me = &self.peers.settings().node;
+        if let Some(holder) = &holder
+            && holder != me
+            && self.held.contains_key(&vip)
+            && self.lease_holders.get(&vip) == Some(me)
+        {
+            self.fenced.insert(vip);
+        }
+        match holder {
+            Some(h) => self.lease_holders.insert(vip, h),
+            None => self.lease_holders.remove(&vip),
+        };
+    }
+
+    pub fn holds(&self, vip: IpAddr) -> bool {
+        self.held.contains_key(&vip)
+    }
+
+    pub fn takeover(&self, vip: IpAddr) -> Option<&Takeover> {
+        self.takeovers.get(&vip)
+    }
+
+    /// Every peer that may direct `vip`, as last heard.
+    pub fn peer_reports(&self, vip: IpAddr) -> Vec<PeerReport> {
+        self.peers
+            .snapshot()
+            .into_iter()
+            .filter_map(|(node, p)| {
+                let v = p.last.vips.iter().find(|v| v.vip == vip)?;
+                Some(PeerReport {
+                    node,
+                    alive: p.alive,
+                    active: p.alive && v.active,
+                    ready: p.alive && v.ready,
+                    rtt: p.rtt,
+                })
+            })
+            .collect()
+    }
+
+    /// The MACs live peers announce for their VIP interfaces: theirs are not foreign holders.
+    pub fn peer_macs(&self) -> BTreeMap<String, String> {
+        self.peers
+            .snapshot()
+            .into_iter()
+            .filter_map(|(node, p)| Some((p.last.mac?, node)))
+            .collect()
+    }
+
+    pub async fn changed(&self) {
+        self.peers.changed().await;
+    }
+}
+
+/// A live peer ready to take `vip` and not leaving it.
+fn ready_standby(snapshot: &BTreeMap<String, Peer>, vip: IpAddr) -> Option<String> {
+    snapshot
+        .iter()
+        .filter(|(_, p)| p.alive)
+        .find(|(_, p)| {
+            p.last
+                .vips
+                .iter()
+                .any(|v| v.vip == vip && v.ready && !v.leaving)
+        })
+        .map(|(node, _)| node.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::peers::Settings;
+    use super::*;
+
+    fn settings(node: &str) -> Settings {
+        Settings {
+            node: node.into(),
+            priority: 100,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            interval: Duration::from_millis(20),
+            dead_after: Duration::from_millis(100),
+        }
+    }
+
+    async fn pair() -> (Ha, Ha) {
+        let a = Peers::start(settings("a"), vec![]).unwrap();
+        let b = Peers::start(settings("b"), vec![]).unwrap();
+        a.set_targets(vec![b.local_addr().unwrap()]);
+        b.set_targets(vec![a.local_addr().unwrap()]);
+        (
+            Ha::new(a, HaMetrics::default()),
+            Ha::new(b, HaMetrics::default()),
+        )
+    }
+
+    const VIP: &str = "10.10.24.88";
+
+    fn vips() -> BTreeSet<IpAddr> {
+        [VIP.parse().unwrap()].into()
+    }
+
+    /// Runs both directors' loops (decide, "program", publish) until `done` or 5 s.
+    async fn settle(a: &mut Ha, b: &mut Ha, rounds: usize) {
+        for _ in 0..rounds {
+            for ha in [&mut *a, &mut *b] {
+                ha.decide(&vips());
+                ha.after_resync(vips(), None);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn holders(a: &Ha, b: &Ha) -> usize {
+        let vip = VIP.parse().unwrap();
+        usize::from(a.holds(vip)) + usize::from(b.holds(vip))
+    }
+
+    #[tokio::test]
+    async fn two_fresh_directors_elect_one_and_the_other_takes_over_when_it_dies() {
+        let (mut a, mut b) = pair().await;
+        settle(&mut a, &mut b, 15).await;
+        assert_eq!(holders(&a, &b), 1, "exactly one holds the VIP");
+        let vip = VIP.parse().unwrap();
+        let (active, mut standby) = if a.holds(vip) { (a, b) } else { (b, a) };
+        let name = active.peers().settings().node.clone();
+        drop(active);
+        let t0 = Instant::now();
+        while !standby.holds(vip) {
+            assert!(t0.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            standby.decide(&vips());
+        }
+        let takeover = standby.takeover(vip).unwrap();
+        assert_eq!(takeover.from.as_deref(), Some(name.as_str()));
+        assert!(takeover.silent_for.unwrap() >= Duration::from_millis(100));
+        assert_eq!(standby.failovers, 1);
+    }
+
+    #[tokio::test]
+    async fn a_leaving_director_hands_over_and_then_lets_go() {
+        let (mut a, mut b) = pair().await;
+        settle(&mut a, &mut b, 15).await;
+        let vip = VIP.parse().unwrap();
+        let (mut active, mut standby) = if a.holds(vip) { (a, b) } else { (b, a) };
+        assert_eq!(active.leave(), 1, "the standby is ready");
+        assert!(!active.handed_over());
+        for _ in 0..50 {
+            settle(&mut active, &mut standby, 1).await;
+            if active.handed_over() {
+                break;
+            }
+        }
+        assert!(active.handed_over());
+        assert!(standby.holds(vip) && !active.holds(vip));
+        let takeover = standby.takeover(vip).unwrap();
+        assert_eq!(
+            takeover.silent_for, None,
+            "planned: nobody was declared dead"
+        );
+    }
+
+    #[tokio::test]
+    async fn with_no_ready_standby_leaving_keeps_the_vip() {
+        let peers = Peers::start(settings("alone"), vec![]).unwrap();
+        let mut ha = Ha::new(peers, HaMetrics::default());
+        ha.adopt(vips());
+        assert_eq!(ha.leave(), 0);
+        assert!(ha.handed_over());
+        assert_eq!(ha.decide(&vips()), vips());
+    }
+
+    #[tokio::test]
+    async fn a_restarted_director_that_held_the_vip_yields_to_the_one_that_took_over() {
+        let (mut a, mut b) = pair().await;
+        let vip: IpAddr = VIP.parse().unwrap();
+        // b took over (term 1) while a was down; a comes back still holding the VIP (term 0).
+        b.held.insert(vip, Held { term: 1 });
+        a.adopt(vips());
+        settle(&mut a, &mut b, 15).await;
+        assert!(b.holds(vip));
+        assert!(!a.holds(vip));
+    }
+}

@@ -1,0 +1,182 @@
+#!/bin/sh
+# shellcheck disable=SC1091,SC2086 # guest-only paths; word splitting is intended
+# Sourced by dataplane-guest.sh (busybox sh in the VM): two standalone directors of one VIP,
+# director (10.10.24.10) and director2 (10.10.24.11), each started with --peer the other.
+#
+# Measured as a client feels it: a loop in the client namespace starts a new connection to the
+# VIP every 20 ms (each in the background, 1 s at most), and the outage of a failover is the
+# longest gap between the starts of two successful ones. A long-lived connection through the
+# VIP (port 7, an echo service on every real server) sends a line every 100 ms; it survives a
+# failover when every line comes back.
+#   1. both start: exactly one holds the VIP;
+#   2. unplanned, FAILOVER_TRIALS times: kill -9 the active director's agent and take its link
+#      down; the standby takes over; the old one comes back as standby and lets go of the VIP;
+#   3. planned: SIGTERM to the active director's agent: the standby takes over first, no request
+#      fails, the old one exits without the VIP;
+#   4. the heartbeats and failovers in /metrics.
+
+FAILOVER_TRIALS=${FAILOVER_TRIALS:-10}
+DIRECTORS="director director2"
+
+# other NS: the other director.
+other() { if [ "$1" = director ]; then echo director2; else echo director; fi; }
+
+start_director() {
+	$IP netns exec "$1" lvs-operator agent --standalone $OBJ --role director --node-name "$1" \
+		--peer "$(ip4 "$(other "$1")")" --resync-period 1s --state-dir "/run/state/$1" \
+		--metrics-addr 127.0.0.1:9090 >>"/run/logs/$1.log" 2>&1 &
+	echo $! >"/run/$1.pid"
+}
+
+# holders: the directors with the VIP on an eth0 that is up, space-separated.
+holders() {
+	_h=
+	for _d in $DIRECTORS; do
+		in_ns $_d $IP -o addr show dev eth0 up | grep -q " $VIP/32 " && _h="$_h $_d"
+	done
+	echo ${_h# }
+}
+one_holder() { [ "$(holders | wc -w)" = 1 ]; }
+holds() { [ "$(holders)" = "$1" ]; }
+
+# The client: a new connection every 20 ms, the start time (ms) of each success in /run/ok.ms.
+client_loop_start() {
+	: >/run/ok.ms
+	in_ns client sh -c '
+		while [ ! -e /run/client.stop ]; do
+			(
+				t=$(awk "{printf \"%d\", \$1 * 1000}" /proc/uptime)
+				timeout 1 wget -qO- http://'$VIP'/ >/dev/null 2>&1 && echo $t >>/run/ok.ms
+			) &
+			sleep 0.02
+		done' &
+	_client=$!
+}
+client_loop_stop() {
+	touch /run/client.stop
+	wait $_client
+	sleep 1.1 # the last attempts finish
+	rm -f /run/client.stop
+}
+
+# gap FROM TO: the longest gap (ms) between successful starts in [FROM, TO].
+gap() {
+	sort -n /run/ok.ms | awk -v from="$1" -v to="$2" '
+		$1 >= from && $1 <= to { if (prev != "" && $1 - prev > max) max = $1 - prev; prev = $1 }
+		END { print max + 0 }'
+}
+# ok_count FROM TO: successful attempts started in [FROM, TO] (one starts every 20 ms).
+ok_count() { awk -v from="$1" -v to="$2" '$1 >= from && $1 <= to' /run/ok.ms | wc -l; }
+
+# The long-lived connection: a line every 100 ms for N seconds through the VIP's port 7.
+echo_start() {
+	in_ns client sh -c "i=0; while [ \$i -lt $(($1 * 10)) ]; do echo line\$i; i=\$((i + 1)); sleep 0.1; done |
+		socat -t 2 - TCP:$VIP:7 >/run/echo.out 2>/run/echo.err; echo \$? >/run/echo.rc" &
+	_echo=$!
+}
+# echo_result: how many of the lines sent came back, and socat's exit code.
+echo_result() {
+	wait $_echo
+	echo "$(wc -l </run/echo.out) lines back, exit $(cat /run/echo.rc)"
+}
+
+echo "=== 8. two directors: failover"
+stop_all
+for rs in $LVS_REAL_SERVERS; do
+	in_ns $rs socat TCP-LISTEN:7,fork,reuseaddr EXEC:cat >/dev/null 2>&1 &
+done
+rm -f $OBJ/* /run/state/director/* /run/state/director2/*
+in_ns director $IP addr del $VIP/32 dev eth0 2>/dev/null
+cat >$OBJ/web.yaml <<-YAML
+	apiVersion: lvs-operator.io/v1alpha1
+	kind: LvsService
+	metadata: {name: web}
+	spec:
+	  vip: $VIP
+	  ports: [{port: 80}, {port: 7}]
+	  scheduler: rr
+	  backends: [{address: 10.10.24.21}, {address: 10.10.24.22}, {address: 10.10.24.23}]
+	  healthCheck: {interval: 500ms, timeout: 300ms}
+YAML
+for rs in $LVS_REAL_SERVERS; do start_agent $rs backend; done
+for d in $DIRECTORS; do start_director $d; done
+wait_until "one of the two directors holds the VIP" 20 one_holder
+sleep 2
+expect_eq "and only one, after 2 s more" 1 "$(holders | wc -w)"
+active=$(holders)
+standby=$(other $active)
+echo "active: $active, standby: $standby"
+check "both program IPVS (the standby is hot)" has_text "-A -t $VIP:80 -s rr" in_ns $standby ipvsadm -Sn
+check "the client is served" [ -n "$(http_get client http://$VIP/)" ]
+
+echo "=== 8. unplanned failover: kill -9 and link down, $FAILOVER_TRIALS trials"
+: >/run/outage.ms
+survived=0
+for t in $(seq $FAILOVER_TRIALS); do
+	active=$(holders)
+	standby=$(other $active)
+	client_loop_start
+	echo_start 5
+	sleep 1.5
+	t0=$(now_ms)
+	kill -9 "$(cat /run/$active.pid)"
+	in_ns $active $IP link set eth0 down
+	_i=0
+	until holds $standby || [ $_i -gt 100 ]; do sleep 0.05; _i=$((_i + 1)); done
+	t1=$(now_ms)
+	sleep 2
+	t2=$(now_ms)
+	client_loop_stop
+	res=$(echo_result)
+	case $res in "50 lines back, exit 0") survived=$((survived + 1)) ;; esac
+	g=$(gap $((t0 - 1000)) $t2)
+	echo $g >>/run/outage.ms
+	echo "trial $t: $active -> $standby, VIP moved after $((t1 - t0)) ms, client outage $g ms, long-lived connection: $res"
+	# The old director comes back: agent first, then its link.
+	start_director $active
+	sleep 0.5
+	in_ns $active $IP link set eth0 up
+	wait_until "trial $t: $active is back as standby, $standby alone holds the VIP" 10 holds $standby
+done
+echo "unplanned failover (kill -9 + link down), $FAILOVER_TRIALS trials: client outage p50 $(percentile 50 /run/outage.ms) ms, p99 $(percentile 99 /run/outage.ms) ms (all: $(sort -n /run/outage.ms | tr '\n' ' '))"
+echo "long-lived connections that survived: $survived of $FAILOVER_TRIALS"
+check "p99 outage under 1 s" [ "$(percentile 99 /run/outage.ms)" -lt 1000 ]
+expect_eq "every long-lived connection survived (connection sync)" $FAILOVER_TRIALS $survived
+check "the takeover is logged with how long the old director was silent" \
+	grep -q "taking over from .* (silent for [0-9]* ms)" /run/logs/director.log /run/logs/director2.log
+
+echo "=== 8. planned handover: SIGTERM with a ready standby"
+active=$(holders)
+standby=$(other $active)
+client_loop_start
+echo_start 4
+sleep 1.5
+t0=$(now_ms)
+stop_pidfile $active
+t1=$(now_ms)
+sleep 1.5
+t2=$(now_ms)
+client_loop_stop
+expect_eq "the standby holds the VIP, the old director let go" "$standby" "$(holders)"
+check "the agent exited within 3 s of SIGTERM" [ $((t1 - t0)) -lt 3500 ]
+expected=$(((t2 - t0 + 1000) / 20))
+got=$(ok_count $((t0 - 1000)) $t2)
+res=$(echo_result)
+echo "planned handover: $got successful of about $expected attempts around it; longest gap $(gap $((t0 - 1000)) $t2) ms; long-lived connection: $res"
+check "no client attempt failed: the longest gap between successes stays under 200 ms" \
+	[ "$(gap $((t0 - 1000)) $t2)" -lt 200 ]
+expect_eq "the long-lived connection survived the handover" "40 lines back, exit 0" "$res"
+check "the handover is logged" grep -q "handing over to $standby" /run/logs/$active.log
+start_director $active
+sleep 2
+expect_eq "the old director restarted as standby: still one holder" "$standby" "$(holders)"
+
+echo "=== 8. /metrics"
+in_ns $standby wget -qO- http://127.0.0.1:9090/metrics >/run/metrics.txt
+for want in "lvs_director_active{vip=\"$VIP\"} 1" "lvs_director_peer_up{peer=\"$active\"} 1" \
+	"lvs_director_failovers_total{vip=\"$VIP\"}" "lvs_director_peer_rtt_seconds{peer=\"$active\"}"; do
+	check "/metrics of $standby has $want" grep -qF "$want" /run/metrics.txt
+done
+grep -E "^lvs_director_(peer_rtt_seconds|failovers_total)" /run/metrics.txt
+stop_all
+for d in $DIRECTORS; do stop_pidfile $d; done
