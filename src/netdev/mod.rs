@@ -12,6 +12,7 @@ pub mod addr;
 pub mod announce;
 pub mod error;
 pub mod frames;
+pub mod probe_frames;
 pub mod sysctl;
 
 #[cfg(test)]
