@@ -192,7 +192,7 @@ pub fn interface_for(vip: IpAddr, addresses: &BTreeSet<HostAddress>) -> Option<S
         .map(|a| a.ifname.clone())
 }
 
-fn same_subnet(a: IpAddr, b: IpAddr, prefix_len: u8) -> bool {
+pub(crate) fn same_subnet(a: IpAddr, b: IpAddr, prefix_len: u8) -> bool {
     match (a, b) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
             let mask = u32::MAX
