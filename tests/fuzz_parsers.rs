@@ -4,8 +4,9 @@
 //!
 //! Covered: the netlink framing (`wire::split_messages`, attributes, nests), the IPVS reply parser
 //! (`message::Reply::parse`, every command and family), the ack matcher of batches
-//! (`handle::match_acks`) and the generic-netlink controller reply (`parse_family_reply`).
-//! The rtnetlink side is parsed by the rtnetlink crate, not by us.
+//! (`handle::match_acks`) and the generic-netlink controller reply (`parse_family_reply`), and the
+//! who-has probe's reading of Ethernet frames (`probe_frames::holder`), which must also refuse
+//! every frame cut short. The rtnetlink side is parsed by the rtnetlink crate, not by us.
 //!
 //! `make test` runs a bounded number of cases; `make fuzz` runs the same properties for much
 //! longer (`PROPTEST_CASES`). Allocation is measured by a counting global allocator, per thread.
@@ -20,6 +21,8 @@ use lvs_operator::ipvs::message::{Reply, Request, parse_family_reply};
 use lvs_operator::ipvs::types::{AF_INET, AF_INET6};
 use lvs_operator::ipvs::wire::split_messages;
 use lvs_operator::ipvs::{Dest, DestKey, Protocol, Scheduler, ServiceConfig, ServiceKey};
+use lvs_operator::netdev::frames::{arp_request, unsolicited_na};
+use lvs_operator::netdev::probe_frames::{holder, neighbor_solicit};
 use proptest::prelude::*;
 
 /// Counts the bytes this thread has live and the peak since [`reset_peak`].
@@ -152,6 +155,57 @@ fn damaged_message() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// A frame in which a unicast MAC claims the VIP, as the probe receives one, with that VIP: an
+/// ARP reply or a gratuitous ARP, or a neighbour advertisement.
+fn holder_frame() -> impl Strategy<Value = (Vec<u8>, IpAddr)> {
+    // A unicast MAC: the low bit of the first byte clear, and never all zero.
+    let mac = any::<[u8; 6]>().prop_map(|mut m| {
+        m[0] &= 0xfe;
+        m[5] |= 1;
+        m
+    });
+    let arp = (
+        mac.clone(),
+        any::<[u8; 4]>(),
+        any::<[u8; 4]>(),
+        any::<bool>(),
+    )
+        .prop_map(|(mac, vip, target, reply)| {
+            let mut f = arp_request(mac, vip.into(), target.into()).to_vec();
+            if reply {
+                f[21] = 2; // operation: reply
+            }
+            (f, IpAddr::from(vip))
+        });
+    let na = (mac, any::<[u8; 16]>())
+        .prop_map(|(mac, vip)| (unsolicited_na(mac, vip.into()).to_vec(), IpAddr::from(vip)));
+    prop_oneof![arp, na]
+}
+
+/// Every frame the probe sends or reads, damaged: bytes overwritten and cut short.
+fn damaged_frame() -> impl Strategy<Value = (Vec<u8>, IpAddr)> {
+    let request =
+        (any::<[u8; 6]>(), any::<[u8; 16]>(), any::<[u8; 16]>()).prop_map(|(mac, s, v)| {
+            (
+                neighbor_solicit(mac, s.into(), v.into()).to_vec(),
+                IpAddr::from(v),
+            )
+        });
+    (
+        prop_oneof![holder_frame(), request],
+        proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+        any::<usize>(),
+    )
+        .prop_map(|((mut f, vip), edits, cut)| {
+            let len = f.len();
+            for (at, value) in edits {
+                f[at % len] = value;
+            }
+            f.truncate(len - cut % (len + 1));
+            (f, vip)
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(
         std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(3000)
@@ -169,6 +223,34 @@ proptest! {
     fn damaged_kernel_messages_never_panic_and_allocate_in_proportion(bytes in damaged_message()) {
         let peak = peak_allocation(|| parse_everything(&bytes));
         prop_assert!(peak <= bound(bytes.len()), "{peak} bytes for {} of input", bytes.len());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(3000)
+    ))]
+
+    #[test]
+    fn arbitrary_frames_never_panic_and_allocate_little(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        vip in addr(),
+    ) {
+        let peak = peak_allocation(|| { let _ = holder(&bytes, vip); });
+        prop_assert!(peak <= bound(bytes.len()), "{peak} bytes for {} of input", bytes.len());
+    }
+
+    #[test]
+    fn damaged_frames_never_panic((frame, vip) in damaged_frame()) {
+        let _ = holder(&frame, vip);
+    }
+
+    #[test]
+    fn a_holder_frame_is_read_whole_and_refused_cut_short((frame, vip) in holder_frame()) {
+        prop_assert!(holder(&frame, vip).is_some());
+        for len in 0..frame.len() {
+            prop_assert_eq!(holder(&frame[..len], vip), None, "cut at {}", len);
+        }
     }
 }
 

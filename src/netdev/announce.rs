@@ -76,7 +76,7 @@ pub fn send_frame(link: &LinkEntry, frame: &[u8]) -> Result<(), Errno> {
 
 /// The `sockaddr_ll` of `link` from `getifaddrs(3)`, checked against the
 /// index from the link dump so a rename in between cannot redirect the frame.
-fn packet_addr(link: &LinkEntry) -> Result<LinkAddr, Errno> {
+pub(crate) fn packet_addr(link: &LinkEntry) -> Result<LinkAddr, Errno> {
     nix::ifaddrs::getifaddrs()?
         .filter(|ifa| ifa.interface_name == link.ifname)
         .filter_map(|ifa| ifa.address.and_then(|a| a.as_link_addr().copied()))
@@ -84,7 +84,7 @@ fn packet_addr(link: &LinkEntry) -> Result<LinkAddr, Errno> {
         .ok_or(Errno::ENODEV)
 }
 
-fn io_error(what: &str, ifname: &str, errno: Errno) -> NetdevError {
+pub(crate) fn io_error(what: &str, ifname: &str, errno: Errno) -> NetdevError {
     match errno {
         // From `packet_addr`: the link vanished after the dump.
         Errno::ENODEV => NetdevError::InterfaceNotFound {

@@ -4,6 +4,8 @@
 //! the previous holder's MAC. A gratuitous ARP (IPv4) or an unsolicited
 //! neighbour advertisement with the override flag (IPv6) makes them update at
 //! once. This module only builds the Ethernet frames; `announce` sends them.
+//! The ARP request and the IPv6/ICMPv6 framing here are shared with the
+//! who-has probe, whose own frames and parsers are in `probe_frames`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -11,6 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub const ETH_P_ARP: u16 = 0x0806;
 /// EtherType of IPv6.
 pub const ETH_P_IPV6: u16 = 0x86dd;
+/// EtherType of IPv4, also the ARP protocol type of IPv4 addresses.
+pub const ETH_P_IP: u16 = 0x0800;
 /// The Ethernet broadcast address.
 pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 /// ff02::1, the all-nodes multicast group unsolicited NAs go to (RFC 4861 7.2.6).
@@ -20,10 +24,23 @@ pub const GARP_LEN: usize = 42;
 /// Length of an unsolicited NA frame: Ethernet 14 + IPv6 40 + NA 24 + option 8.
 pub const UNSOLICITED_NA_LEN: usize = 86;
 
-const ICMPV6_NEIGHBOR_ADVERT: u8 = 136;
-const IPPROTO_ICMPV6: u8 = 58;
+/// ARP hardware type of Ethernet.
+pub const ARPHRD_ETHER: u16 = 1;
+/// ARP operation: request.
+pub const ARPOP_REQUEST: u16 = 1;
+/// ARP operation: reply.
+pub const ARPOP_REPLY: u16 = 2;
+/// ICMPv6 type of a neighbour solicitation (RFC 4861 4.3).
+pub const ICMPV6_NEIGHBOR_SOLICIT: u8 = 135;
+/// ICMPv6 type of a neighbour advertisement (RFC 4861 4.4).
+pub const ICMPV6_NEIGHBOR_ADVERT: u8 = 136;
+/// IPv6 next header of ICMPv6.
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// Neighbour discovery option: source link-layer address (RFC 4861 4.6.1).
+pub const ND_OPT_SOURCE_LL_ADDR: u8 = 1;
+/// Neighbour discovery option: target link-layer address (RFC 4861 4.6.1).
+pub const ND_OPT_TARGET_LL_ADDR: u8 = 2;
 const NA_FLAG_OVERRIDE: u8 = 0x20;
-const ND_OPT_TARGET_LL_ADDR: u8 = 2;
 
 /// The announcement frame for `vip` from an interface with address `mac`:
 /// [`gratuitous_arp`] for IPv4, [`unsolicited_na`] for IPv6.
@@ -43,18 +60,27 @@ pub fn announcement(mac: [u8; 6], vip: IpAddr) -> Vec<u8> {
 /// it). No padding to 60 bytes: drivers pad short frames, as they do for
 /// the kernel's own 42-byte ARP.
 pub fn gratuitous_arp(mac: [u8; 6], vip: Ipv4Addr) -> [u8; GARP_LEN] {
+    arp_request(mac, vip, vip)
+}
+
+/// A broadcast ARP request "who-has `target` tell `sender`" (RFC 826) from
+/// an interface with address `mac`, like `arping -I IF -s SENDER TARGET`.
+///
+/// The target hardware address is zero, as in [`gratuitous_arp`]; a
+/// `sender` of 0.0.0.0 makes it an RFC 5227 ARP probe.
+pub fn arp_request(mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> [u8; GARP_LEN] {
     let mut f = [0u8; GARP_LEN];
     ethernet_header(&mut f, BROADCAST_MAC, mac, ETH_P_ARP);
     let arp = &mut f[14..];
-    arp[0..2].copy_from_slice(&1u16.to_be_bytes()); // hardware type: Ethernet
-    arp[2..4].copy_from_slice(&0x0800u16.to_be_bytes()); // protocol type: IPv4
+    arp[0..2].copy_from_slice(&ARPHRD_ETHER.to_be_bytes()); // hardware type
+    arp[2..4].copy_from_slice(&ETH_P_IP.to_be_bytes()); // protocol type
     arp[4] = 6; // hardware address length
     arp[5] = 4; // protocol address length
-    arp[6..8].copy_from_slice(&1u16.to_be_bytes()); // operation: request
+    arp[6..8].copy_from_slice(&ARPOP_REQUEST.to_be_bytes()); // operation
     arp[8..14].copy_from_slice(&mac); // sender hardware address
-    arp[14..18].copy_from_slice(&vip.octets()); // sender protocol address
+    arp[14..18].copy_from_slice(&sender.octets()); // sender protocol address
     // 18..24 target hardware address stays zero.
-    arp[24..28].copy_from_slice(&vip.octets()); // target protocol address
+    arp[24..28].copy_from_slice(&target.octets()); // target protocol address
     f
 }
 
@@ -65,28 +91,40 @@ pub fn gratuitous_arp(mac: [u8; 6], vip: Ipv4Addr) -> [u8; GARP_LEN] {
 /// target link-layer address option carrying the interface's MAC.
 pub fn unsolicited_na(mac: [u8; 6], vip: Ipv6Addr) -> [u8; UNSOLICITED_NA_LEN] {
     let mut f = [0u8; UNSOLICITED_NA_LEN];
-    ethernet_header(&mut f, multicast_mac(ALL_NODES), mac, ETH_P_IPV6);
-
-    let icmp_len = UNSOLICITED_NA_LEN - 14 - 40;
-    let ip = &mut f[14..54];
-    ip[0] = 0x60; // version 6, traffic class and flow label zero
-    ip[4..6].copy_from_slice(&(icmp_len as u16).to_be_bytes()); // payload length
-    ip[6] = IPPROTO_ICMPV6; // next header
-    ip[7] = 255; // hop limit
-    ip[8..24].copy_from_slice(&vip.octets()); // source
-    ip[24..40].copy_from_slice(&ALL_NODES.octets()); // destination
-
     let icmp = &mut f[54..];
     icmp[0] = ICMPV6_NEIGHBOR_ADVERT;
-    // icmp[1] code 0; icmp[2..4] checksum, filled in below.
+    // icmp[1] code 0; icmp[2..4] checksum, filled in by `icmpv6_frame`.
     icmp[4] = NA_FLAG_OVERRIDE; // not router, not solicited, override
     icmp[8..24].copy_from_slice(&vip.octets()); // target address
     icmp[24] = ND_OPT_TARGET_LL_ADDR;
     icmp[25] = 1; // option length in units of 8 bytes
     icmp[26..32].copy_from_slice(&mac);
-    let sum = icmpv6_checksum(vip, ALL_NODES, icmp);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    icmpv6_frame(&mut f, multicast_mac(ALL_NODES), mac, vip, ALL_NODES);
     f
+}
+
+/// Fills in the Ethernet and IPv6 headers (hop limit 255, as neighbour
+/// discovery requires) and the ICMPv6 checksum of `f`, a frame whose ICMPv6
+/// message from byte 54 on is already written with a zero checksum.
+pub(crate) fn icmpv6_frame(
+    f: &mut [u8],
+    dst_mac: [u8; 6],
+    mac: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+) {
+    ethernet_header(f, dst_mac, mac, ETH_P_IPV6);
+    let icmp_len = f.len() - 14 - 40;
+    let ip = &mut f[14..54];
+    ip[0] = 0x60; // version 6, traffic class and flow label zero
+    ip[4..6].copy_from_slice(&(icmp_len as u16).to_be_bytes()); // payload length
+    ip[6] = IPPROTO_ICMPV6; // next header
+    ip[7] = 255; // hop limit
+    ip[8..24].copy_from_slice(&src.octets()); // source
+    ip[24..40].copy_from_slice(&dst.octets()); // destination
+    let icmp = &mut f[54..];
+    let sum = icmpv6_checksum(src, dst, icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
 }
 
 /// The ICMPv6 checksum (RFC 4443 2.3) of `icmp`, whose checksum field must

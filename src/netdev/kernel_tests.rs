@@ -34,7 +34,7 @@ fn interface_for(vip: IpAddr, entries: &[AddrEntry]) -> Option<String> {
 }
 
 /// Runs `ip ARGS`, panicking with its stderr on failure; returns stdout.
-fn ip(args: &[&str]) -> String {
+pub(super) fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(
         out.status.success(),
@@ -46,11 +46,11 @@ fn ip(args: &[&str]) -> String {
 }
 
 /// A network namespace deleted on drop (`ip netns add` / `ip netns del`).
-struct Netns(String);
+pub(super) struct Netns(pub(super) String);
 
 impl Netns {
     /// Creates `lvs-test-PID-TAG`.
-    fn new(tag: &str) -> Self {
+    pub(super) fn new(tag: &str) -> Self {
         assert!(
             nix::unistd::geteuid().is_root(),
             "kernel tests need root (make unit runs them as root)"
@@ -61,7 +61,7 @@ impl Netns {
     }
 
     /// `ip -n NAME ARGS`.
-    fn ip(&self, args: &[&str]) -> String {
+    pub(super) fn ip(&self, args: &[&str]) -> String {
         let mut all = vec!["-n", self.0.as_str()];
         all.extend_from_slice(args);
         ip(&all)
@@ -83,7 +83,7 @@ impl Netns {
 
     /// Runs `f` on a fresh thread moved into this namespace, with a
     /// current-thread tokio runtime so every task stays on that thread.
-    fn run<T: Send>(&self, f: impl AsyncFnOnce() -> T + Send) -> T {
+    pub(super) fn run<T: Send>(&self, f: impl AsyncFnOnce() -> T + Send) -> T {
         std::thread::scope(|s| {
             s.spawn(|| {
                 self.enter_this_thread();
