@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::ipvs::types::{DestKey, Virtual};
+use crate::ipvs::types::{DestKey, SyncDaemon, SyncRole, Virtual};
 
 /// `EPERM`.
 pub const EPERM: i32 = 1;
@@ -20,6 +20,8 @@ pub const ENOENT: i32 = 2;
 pub const ESRCH: i32 = 3;
 /// `EEXIST`.
 pub const EEXIST: i32 = 17;
+/// `ENODEV`.
+pub const ENODEV: i32 = 19;
 /// `EINVAL`.
 pub const EINVAL: i32 = 22;
 
@@ -51,6 +53,22 @@ pub enum KernelError {
     /// EINVAL: the kernel rejected the attribute values.
     #[error("invalid argument (EINVAL): the kernel rejected the values")]
     Invalid,
+    /// EEXIST on NEW_DAEMON: a daemon of that role already runs (`start_sync_thread`).
+    #[error("one already runs in this network namespace (EEXIST); stop it first")]
+    DaemonRunning,
+    /// ESRCH on DEL_DAEMON: no daemon of that role runs (`stop_sync_thread`).
+    #[error("none runs in this network namespace (ESRCH)")]
+    NoDaemon,
+    /// ENODEV on NEW_DAEMON: the multicast interface does not exist in the namespace.
+    #[error("no such interface in this network namespace (ENODEV)")]
+    NoSuchInterface,
+    /// EINVAL on NEW_DAEMON: the attribute policy or `ip_vs_genl_new_daemon` refused it.
+    #[error(
+        "invalid argument (EINVAL): the kernel refuses a sync daemon whose interface name is \
+         longer than 15 bytes or whose group is not multicast, and any sync daemon while a \
+         service has destinations of another address family"
+    )]
+    DaemonRejected,
     /// Any other errno.
     #[error("{}", std::io::Error::from_raw_os_error(*.0))]
     Errno(i32),
@@ -67,7 +85,10 @@ impl KernelError {
             KernelError::Exists => Some(EEXIST),
             KernelError::NoSuchService => Some(ESRCH),
             KernelError::PermissionDenied => Some(EPERM),
-            KernelError::Invalid => Some(EINVAL),
+            KernelError::Invalid | KernelError::DaemonRejected => Some(EINVAL),
+            KernelError::DaemonRunning => Some(EEXIST),
+            KernelError::NoDaemon => Some(ESRCH),
+            KernelError::NoSuchInterface => Some(ENODEV),
             KernelError::Errno(e) => Some(*e),
             KernelError::Transport(_) => None,
         }
@@ -166,6 +187,31 @@ pub enum IpvsError {
         /// Translated errno.
         source: KernelError,
     },
+    /// `NEW_DAEMON` failed.
+    #[error(
+        "start {} sync daemon on {} (syncid {}): {source}",
+        daemon.role,
+        daemon.interface,
+        daemon.sync_id
+    )]
+    StartDaemon {
+        daemon: SyncDaemon,
+        /// Translated errno.
+        source: KernelError,
+    },
+    /// `DEL_DAEMON` failed.
+    #[error("stop {role} sync daemon: {source}")]
+    StopDaemon {
+        role: SyncRole,
+        /// Translated errno.
+        source: KernelError,
+    },
+    /// `GET_DAEMON` dump failed.
+    #[error("list sync daemons: {source}")]
+    ListDaemons {
+        /// Translated errno.
+        source: KernelError,
+    },
 }
 
 impl IpvsError {
@@ -186,7 +232,10 @@ impl IpvsError {
             | IpvsError::DelService { source, .. }
             | IpvsError::NewDest { source, .. }
             | IpvsError::SetDest { source, .. }
-            | IpvsError::DelDest { source, .. } => Some(source),
+            | IpvsError::DelDest { source, .. }
+            | IpvsError::StartDaemon { source, .. }
+            | IpvsError::StopDaemon { source, .. }
+            | IpvsError::ListDaemons { source } => Some(source),
             _ => None,
         }
     }

@@ -29,7 +29,7 @@ use crate::ipvs::error::{ENOENT, EPERM, IpvsError, KernelError};
 use crate::ipvs::message::{
     IPVS_GENL_NAME, Reply, Request, emit_resolve_family, parse_family_reply,
 };
-use crate::ipvs::types::{DestEntry, Info, ServiceEntry, Virtual};
+use crate::ipvs::types::{DestEntry, Info, ServiceEntry, SyncDaemon, SyncRole, Virtual};
 use crate::ipvs::wire::{
     self, GENL_ID_CTRL, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, RawMsg,
 };
@@ -161,6 +161,40 @@ impl IpvsHandle {
                 ))),
             })
             .collect()
+    }
+
+    /// `IPVS_CMD_NEW_DAEMON` — `ipvsadm --start-daemon ...` (the daemon's `Display`). The kernel
+    /// starts its sync threads before it answers. A daemon of the same role already running is
+    /// [`KernelError::DaemonRunning`], a missing interface [`KernelError::NoSuchInterface`].
+    pub fn start_daemon(&mut self, daemon: &SyncDaemon) -> Result<(), IpvsError> {
+        self.apply_one(Request::NewDaemon(daemon.clone()))
+    }
+
+    /// `IPVS_CMD_DEL_DAEMON` — `ipvsadm --stop-daemon ROLE`. No daemon of that role running is
+    /// [`KernelError::NoDaemon`].
+    pub fn stop_daemon(&mut self, role: SyncRole) -> Result<(), IpvsError> {
+        self.apply_one(Request::DelDaemon(role))
+    }
+
+    /// `IPVS_CMD_GET_DAEMON` dump — `ipvsadm -L --daemon`: the master, then the backup, of those
+    /// that run. A kernel >= 4.3 reports every setting, the defaults it chose included.
+    pub fn daemons(&mut self) -> Result<Vec<SyncDaemon>, IpvsError> {
+        self.exchange_ipvs(&Request::GetDaemons)?
+            .into_iter()
+            .map(|r| match r {
+                Reply::Daemon(d) => Ok(d),
+                other => Err(IpvsError::malformed(format!(
+                    "unexpected {other:?} in daemon dump"
+                ))),
+            })
+            .collect()
+    }
+
+    /// One mutation through [`IpvsHandle::apply`], for the commands that are not batched.
+    fn apply_one(&mut self, request: Request) -> Result<(), IpvsError> {
+        self.apply(std::slice::from_ref(&request))
+            .pop()
+            .unwrap_or_else(|| Err(IpvsError::malformed("request got no result")))
     }
 
     /// Carries out mutations (`NEW_*`, `SET_*`, `DEL_*`) with few syscalls;

@@ -115,6 +115,23 @@ const DEST_STATS64: u16 = 12;
 const DEST_TUN_TYPE: u16 = 13;
 const DEST_TUN_PORT: u16 = 14;
 const DEST_TUN_FLAGS: u16 = 15;
+// IPVS_CMD_ATTR_DAEMON and the IPVS_DAEMON_ATTR_* inside it.
+const CMD_DAEMON: u16 = 3;
+const DAEMON_STATE: u16 = 1;
+const DAEMON_IFN: u16 = 2;
+const DAEMON_SYNC_ID: u16 = 3;
+const DAEMON_MAXLEN: u16 = 4;
+const DAEMON_GROUP: u16 = 5;
+const DAEMON_GROUP6: u16 = 6;
+const DAEMON_PORT: u16 = 7;
+const DAEMON_TTL: u16 = 8;
+// IPVS_CMD_NEW_DAEMON / DEL_DAEMON / GET_DAEMON.
+const NEW_DAEMON: u8 = 9;
+const DEL_DAEMON: u8 = 10;
+const GET_DAEMON: u8 = 11;
+// IP_VS_STATE_MASTER / IP_VS_STATE_BACKUP.
+const MASTER: u32 = 1;
+const BACKUP: u32 = 2;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -377,6 +394,107 @@ fn get_dest_dump_request_nests_the_service_identity() {
 fn get_info_request_is_a_bare_request() {
     let expected = msg(FAM, REQ, 11, 0, 15, &[]);
     assert_request(Request::GetInfo, 11, &expected);
+}
+
+#[test]
+#[cfg(target_endian = "little")]
+fn start_daemon_for_a_master_emits_kernel_layout() {
+    // `ipvsadm --start-daemon master --mcast-interface eth0 --syncid 7`, byte by byte.
+    #[rustfmt::skip]
+    let expected: Vec<u8> = vec![
+        0x34, 0, 0, 0,  0x23, 0,  0x05, 0,  1, 0, 0, 0,  0, 0, 0, 0, // nlmsghdr: len 52, REQUEST|ACK, seq 1
+        9, 1, 0, 0,                                // genlmsghdr: NEW_DAEMON, version 1
+        32, 0, 3, 0,                               // IPVS_CMD_ATTR_DAEMON, 32 bytes
+        8, 0, 1, 0,  1, 0, 0, 0,                   // STATE = IP_VS_STATE_MASTER
+        9, 0, 2, 0,  b'e', b't', b'h', b'0', 0, 0, 0, 0, // MCAST_IFN "eth0\0" + pad
+        8, 0, 3, 0,  7, 0, 0, 0,                   // SYNC_ID = 7 (u32)
+    ];
+    let d = SyncDaemon::new(SyncRole::Master, "eth0", 7);
+    assert_request(Request::NewDaemon(d), 1, &expected);
+}
+
+#[test]
+#[cfg(target_endian = "little")]
+fn start_daemon_with_every_setting_sends_the_port_in_host_order_and_the_group_in_network_order() {
+    // `ipvsadm --start-daemon backup --mcast-interface eth1 --syncid 9 --sync-maxlen 1400
+    //  --mcast-group 239.1.2.3 --mcast-port 9000 --mcast-ttl 2`: unlike a service port, the kernel
+    // reads the sync port with nla_get_u16 (9000 = 0x2328 goes as 0x28 0x23 here); the group is
+    // an in_addr (nla_get_in_addr), so 239.1.2.3 goes as 239 1 2 3.
+    let expected = msg(
+        FAM,
+        REQ | ACK,
+        2,
+        0,
+        NEW_DAEMON,
+        &[nest(
+            CMD_DAEMON,
+            &[
+                u32a(DAEMON_STATE, BACKUP),
+                stra(DAEMON_IFN, "eth1"),
+                u32a(DAEMON_SYNC_ID, 9),
+                u16a(DAEMON_MAXLEN, 1400),
+                nla(DAEMON_PORT, &[0x28, 0x23]),
+                nla(DAEMON_TTL, &[2]),
+                nla(DAEMON_GROUP, &[239, 1, 2, 3]),
+            ],
+        )],
+    );
+    let d = SyncDaemon {
+        max_len: Some(1400),
+        group: Some(ip("239.1.2.3")),
+        port: Some(9000),
+        ttl: Some(2),
+        ..SyncDaemon::new(SyncRole::Backup, "eth1", 9)
+    };
+    assert_request(Request::NewDaemon(d), 2, &expected);
+}
+
+#[test]
+fn start_daemon_with_an_ipv6_group_sends_it_as_group6() {
+    let expected = msg(
+        FAM,
+        REQ | ACK,
+        3,
+        0,
+        NEW_DAEMON,
+        &[nest(
+            CMD_DAEMON,
+            &[
+                u32a(DAEMON_STATE, MASTER),
+                stra(DAEMON_IFN, "bond0.100"),
+                u32a(DAEMON_SYNC_ID, 255),
+                nla(
+                    DAEMON_GROUP6,
+                    &"ff15::81".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+                ),
+            ],
+        )],
+    );
+    let d = SyncDaemon {
+        group: Some(ip("ff15::81")),
+        ..SyncDaemon::new(SyncRole::Master, "bond0.100", 255)
+    };
+    assert_request(Request::NewDaemon(d), 3, &expected);
+}
+
+#[test]
+fn stop_daemon_sends_only_the_role() {
+    let expected = msg(
+        FAM,
+        REQ | ACK,
+        4,
+        0,
+        DEL_DAEMON,
+        &[nest(CMD_DAEMON, &[u32a(DAEMON_STATE, BACKUP)])],
+    );
+    assert_request(Request::DelDaemon(SyncRole::Backup), 4, &expected);
+}
+
+#[test]
+fn get_daemon_is_a_dump_request_without_attributes() {
+    // The kernel has no doit for GET_DAEMON: without NLM_F_DUMP it answers EOPNOTSUPP.
+    let expected = msg(FAM, REQ | DUMP, 5, 0, GET_DAEMON, &[]);
+    assert_request(Request::GetDaemons, 5, &expected);
 }
 
 #[test]
@@ -709,6 +827,150 @@ fn info_reply_parses_version_and_table_size() {
             version: 0x010201,
             conn_table_size: 4096
         })
+    );
+}
+
+/// One part of a `GET_DAEMON` dump as `ip_vs_genl_dump_daemon` writes it (kernel >= 4.3):
+/// `NEW_DAEMON`, `NLM_F_MULTI`, every setting with the values the kernel chose.
+fn daemon_part(state: u32, ifname: &str, sync_id: u32, extra: &[Vec<u8>]) -> Vec<u8> {
+    let attrs = [
+        vec![
+            u32a(DAEMON_STATE, state),
+            stra(DAEMON_IFN, ifname),
+            u32a(DAEMON_SYNC_ID, sync_id),
+        ],
+        extra.to_vec(),
+    ]
+    .concat();
+    msg(
+        FAM,
+        MULTI,
+        50,
+        4242,
+        NEW_DAEMON,
+        &[nest(CMD_DAEMON, &attrs)],
+    )
+}
+
+#[test]
+fn daemon_dump_with_master_and_backup_parses_the_settings_the_kernel_chose() {
+    // `ipvsadm --start-daemon master --mcast-interface eth0 --syncid 1` (defaults filled in by
+    // start_sync_thread) and a backup with its own group, port and TTL, then NLMSG_DONE.
+    let master = daemon_part(
+        MASTER,
+        "eth0",
+        1,
+        &[
+            u16a(DAEMON_MAXLEN, 1472),
+            u16a(DAEMON_PORT, 8848),
+            nla(DAEMON_TTL, &[1]),
+            nla(DAEMON_GROUP, &[224, 0, 0, 81]),
+        ],
+    );
+    let backup = daemon_part(
+        BACKUP,
+        "eth0",
+        0,
+        &[
+            u16a(DAEMON_MAXLEN, 1472),
+            u16a(DAEMON_PORT, 9000),
+            nla(DAEMON_TTL, &[3]),
+            nla(
+                DAEMON_GROUP6,
+                &"ff02::81".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            ),
+        ],
+    );
+    let mut done = Vec::new();
+    done.extend_from_slice(&20u32.to_ne_bytes());
+    done.extend_from_slice(&3u16.to_ne_bytes()); // NLMSG_DONE
+    done.extend_from_slice(&MULTI.to_ne_bytes());
+    done.extend_from_slice(&50u32.to_ne_bytes());
+    done.extend_from_slice(&4242u32.to_ne_bytes());
+    done.extend_from_slice(&0i32.to_ne_bytes());
+    let datagram = [master, backup, done].concat();
+    let msgs = split_messages(&datagram).unwrap();
+    assert_eq!(msgs.iter().map(|m| m.ty).collect::<Vec<_>>(), [FAM, FAM, 3]);
+    let parsed: Vec<Reply> = msgs[..2]
+        .iter()
+        .map(|m| Reply::parse(m.payload, 0).unwrap())
+        .collect();
+    assert_eq!(
+        parsed,
+        [
+            Reply::Daemon(SyncDaemon {
+                max_len: Some(1472),
+                group: Some(ip("224.0.0.81")),
+                port: Some(DEFAULT_SYNC_PORT),
+                ttl: Some(1),
+                ..SyncDaemon::new(SyncRole::Master, "eth0", 1)
+            }),
+            Reply::Daemon(SyncDaemon {
+                max_len: Some(1472),
+                group: Some(ip("ff02::81")),
+                port: Some(9000),
+                ttl: Some(3),
+                ..SyncDaemon::new(SyncRole::Backup, "eth0", 0)
+            }),
+        ]
+    );
+}
+
+#[test]
+fn daemon_dump_of_a_kernel_before_4_3_leaves_the_newer_settings_unknown() {
+    let bytes = daemon_part(BACKUP, "eth1", 42, &[]);
+    assert_eq!(
+        parse_one_reply(&bytes, 0),
+        Reply::Daemon(SyncDaemon::new(SyncRole::Backup, "eth1", 42))
+    );
+}
+
+#[test]
+fn daemon_dump_parts_that_do_not_fit_the_types_are_refused() {
+    let refused = |bytes: Vec<u8>| {
+        let msgs = split_messages(&bytes).unwrap();
+        Reply::parse(msgs[0].payload, 0).unwrap_err().to_string()
+    };
+    // A port of 4 bytes is not the u16 the kernel writes: never read half of it.
+    let e = refused(daemon_part(MASTER, "eth0", 1, &[u32a(DAEMON_PORT, 8848)]));
+    assert!(e.contains("has 4 bytes, a u16 has 2"), "{e}");
+    let e = refused(daemon_part(MASTER, "eth0", 300, &[]));
+    assert!(e.contains("sync id 300"), "{e}");
+    let e = refused(daemon_part(3, "eth0", 1, &[]));
+    assert!(e.contains("unknown sync daemon state 3"), "{e}");
+    let e = refused(daemon_part(
+        MASTER,
+        "eth0",
+        1,
+        &[nla(DAEMON_GROUP, &[224, 0, 0, 81, 0, 0, 0, 0])],
+    ));
+    assert!(e.contains("has 8 bytes, a in_addr has 4"), "{e}");
+}
+
+#[test]
+fn daemon_errors_say_which_daemon_and_what_the_errno_means_for_it() {
+    let start = Request::NewDaemon(SyncDaemon::new(SyncRole::Master, "eth0", 7));
+    assert_eq!(
+        start.error(start.kernel_error(17)).to_string(),
+        "start master sync daemon on eth0 (syncid 7): \
+         one already runs in this network namespace (EEXIST); stop it first"
+    );
+    assert_eq!(start.kernel_error(19), KernelError::NoSuchInterface);
+    assert_eq!(start.kernel_error(22), KernelError::DaemonRejected);
+    assert_eq!(start.kernel_error(22).errno(), Some(22));
+    let stop = Request::DelDaemon(SyncRole::Backup);
+    assert_eq!(
+        stop.error(stop.kernel_error(3)).to_string(),
+        "stop backup sync daemon: none runs in this network namespace (ESRCH)"
+    );
+    assert_eq!(
+        stop.error(stop.kernel_error(3)).kernel(),
+        Some(&KernelError::NoDaemon)
+    );
+    let list = Request::GetDaemons;
+    assert_eq!(
+        list.error(list.kernel_error(1)).to_string(),
+        format!("list sync daemons: {}", KernelError::PermissionDenied)
     );
 }
 

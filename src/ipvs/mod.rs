@@ -4,7 +4,8 @@
 //! and real servers, without shelling out to ipvsadm. Layers, bottom up:
 //!
 //! * [`types`] — the objects ([`ServiceKey`], [`ServiceConfig`], [`DestKey`],
-//!   [`Dest`], counters…) that every layer above speaks, from the spec down;
+//!   [`Dest`], counters, the connection-sync [`SyncDaemon`]…) that every layer
+//!   above speaks, from the spec down;
 //! * [`error`] — errors naming the object, with errnos translated;
 //! * [`wire`] — netlink/genl header and attribute byte layout;
 //! * [`message`] — IPVS commands and attributes (`include/uapi/linux/ip_vs.h`)
@@ -25,6 +26,8 @@ pub mod wire;
 pub mod worker;
 
 #[cfg(test)]
+mod kernel_tests;
+#[cfg(test)]
 mod message_tests;
 #[cfg(test)]
 mod roundtrip_tests;
@@ -34,6 +37,6 @@ pub use handle::IpvsHandle;
 pub use message::Request;
 pub use types::{
     Counters, Dest, DestEntry, DestKey, DestStats, ForeignService, Forward, Info, MarkKey,
-    Protocol, Scheduler, ServiceConfig, ServiceEntry, ServiceKey, Virtual,
+    Protocol, Scheduler, ServiceConfig, ServiceEntry, ServiceKey, SyncDaemon, SyncRole, Virtual,
 };
 pub use worker::IpvsWorker;

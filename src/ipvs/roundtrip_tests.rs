@@ -1,6 +1,6 @@
 //! Property tests of the codec: every request we can build emits bytes that parse back to it, and
-//! the reply parser reads the kernel's layout of a service or destination (the same attributes a
-//! request carries) back to the same values. `make test` runs a bounded number of cases;
+//! the reply parser reads the kernel's layout of a service, destination or sync daemon (the same
+//! attributes a request carries) back to the same values. `make test` runs a bounded number of cases;
 //! `make fuzz` runs many more (`PROPTEST_CASES`). The byte-exact layouts themselves are pinned by
 //! `message_tests`; the parsers' behaviour on arbitrary bytes by `tests/fuzz_parsers.rs`.
 
@@ -97,6 +97,35 @@ fn dest() -> impl Strategy<Value = Dest> {
     })
 }
 
+fn sync_role() -> impl Strategy<Value = SyncRole> {
+    prop_oneof![Just(SyncRole::Master), Just(SyncRole::Backup)]
+}
+
+/// A daemon the kernel could be asked for: an interface name of 1 to 15 bytes without NUL (the
+/// kernel's limit), any sync id, each optional setting present or not.
+fn sync_daemon() -> impl Strategy<Value = SyncDaemon> {
+    (
+        sync_role(),
+        "[a-z][a-z0-9.@_-]{0,14}",
+        any::<u8>(),
+        proptest::option::of(any::<u16>()),
+        proptest::option::of(addr()),
+        proptest::option::of(any::<u16>()),
+        proptest::option::of(any::<u8>()),
+    )
+        .prop_map(
+            |(role, interface, sync_id, max_len, group, port, ttl)| SyncDaemon {
+                role,
+                interface,
+                sync_id,
+                max_len,
+                group,
+                port,
+                ttl,
+            },
+        )
+}
+
 /// Every request the client sends.
 fn request() -> impl Strategy<Value = Request> {
     let with_config = || virtual_key().prop_flat_map(|k| (Just(k), config(family_addr(&k))));
@@ -110,6 +139,9 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::GetServices),
         virtual_key().prop_map(Request::GetDests),
         Just(Request::GetInfo),
+        sync_daemon().prop_map(Request::NewDaemon),
+        sync_role().prop_map(Request::DelDaemon),
+        Just(Request::GetDaemons),
     ]
 }
 
@@ -151,5 +183,12 @@ proptest! {
             Reply::parse(&payload(&bytes), k.family()).unwrap(),
             Reply::Dest(DestEntry { key: d, dest: s, stats: DestStats::default() })
         );
+    }
+
+    #[test]
+    fn the_reply_parser_reads_a_daemon_as_it_was_written(d in sync_daemon()) {
+        // A NEW_DAEMON request carries the attributes of a GET_DAEMON dump part, in its order.
+        let bytes = Request::NewDaemon(d.clone()).emit(FAMILY, 1);
+        prop_assert_eq!(Reply::parse(&payload(&bytes), 0).unwrap(), Reply::Daemon(d));
     }
 }

@@ -5,11 +5,12 @@
 //! Values follow `include/uapi/linux/ip_vs.h`. One `Display` per type: a service prints the way
 //! `ipvsadm -Ln` lists it (`TCP 10.10.24.88:80`), a real server as its socket address
 //! (`10.10.24.21:80`); the command forms (`-t 10.10.24.88:80`) belong to the commands that print
-//! them. Observed values are normalised (the kernel-internal `IP_VS_SVC_F_HASHED` bit is dropped)
+//! them. A sync daemon is the exception: it is nothing but its settings, so it prints as the
+//! `ipvsadm --start-daemon` command that asks for them. Observed values are normalised (the kernel-internal `IP_VS_SVC_F_HASHED` bit is dropped)
 //! so that they compare equal to desired ones.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -516,6 +517,126 @@ impl fmt::Display for Info {
     }
 }
 
+/// `IP_VS_SYNC_GROUP`: the IPv4 multicast group a sync daemon uses unless told otherwise.
+pub const DEFAULT_SYNC_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 81);
+/// `IP_VS_SYNC_PORT`: the UDP port a sync daemon uses unless told otherwise.
+pub const DEFAULT_SYNC_PORT: u16 = 8848;
+/// `IP_VS_IFNAME_MAXLEN - 1`: the longest interface name the kernel takes for a sync daemon.
+pub const SYNC_IFNAME_MAX: usize = 15;
+
+/// Which half of connection synchronisation a sync daemon plays (`IPVS_DAEMON_ATTR_STATE`): the
+/// master sends the connections its director schedules, the backup learns them so that it can
+/// take over established connections. One of each may run per network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SyncRole {
+    /// `IP_VS_STATE_MASTER`.
+    Master,
+    /// `IP_VS_STATE_BACKUP`.
+    Backup,
+}
+
+impl SyncRole {
+    /// The kernel's `IP_VS_STATE_*` bit.
+    pub fn state(self) -> u32 {
+        match self {
+            SyncRole::Master => 1,
+            SyncRole::Backup => 2,
+        }
+    }
+
+    /// Inverse of [`SyncRole::state`].
+    pub fn from_state(state: u32) -> Option<Self> {
+        match state {
+            1 => Some(SyncRole::Master),
+            2 => Some(SyncRole::Backup),
+            _ => None,
+        }
+    }
+
+    /// `ipvsadm --stop-daemon backup`: the command that stops the daemon of this role.
+    pub fn stop_command(self) -> String {
+        format!("ipvsadm --stop-daemon {self}")
+    }
+}
+
+impl fmt::Display for SyncRole {
+    /// `master` / `backup`, as ipvsadm names them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SyncRole::Master => "master",
+            SyncRole::Backup => "backup",
+        })
+    }
+}
+
+/// A connection-synchronisation daemon (`IPVS_CMD_ATTR_DAEMON`): what `ipvsadm --start-daemon`
+/// asks for and `ipvsadm -L --daemon` lists.
+///
+/// The optional settings (Linux >= 4.3) are `None` when not asked for, and the kernel then picks
+/// them: group [`DEFAULT_SYNC_GROUP`], port [`DEFAULT_SYNC_PORT`], TTL 1, and a message length
+/// that fits the interface's MTU (1472 for a master). A kernel that knows them reports the values
+/// it uses, so an observed daemon has them all set; an older kernel reports `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SyncDaemon {
+    pub role: SyncRole,
+    /// The interface multicast goes out of (master) or is received on (backup),
+    /// `--mcast-interface`; at most [`SYNC_IFNAME_MAX`] bytes.
+    pub interface: String,
+    /// `--syncid`: a master stamps it on every message, a backup keeps only messages with its
+    /// own (0 takes all). The sync protocol carries 8 bits, hence `u8` (ipvsadm allows 0-255).
+    pub sync_id: u8,
+    /// `--sync-maxlen`: the largest sync message's UDP payload.
+    pub max_len: Option<u16>,
+    /// `--mcast-group`: an IPv4 or IPv6 multicast group.
+    pub group: Option<IpAddr>,
+    /// `--mcast-port`: the UDP port (a master with several sync threads uses port + thread).
+    pub port: Option<u16>,
+    /// `--mcast-ttl`.
+    pub ttl: Option<u8>,
+}
+
+impl SyncDaemon {
+    /// A daemon with the kernel's defaults for everything optional, like
+    /// `ipvsadm --start-daemon ROLE --mcast-interface IF --syncid ID`.
+    pub fn new(role: SyncRole, interface: impl Into<String>, sync_id: u8) -> Self {
+        Self {
+            role,
+            interface: interface.into(),
+            sync_id,
+            max_len: None,
+            group: None,
+            port: None,
+            ttl: None,
+        }
+    }
+}
+
+impl fmt::Display for SyncDaemon {
+    /// `ipvsadm --start-daemon master --mcast-interface eth0 --syncid 7`, with `--sync-maxlen`,
+    /// `--mcast-group`, `--mcast-port` and `--mcast-ttl` for the settings that are set: the
+    /// command that starts this daemon.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ipvsadm --start-daemon {} --mcast-interface {} --syncid {}",
+            self.role, self.interface, self.sync_id
+        )?;
+        if let Some(n) = self.max_len {
+            write!(f, " --sync-maxlen {n}")?;
+        }
+        if let Some(g) = self.group {
+            write!(f, " --mcast-group {g}")?;
+        }
+        if let Some(p) = self.port {
+            write!(f, " --mcast-port {p}")?;
+        }
+        if let Some(t) = self.ttl {
+            write!(f, " --mcast-ttl {t}")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,6 +668,41 @@ mod tests {
             assert_eq!(Scheduler::from_name(s.name()), s);
         }
         assert_eq!(Scheduler::from_name("my_sched"), Scheduler::Unknown);
+    }
+
+    #[test]
+    fn sync_daemons_print_as_the_ipvsadm_command_that_starts_them() {
+        let master = SyncDaemon::new(SyncRole::Master, "eth0", 7);
+        assert_eq!(
+            master.to_string(),
+            "ipvsadm --start-daemon master --mcast-interface eth0 --syncid 7"
+        );
+        let backup = SyncDaemon {
+            max_len: Some(1400),
+            group: Some("ff15::81".parse().unwrap()),
+            port: Some(9000),
+            ttl: Some(2),
+            ..SyncDaemon::new(SyncRole::Backup, "eth1", 0)
+        };
+        assert_eq!(
+            backup.to_string(),
+            "ipvsadm --start-daemon backup --mcast-interface eth1 --syncid 0 \
+             --sync-maxlen 1400 --mcast-group ff15::81 --mcast-port 9000 --mcast-ttl 2"
+        );
+        assert_eq!(
+            SyncRole::Backup.stop_command(),
+            "ipvsadm --stop-daemon backup"
+        );
+    }
+
+    #[test]
+    fn sync_roles_are_the_kernels_state_bits() {
+        for role in [SyncRole::Master, SyncRole::Backup] {
+            assert_eq!(SyncRole::from_state(role.state()), Some(role));
+        }
+        assert_eq!(SyncRole::Master.state(), 1);
+        assert_eq!(SyncRole::Backup.state(), 2);
+        assert_eq!(SyncRole::from_state(3), None);
     }
 
     #[test]

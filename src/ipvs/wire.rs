@@ -105,6 +105,11 @@ impl MsgWriter {
         self.pad();
     }
 
+    /// `nla_put_u8`.
+    pub fn u8(&mut self, ty: u16, v: u8) {
+        self.attr(ty, &[v]);
+    }
+
     /// `nla_put_u16` (host order).
     pub fn u16(&mut self, ty: u16, v: u16) {
         self.attr(ty, &v.to_ne_bytes());
@@ -232,7 +237,8 @@ pub struct Attr<'a> {
 impl<'a> Attr<'a> {
     /// The payload as exactly `N` bytes. Fixed-size attributes must have their size: the kernel
     /// always sends it, and reading the first bytes of a longer payload would silently mis-parse.
-    fn exact<const N: usize>(&self, what: &str) -> Result<[u8; N], IpvsError> {
+    /// `what` names the value in the error (`"u32"`, `"in6_addr"`).
+    pub fn exact<const N: usize>(&self, what: &str) -> Result<[u8; N], IpvsError> {
         self.payload.try_into().map_err(|_| self.bad_len(what, N))
     }
     /// `nla_get_u8`.
