@@ -133,6 +133,11 @@ struct FailoverArgs {
     /// Silence after which a peer is dead and its VIPs are taken over.
     #[arg(long, default_value = "350ms", value_parser = humantime::parse_duration)]
     peer_dead_after: Duration,
+    /// The --syncid of the IPVS connection-sync daemons directors with peers run (a master where
+    /// a director holds a VIP, a backup where it stands by), so established connections survive
+    /// a failover. Give each LVS cluster sharing a LAN its own.
+    #[arg(long, default_value_t = 0)]
+    sync_id: u8,
 }
 
 /// `10.10.24.11` or `10.10.24.11:7408` (`[fd00::11]:7408` for IPv6).
@@ -217,6 +222,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                     dry_run: args.dry_run,
                     drain_timeout: args.drain_timeout,
                     marks: args.health_check_marks,
+                    sync_id: args.failover.sync_id,
                 };
                 // A long-running director checks its real servers and fails over; one run does not.
                 let long_running =
@@ -242,6 +248,17 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                             anyhow::anyhow!("director heartbeats on {}: {e}", f.peer_listen)
                         })?;
                     beside.ha = Some(lvs_operator::ha::Ha::new(peers, ha_metrics));
+                    // Every 2 s, 300 ms for the answers (a holder on the LAN answers within
+                    // milliseconds).
+                    match lvs_operator::ha::holders::Holders::start(
+                        Duration::from_secs(2),
+                        Duration::from_millis(300),
+                    ) {
+                        Ok(h) => beside.holders = Some(h),
+                        Err(e) => {
+                            tracing::warn!("cannot probe for a second holder of the VIPs: {e:#}")
+                        }
+                    }
                 }
                 if let Some(addr) = args.metrics_addr {
                     serve(addr, metrics.clone(), Health::default()).await?;

@@ -310,6 +310,7 @@ impl Agent {
             .collect();
         let assignments = self.assignments(&objects, &roles, health);
         let settings = converge::Settings {
+            sync_id: None,
             now: converge::now(),
             drain_timeout: self.opts.drain_timeout.as_secs(),
             dry_run: false,

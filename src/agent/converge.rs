@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use crate::core::{
     Assignment, CHECKED_DIRECTOR_SYSCTLS, Desired, Intent, Ledger, MarkKey, NodeState, Op, Plan,
     REAL_SERVER_SYSCTLS, ServiceKey, assign_marks, desired, hold_ejected, interface_for, plan,
-    wanted_marks, wanted_services,
+    sync_daemons, wanted_marks, wanted_services,
 };
 
 use super::ledger::LedgerStore;
@@ -25,6 +25,8 @@ pub struct Scope {
     pub sysctls: BTreeSet<String>,
     /// Read the listening sockets (a real server's self-check).
     pub listeners: bool,
+    /// Read the IPVS connection-sync daemons.
+    pub daemons: bool,
 }
 
 /// The kernel, as the agent sees it. The real one speaks netlink and writes /proc/sys; tests use
@@ -88,6 +90,8 @@ pub struct Settings {
     pub observe_after: bool,
     /// The firewall marks the health checks may use, first and last.
     pub marks: (u32, u32),
+    /// A director with peers syncs its connections to them with this `--syncid`.
+    pub sync_id: Option<u8>,
 }
 
 /// Observes, computes the desired state of `assignments`, settles the ledger, plans, and (unless
@@ -99,7 +103,7 @@ pub async fn resync<D: DataPlane>(
     settings: Settings,
 ) -> anyhow::Result<Resynced> {
     let mut ledger = store.load()?;
-    let scope = what_to_observe(&ledger, assignments);
+    let scope = what_to_observe(&ledger, assignments, settings.sync_id);
     let observed = dp.observe(&scope).await?;
     let (first, last) = settings.marks;
     let marks = assign_marks(&wanted_marks(assignments), &ledger, &observed, first..=last);
@@ -109,6 +113,13 @@ pub async fn resync<D: DataPlane>(
         &marks,
     );
     hold_ejected(&mut desired, assignments, &observed);
+    if let Some(id) = settings.sync_id {
+        desired.state.daemons = sync_daemons(
+            assignments,
+            &|vip| interface_for(vip, &observed.addresses),
+            id,
+        );
+    }
     let before = ledger.clone();
     ledger.settle(&observed, &desired.state);
     let plan = plan(
@@ -152,12 +163,13 @@ pub async fn resync<D: DataPlane>(
 
 /// The destinations of ours, of those we want and of those we were about to create (not of the
 /// other services on the node), and the sysctls we own or may need.
-fn what_to_observe(ledger: &Ledger, assignments: &[Assignment<'_>]) -> Scope {
+fn what_to_observe(ledger: &Ledger, assignments: &[Assignment<'_>], sync: Option<u8>) -> Scope {
     let mut scope = Scope {
         dests_of: wanted_services(assignments),
         marks_of: ledger.marks.clone(),
         sysctls: ledger.sysctls.keys().cloned().collect(),
         listeners: assignments.iter().any(|a| a.real_server),
+        daemons: sync.is_some() || !ledger.daemons.is_empty(),
     };
     scope.dests_of.extend(ledger.services.iter().copied());
     for intent in &ledger.intents {
@@ -171,6 +183,7 @@ fn what_to_observe(ledger: &Ledger, assignments: &[Assignment<'_>]) -> Scope {
             Intent::SetSysctl { name, .. } => {
                 scope.sysctls.insert(name.clone());
             }
+            Intent::StartDaemon { .. } => scope.daemons = true,
             Intent::AddAddress { .. } => {}
         }
     }

@@ -107,6 +107,7 @@ fn opts(path: &std::path::Path, role: Role) -> Options<'_> {
         dry_run: false,
         drain_timeout: Duration::from_secs(900),
         marks: (0x4c56_0001, 0x4c56_ffff),
+        sync_id: 0,
     }
 }
 

@@ -64,6 +64,10 @@ impl Kernel {
         state: &mut NodeState,
     ) -> Result<(), IpvsError> {
         let dests_of = &scope.dests_of;
+        if scope.daemons {
+            let daemons = self.ipvs.run(|h| h.daemons()).await?;
+            state.daemons = daemons.into_iter().map(|d| (d.role, d)).collect();
+        }
         let services = self.ipvs.run(|h| h.services()).await?;
         let mut dumped = Vec::new();
         for entry in services {
@@ -292,6 +296,8 @@ pub fn request(op: &Op) -> Option<Request> {
         Op::AddMarkDest { key, dest } => Request::NewDest((*key).into(), mark_dest(*dest), dr(1)),
         Op::DelMarkDest { key, dest } => Request::DelDest((*key).into(), mark_dest(*dest)),
         Op::DelMark { key } => Request::DelService((*key).into()),
+        Op::StartDaemon { daemon } => Request::NewDaemon(daemon.clone()),
+        Op::StopDaemon { role } => Request::DelDaemon(*role),
         _ => return None,
     })
 }

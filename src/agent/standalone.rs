@@ -21,6 +21,7 @@ use tracing::{error, info};
 use crate::api::{manifest, validate};
 use crate::core::{Assignment, DirectorRole, VirtualService, interface_for, selfcheck};
 use crate::ha::Ha;
+use crate::ha::holders::{Holders, Watch, format_mac};
 
 use super::checks::HealthChecks;
 use super::converge::{self, Converged, DataPlane, ProblemLog, Resynced};
@@ -46,6 +47,8 @@ pub struct Options<'a> {
     pub drain_timeout: Duration,
     /// The firewall marks the health checks may use, first and last.
     pub marks: (u32, u32),
+    /// With peers: the `--syncid` of the connection-sync daemons.
+    pub sync_id: u8,
 }
 
 /// The outcome of one standalone resync, for `--once`'s exit code.
@@ -89,6 +92,8 @@ fn load(path: &Path) -> std::io::Result<(Vec<VirtualService>, Vec<String>)> {
 pub struct Beside {
     pub checks: Option<HealthChecks>,
     pub ha: Option<Ha>,
+    /// With `ha`: the probes for a second holder of the VIPs.
+    pub holders: Option<Holders>,
 }
 
 /// How long a stopping director waits for its standbys to take its VIPs before it exits
@@ -131,6 +136,8 @@ pub async fn resync<D: DataPlane>(
         })
         .collect();
     let settings = converge::Settings {
+        // Connections are synced between directors that fail over to each other.
+        sync_id: (director && beside.ha.is_some()).then_some(opts.sync_id),
         now: converge::now(),
         drain_timeout: opts.drain_timeout.as_secs(),
         dry_run: opts.dry_run,
@@ -156,6 +163,16 @@ pub async fn resync<D: DataPlane>(
         });
         ha.after_resync(ready, ifname.as_deref().and_then(interface_mac));
     }
+    let mut unready = Vec::new();
+    if let (Some(ha), Some(holders)) = (&beside.ha, &beside.holders) {
+        let interface_of = |s: &VirtualService| {
+            opts.interface
+                .clone()
+                .or_else(|| s.interface.clone())
+                .or_else(|| interface_for(s.vip, &resynced.after.addresses))
+        };
+        unready.extend(second_holders(ha, holders, &services, interface_of));
+    }
     rejected.extend(
         resynced
             .desired
@@ -163,7 +180,6 @@ pub async fn resync<D: DataPlane>(
             .iter()
             .map(|p| format!("{}: {}", p.object, p.message)),
     );
-    let mut unready = Vec::new();
     if opts.role == Role::Backend && !opts.dry_run {
         // What would keep this machine from answering clients through each VIP.
         let after = &resynced.after;
@@ -180,6 +196,51 @@ pub async fn resync<D: DataPlane>(
         unready,
         resynced,
     })
+}
+
+/// Hands the holder probes the VIPs to watch, and says which VIPs another machine answers for,
+/// one problem line per foreign MAC.
+fn second_holders(
+    ha: &Ha,
+    holders: &Holders,
+    services: &[VirtualService],
+    interface_of: impl Fn(&VirtualService) -> Option<String>,
+) -> Vec<String> {
+    let mut watches: Vec<Watch> = Vec::new();
+    for s in services {
+        if watches.iter().any(|w| w.vip == s.vip) {
+            continue;
+        }
+        if let Some(ifname) = interface_of(s) {
+            watches.push(Watch {
+                vip: s.vip,
+                ifname,
+                // Where a peer holds the VIP, its answers are expected; where we do, none is.
+                active_mac: (!ha.holds(s.vip))
+                    .then(|| ha.active_peer_mac(s.vip))
+                    .flatten(),
+            });
+        }
+    }
+    let vips = watches.iter().map(|w| w.vip).collect();
+    holders.watch(watches);
+    let foreign = holders.foreign();
+    ha.record_foreign(&vips, &foreign.iter().map(|(v, m)| (*v, m.len())).collect());
+    let names = ha.peer_macs();
+    let mut problems = Vec::new();
+    for (vip, macs) in &foreign {
+        for mac in macs {
+            let mac = format_mac(*mac);
+            let who = names
+                .get(&mac)
+                .map(|node| format!(" (director {node})"))
+                .unwrap_or_default();
+            problems.push(format!(
+                "{vip}: {mac}{who} also answers ARP for it, besides its active director: clients are split between two machines; remove the VIP there (ip addr del {vip}/32 dev ...)"
+            ));
+        }
+    }
+    problems
 }
 
 /// The MAC address of `ifname`, as `ip link` prints it.

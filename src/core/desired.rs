@@ -169,6 +169,37 @@ fn object_state(
     Ok(state)
 }
 
+/// The connection-sync daemons of a director with peers (`sync_id` is their `--syncid`): a
+/// master when it holds a VIP, a backup when it stands by for one, each on that VIP's interface,
+/// as keepalived's `lvs_sync_daemon` runs them. A director that holds some VIPs and stands by for
+/// others runs both (one of each per network namespace).
+pub fn sync_daemons(
+    assignments: &[Assignment<'_>],
+    interface_for: &dyn Fn(IpAddr) -> Option<String>,
+    sync_id: u8,
+) -> BTreeMap<SyncRole, SyncDaemon> {
+    let mut daemons = BTreeMap::new();
+    for a in assignments {
+        let Some(role) = &a.director else { continue };
+        let sync = if role.holds_vip {
+            SyncRole::Master
+        } else {
+            SyncRole::Backup
+        };
+        let ifname = role
+            .interface
+            .clone()
+            .or_else(|| a.service.interface.clone())
+            .or_else(|| interface_for(a.service.vip));
+        if let Some(ifname) = ifname {
+            daemons
+                .entry(sync)
+                .or_insert_with(|| SyncDaemon::new(sync, ifname, sync_id));
+        }
+    }
+    daemons
+}
+
 /// The IPVS services the assignments could ask for, before any placement check: enough to know
 /// which services' destinations to dump.
 pub fn wanted_services(assignments: &[Assignment<'_>]) -> BTreeSet<ServiceKey> {

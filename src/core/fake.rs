@@ -76,5 +76,11 @@ pub fn apply_op(s: &mut NodeState, op: &Op) {
         Op::SetSysctl { name, value, .. } | Op::RestoreSysctl { name, value } => {
             s.sysctls.insert(name.clone(), value.clone());
         }
+        Op::StartDaemon { daemon } => {
+            s.daemons.insert(daemon.role, daemon.clone());
+        }
+        Op::StopDaemon { role } => {
+            s.daemons.remove(role);
+        }
     }
 }

@@ -37,6 +37,9 @@ pub struct Ledger {
     /// Destinations being drained and since when (seconds since the Unix epoch).
     #[serde(default)]
     pub draining: Vec<Drain>,
+    /// The connection-sync daemons we started.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub daemons: BTreeSet<SyncRole>,
     /// Creations written ahead of the kernel and not yet confirmed by it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub intents: Vec<Intent>,
@@ -67,6 +70,9 @@ pub enum Intent {
     AddMark {
         key: MarkKey,
     },
+    StartDaemon {
+        role: SyncRole,
+    },
     AddAddress {
         address: HostAddress,
     },
@@ -86,6 +92,7 @@ impl Intent {
                 config: config.clone(),
             }),
             Op::AddMark { key } => Some(Intent::AddMark { key: *key }),
+            Op::StartDaemon { daemon } => Some(Intent::StartDaemon { role: daemon.role }),
             Op::AddAddress { address, .. } => Some(Intent::AddAddress {
                 address: address.clone(),
             }),
@@ -133,6 +140,13 @@ impl Ledger {
                         self.marks.insert(key);
                     }
                 }
+                Intent::StartDaemon { role } => {
+                    // One daemon per role per network namespace: one there now is the one we
+                    // started (a foreign one would have made ours fail).
+                    if observed.daemons.contains_key(&role) {
+                        self.daemons.insert(role);
+                    }
+                }
                 Intent::AddAddress { address } => {
                     if observed.addresses.contains(&address) {
                         self.addresses.insert(address);
@@ -155,6 +169,8 @@ impl Ledger {
         self.services
             .retain(|key| observed.services.contains_key(key));
         self.marks.retain(|key| observed.marks.contains_key(key));
+        self.daemons
+            .retain(|role| observed.daemons.contains_key(role));
         self.addresses.retain(|a| observed.addresses.contains(a));
         let services = &self.services;
         self.draining.retain(|d| {
@@ -225,6 +241,12 @@ impl Ledger {
                 self.marks.remove(key);
             }
             Op::AddMarkDest { .. } | Op::DelMarkDest { .. } => {}
+            Op::StartDaemon { daemon } => {
+                self.daemons.insert(daemon.role);
+            }
+            Op::StopDaemon { role } => {
+                self.daemons.remove(role);
+            }
             Op::AddAddress { address, .. } => {
                 self.addresses.insert(address.clone());
             }

@@ -18,7 +18,8 @@ pub mod service;
 
 pub use claims::{Conflict, claims};
 pub use desired::{
-    Assignment, Desired, DirectorRole, PlacementError, desired, interface_for, wanted_services,
+    Assignment, Desired, DirectorRole, PlacementError, desired, interface_for, sync_daemons,
+    wanted_services,
 };
 pub use health::{Admission, DEFAULT_MARKS, assign_marks, hold_ejected, source_for, wanted_marks};
 pub use ledger::{Drain, Intent, Ledger, SysctlRecord};

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::ipvs::types::{AF_INET, AF_INET6, SVC_F_PERSISTENT, SVC_F_SCHED1, SVC_F_SCHED2};
 pub use crate::ipvs::{
     Counters, DestKey, DestStats, Forward, MarkKey, Protocol, Scheduler, ServiceConfig, ServiceKey,
+    SyncDaemon, SyncRole,
 };
 
 /// What the planner reads of a destination: its weight and, when observed, its forwarding
@@ -95,6 +96,24 @@ pub struct NodeState {
     pub stats: BTreeMap<ServiceKey, ServiceStats>,
     /// Observed only, on real servers: the listening sockets, for their self-check.
     pub listeners: BTreeSet<super::selfcheck::Listener>,
+    /// IPVS connection-sync daemons (`ipvsadm --start-daemon`): on directors with peers, a master
+    /// where the node holds a VIP and a backup where it stands by.
+    pub daemons: BTreeMap<SyncRole, SyncDaemon>,
+}
+
+/// Whether an observed daemon is the one wanted: the kernel fills in the settings left to it
+/// (group, port, TTL, message length), so only those asked for are compared.
+pub fn daemon_matches(want: &SyncDaemon, have: &SyncDaemon) -> bool {
+    fn same<T: PartialEq>(want: &Option<T>, have: &Option<T>) -> bool {
+        want.is_none() || want == have
+    }
+    want.role == have.role
+        && want.interface == have.interface
+        && want.sync_id == have.sync_id
+        && same(&want.max_len, &have.max_len)
+        && same(&want.group, &have.group)
+        && same(&want.port, &have.port)
+        && same(&want.ttl, &have.ttl)
 }
 
 /// A service's counters and its destinations'.

@@ -65,6 +65,14 @@ pub enum Op {
     DelMark {
         key: MarkKey,
     },
+    /// `ipvsadm --start-daemon master|backup --mcast-interface IF --syncid ID`.
+    StartDaemon {
+        daemon: SyncDaemon,
+    },
+    /// `ipvsadm --stop-daemon master|backup`.
+    StopDaemon {
+        role: SyncRole,
+    },
     /// `announce`: send gratuitous ARP / unsolicited neighbour advertisement (director VIPs).
     AddAddress {
         address: HostAddress,
@@ -105,6 +113,8 @@ impl Op {
             Op::SetSysctl { name, .. } | Op::RestoreSysctl { name, .. } => {
                 part.sysctls.contains_key(name)
             }
+            Op::StartDaemon { daemon } => part.daemons.contains_key(&daemon.role),
+            Op::StopDaemon { role } => part.daemons.contains_key(role),
         }
     }
 }
@@ -140,6 +150,8 @@ impl fmt::Display for Op {
             }
             Op::DelMarkDest { key, dest } => write!(f, "ipvsadm -d {} -r {dest}", Marked(key)),
             Op::DelMark { key } => write!(f, "ipvsadm -D {}", Marked(key)),
+            Op::StartDaemon { daemon } => write!(f, "{daemon}"),
+            Op::StopDaemon { role } => f.write_str(&role.stop_command()),
             Op::AddAddress { address, .. } => match address.addr {
                 std::net::IpAddr::V4(a) if address.prefix_len == 32 => {
                     write!(f, "ip addr add {a}/32 broadcast {a} dev {}", address.ifname)
@@ -224,6 +236,9 @@ pub enum Blocked {
     ForeignMark(MarkKey),
     /// A sysctl we need could not be read, so its old value could never be put back.
     UnreadableSysctl(String),
+    /// A sync daemon of the role we need runs and was not started by us (keepalived's, an
+    /// admin's).
+    ForeignDaemon(SyncDaemon),
 }
 
 impl Blocked {
@@ -233,6 +248,7 @@ impl Blocked {
             Blocked::ForeignService(key) => part.services.contains_key(key),
             Blocked::ForeignMark(key) => part.marks.contains_key(key),
             Blocked::UnreadableSysctl(name) => part.sysctls.contains_key(name),
+            Blocked::ForeignDaemon(d) => part.daemons.contains_key(&d.role),
         }
     }
 }
@@ -251,6 +267,11 @@ impl fmt::Display for Blocked {
             Blocked::UnreadableSysctl(name) => write!(
                 f,
                 "sysctl {name} cannot be read, so lvs-operator does not change it (it could not restore it)"
+            ),
+            Blocked::ForeignDaemon(d) => write!(
+                f,
+                "an IPVS {} sync daemon runs (on {}, syncid {}) that lvs-operator did not start; leaving it alone, so connections are not synced by lvs-operator",
+                d.role, d.interface, d.sync_id
             ),
         }
     }
@@ -288,7 +309,13 @@ pub fn covers(observed: &NodeState, part: &NodeState) -> bool {
             .get(name)
             .is_some_and(|have| sysctl_satisfied(name, value, have))
     });
-    services && addresses && sysctls
+    let daemons = part.daemons.iter().all(|(role, want)| {
+        observed
+            .daemons
+            .get(role)
+            .is_some_and(|have| daemon_matches(want, have))
+    });
+    services && addresses && sysctls && daemons
 }
 
 /// The operations that turn `observed` into `desired`, never touching what the ledger does not
@@ -309,6 +336,31 @@ pub fn plan(
     let mut mark_ops = Vec::new();
     let mut del_marks = Vec::new();
     let mut restore = Vec::new();
+    let mut stop_daemons = Vec::new();
+    let mut start_daemons = Vec::new();
+
+    for (role, want) in &desired.daemons {
+        match observed.daemons.get(role) {
+            None => start_daemons.push(Op::StartDaemon {
+                daemon: want.clone(),
+            }),
+            Some(have) if !ledger.daemons.contains(role) => {
+                p.blocked.push(Blocked::ForeignDaemon(have.clone()))
+            }
+            Some(have) if daemon_matches(want, have) => {}
+            Some(_) => {
+                stop_daemons.push(Op::StopDaemon { role: *role });
+                start_daemons.push(Op::StartDaemon {
+                    daemon: want.clone(),
+                });
+            }
+        }
+    }
+    for role in observed.daemons.keys() {
+        if ledger.daemons.contains(role) && !desired.daemons.contains_key(role) {
+            stop_daemons.push(Op::StopDaemon { role: *role });
+        }
+    }
 
     for (name, value) in &desired.sysctls {
         match observed.sysctls.get(name) {
@@ -420,9 +472,20 @@ pub fn plan(
     }
 
     // Order matters for traffic: ARP sysctls before a real server takes the VIP on lo; IPVS ready
-    // before the director takes the VIP; the VIP gone before its services and sysctls go.
+    // before the director takes the VIP; the VIP gone before its services and sysctls go. A
+    // director taking over adds the VIP before it swaps its sync daemons (a stop before a start:
+    // one per role).
     p.ops = [
-        sysctl_ops, ipvs_ops, mark_ops, add_addr, del_addr, del_svc, del_marks, restore,
+        sysctl_ops,
+        ipvs_ops,
+        mark_ops,
+        add_addr,
+        del_addr,
+        stop_daemons,
+        start_daemons,
+        del_svc,
+        del_marks,
+        restore,
     ]
     .concat();
     p

@@ -894,3 +894,134 @@ fn a_real_server_ejected_before_a_restart_stays_out_until_its_checks_pass() {
     let passed = [((ip("10.10.24.22"), 80), Admission::Full)].into();
     assert_eq!(desired_with(passed), [1, 1, 1]);
 }
+
+fn daemon(role: SyncRole) -> SyncDaemon {
+    SyncDaemon::new(role, "eth0", 7)
+}
+
+#[test]
+fn a_director_with_peers_runs_a_master_where_it_holds_the_vip_and_a_backup_where_it_stands_by() {
+    let objs = objects(
+        "apiVersion: lvs-operator.io/v1alpha1\nkind: LvsService\nmetadata: {name: a}\nspec: {vip: 10.10.24.88, ports: [{port: 80}], backends: [{address: 10.10.24.21}]}\n---\napiVersion: lvs-operator.io/v1alpha1\nkind: LvsService\nmetadata: {name: b}\nspec: {vip: 10.10.24.89, ports: [{port: 80}], backends: [{address: 10.10.24.21}]}\n",
+    );
+    let assign = |holds: [bool; 2]| -> Vec<Assignment<'_>> {
+        objs.iter()
+            .zip(holds)
+            .map(|(o, holds_vip)| Assignment {
+                service: o,
+                backends: o.backends.clone().unwrap_or_default(),
+                director: Some(DirectorRole {
+                    holds_vip,
+                    interface: None,
+                }),
+                real_server: false,
+                health: Default::default(),
+            })
+            .collect()
+    };
+    let roles =
+        |holds| -> Vec<SyncRole> { sync_daemons(&assign(holds), &eth0, 7).into_keys().collect() };
+    assert_eq!(roles([true, true]), [SyncRole::Master]);
+    assert_eq!(roles([false, false]), [SyncRole::Backup]);
+    assert_eq!(roles([true, false]), [SyncRole::Master, SyncRole::Backup]);
+    assert_eq!(
+        sync_daemons(&assign([true, true]), &eth0, 7)[&SyncRole::Master],
+        daemon(SyncRole::Master)
+    );
+}
+
+#[test]
+fn a_takeover_swaps_backup_for_master_after_the_vip_and_a_foreign_daemon_is_left_alone() {
+    let mut desired = NodeState::default();
+    desired
+        .daemons
+        .insert(SyncRole::Backup, daemon(SyncRole::Backup));
+    let (observed, mut ledger) = programmed(&desired);
+    assert_eq!(
+        commands(&plan(&desired, &bare(), &Ledger::default(), NOW, DRAIN)),
+        ["ipvsadm --start-daemon backup --mcast-interface eth0 --syncid 7"]
+    );
+    assert_eq!(ledger.daemons, [SyncRole::Backup].into());
+    // The standby becomes active: its VIP first, then stop the backup, start the master.
+    let mut active = desired.clone();
+    active.daemons.clear();
+    active
+        .daemons
+        .insert(SyncRole::Master, daemon(SyncRole::Master));
+    active
+        .addresses
+        .insert(HostAddress::vip("eth0", ip("10.10.24.88")));
+    let p = plan(&active, &observed, &ledger, NOW, DRAIN);
+    assert_eq!(
+        commands(&p),
+        [
+            "ip addr add 10.10.24.88/32 broadcast 10.10.24.88 dev eth0",
+            "ipvsadm --stop-daemon backup",
+            "ipvsadm --start-daemon master --mcast-interface eth0 --syncid 7",
+        ]
+    );
+    let now = apply(&observed, &p, &mut ledger);
+    assert!(plan(&active, &now, &ledger, NOW, DRAIN).ops.is_empty());
+    assert_eq!(ledger.daemons, [SyncRole::Master].into());
+    // The kernel fills in what was left to it: still the daemon we want.
+    let mut filled = now.clone();
+    let m = filled.daemons.get_mut(&SyncRole::Master).unwrap();
+    m.max_len = Some(1472);
+    m.group = Some(ip("224.0.0.81"));
+    m.port = Some(8848);
+    m.ttl = Some(1);
+    assert!(plan(&active, &filled, &ledger, NOW, DRAIN).ops.is_empty());
+    // Someone else's master (keepalived's) is reported and never stopped, even when we want none.
+    let mut foreign = bare();
+    foreign.daemons.insert(
+        SyncRole::Master,
+        SyncDaemon::new(SyncRole::Master, "eth1", 3),
+    );
+    let p = plan(&active, &foreign, &Ledger::default(), NOW, DRAIN);
+    assert!(
+        p.ops
+            .iter()
+            .all(|op| !matches!(op, Op::StopDaemon { .. } | Op::StartDaemon { .. }))
+    );
+    assert_eq!(
+        p.blocked,
+        [Blocked::ForeignDaemon(SyncDaemon::new(
+            SyncRole::Master,
+            "eth1",
+            3
+        ))]
+    );
+    assert!(
+        plan(
+            &NodeState::default(),
+            &foreign,
+            &Ledger::default(),
+            NOW,
+            DRAIN
+        )
+        .ops
+        .is_empty()
+    );
+}
+
+#[test]
+fn a_daemon_started_by_a_killed_run_is_adopted_from_the_written_ahead_intent() {
+    let mut desired = NodeState::default();
+    desired
+        .daemons
+        .insert(SyncRole::Master, daemon(SyncRole::Master));
+    let mut ledger = Ledger::default();
+    let p = plan(&desired, &bare(), &ledger, NOW, DRAIN);
+    assert!(ledger.intend(&p.ops));
+    // Killed after the kernel started it, before the ledger confirmed it.
+    let mut kernel = bare();
+    kernel
+        .daemons
+        .insert(SyncRole::Master, daemon(SyncRole::Master));
+    ledger.settle(&kernel, &NodeState::default());
+    assert_eq!(ledger.daemons, [SyncRole::Master].into());
+    assert_eq!(
+        commands(&plan(&NodeState::default(), &kernel, &ledger, NOW, DRAIN)),
+        ["ipvsadm --stop-daemon master"]
+    );
+}

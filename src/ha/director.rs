@@ -336,6 +336,29 @@ impl Ha {
             .collect()
     }
 
+    /// The MAC of the live peer that holds `vip`, from its heartbeats.
+    pub fn active_peer_mac(&self, vip: IpAddr) -> Option<[u8; 6]> {
+        self.peers
+            .snapshot()
+            .into_values()
+            .filter(|p| p.alive)
+            .find(|p| p.last.vips.iter().any(|v| v.vip == vip && v.active))
+            .and_then(|p| super::holders::parse_mac(p.last.mac.as_deref()?))
+    }
+
+    /// Records what the holder probes found for the metrics.
+    pub fn record_foreign(&self, vips: &BTreeSet<IpAddr>, foreign: &BTreeMap<IpAddr, usize>) {
+        for vip in vips {
+            let n = foreign.get(vip).copied().unwrap_or(0);
+            self.metrics
+                .foreign_holders
+                .get_or_create(&VipLabels {
+                    vip: vip.to_string(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The MACs live peers announce for their VIP interfaces: theirs are not foreign holders.
     pub fn peer_macs(&self) -> BTreeMap<String, String> {
         self.peers

@@ -25,6 +25,7 @@ pub struct HaMetrics {
     pub active: Family<VipLabels, Gauge>,
     pub peer_up: Family<PeerLabels, Gauge>,
     pub peer_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    pub foreign_holders: Family<VipLabels, Gauge>,
 }
 
 impl HaMetrics {
@@ -50,6 +51,11 @@ impl HaMetrics {
             "peer_rtt_seconds",
             "The last heartbeat round trip to each peer director",
             m.peer_rtt.clone(),
+        );
+        r.register(
+            "foreign_holders",
+            "MACs other than the active director's that answer ARP/NDP for a VIP (should be 0)",
+            m.foreign_holders.clone(),
         );
         m
     }

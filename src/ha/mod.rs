@@ -9,6 +9,7 @@
 
 pub mod director;
 pub mod elect;
+pub mod holders;
 pub mod message;
 pub mod metrics;
 pub mod peers;

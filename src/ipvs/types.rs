@@ -527,7 +527,8 @@ pub const SYNC_IFNAME_MAX: usize = 15;
 /// Which half of connection synchronisation a sync daemon plays (`IPVS_DAEMON_ATTR_STATE`): the
 /// master sends the connections its director schedules, the backup learns them so that it can
 /// take over established connections. One of each may run per network namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SyncRole {
     /// `IP_VS_STATE_MASTER`.
     Master,

@@ -171,6 +171,20 @@ start_director $active
 sleep 2
 expect_eq "the old director restarted as standby: still one holder" "$standby" "$(holders)"
 
+echo "=== 8. connection sync and one holder"
+active=$(holders)
+standby=$(other $active)
+check "$active runs the master sync daemon" has_text "master sync daemon (mcast=eth0, syncid=0" in_ns $active ipvsadm -L --daemon
+check "$standby runs the backup sync daemon" has_text "backup sync daemon (mcast=eth0, syncid=0" in_ns $standby ipvsadm -L --daemon
+mac=$(in_ns $standby cat /sys/class/net/eth0/address)
+in_ns $standby $IP addr add $VIP/32 dev eth0
+wait_until "$active reports the second holder, naming $standby's MAC $mac" 15 \
+	grep -q "$VIP: $mac (director $standby) also answers ARP for it" /run/logs/$active.log
+in_ns $active wget -qO- http://127.0.0.1:9090/metrics >/run/metrics.txt
+check "/metrics of $active: lvs_director_foreign_holders 1" grep -qF "lvs_director_foreign_holders{vip=\"$VIP\"} 1" /run/metrics.txt
+in_ns $standby $IP addr del $VIP/32 dev eth0
+wait_until "the second holder gone, $active says so" 15 grep -q "resolved: $VIP: $mac" /run/logs/$active.log
+
 echo "=== 8. /metrics"
 in_ns $standby wget -qO- http://127.0.0.1:9090/metrics >/run/metrics.txt
 for want in "lvs_director_active{vip=\"$VIP\"} 1" "lvs_director_peer_up{peer=\"$active\"} 1" \
