@@ -19,6 +19,9 @@ use kube::{Client, ResourceExt};
 pub const PERIOD: Duration = Duration::from_secs(10);
 /// The label every heartbeat Lease carries, for the controller's watch.
 pub const LABEL: &str = "lvs-operator.io/heartbeat";
+/// On the heartbeat of an agent that may direct some VIP: where its director heartbeats go
+/// (`10.10.24.10:7408`), so the other directors find it (see `crate::ha`).
+pub const PEER_ANNOTATION: &str = "lvs-operator.io/peer";
 
 /// The heartbeat Lease of `node`.
 pub fn lease_name(node: &str) -> String {
@@ -26,19 +29,25 @@ pub fn lease_name(node: &str) -> String {
 }
 
 /// Renews `node`'s heartbeat now (server-side apply, field manager `lvs-operator-agent-NODE`);
-/// `period` is how often it does, written as a third of the Lease's duration.
+/// `period` is how often it does, written as a third of the Lease's duration. `peer` is where a
+/// director receives its peers' heartbeats (none when the node directs nothing).
 pub async fn renew(
     client: &Client,
     namespace: &str,
     node: &str,
     period: Duration,
+    peer: Option<std::net::SocketAddr>,
 ) -> kube::Result<()> {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let name = lease_name(node);
+    let annotations: serde_json::Map<String, serde_json::Value> = peer
+        .map(|p| (PEER_ANNOTATION.to_string(), p.to_string().into()))
+        .into_iter()
+        .collect();
     let patch = serde_json::json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": {"name": name, "labels": {LABEL: "agent"}},
+        "metadata": {"name": name, "labels": {LABEL: "agent"}, "annotations": annotations},
         "spec": {
             "holderIdentity": node,
             "leaseDurationSeconds": (period.as_secs() * 3).max(1),
@@ -53,6 +62,13 @@ pub async fn renew(
     )
     .await?;
     Ok(())
+}
+
+/// The node of a heartbeat Lease and where its director heartbeats go, when it directs.
+pub fn peer(lease: &Lease) -> Option<(String, std::net::SocketAddr)> {
+    let (node, _) = read(lease)?;
+    let addr = lease.annotations().get(PEER_ANNOTATION)?.parse().ok()?;
+    Some((node, addr))
 }
 
 /// The node a heartbeat Lease speaks for, and when it last renewed.

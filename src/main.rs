@@ -92,7 +92,8 @@ struct AgentArgs {
     /// In a cluster: kubeconfig file (default: in-cluster config, else $KUBECONFIG).
     #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
-    /// In a cluster: namespace of the Leases that elect one director per VIP.
+    /// In a cluster: namespace of the agents' Leases (heartbeats, and the VIP Leases that record
+    /// which director holds each VIP).
     #[arg(long, env = "POD_NAMESPACE", default_value = "lvs-operator")]
     lease_namespace: String,
     /// In a cluster: how often the agent renews its heartbeat Lease. The controller counts a node
@@ -100,10 +101,6 @@ struct AgentArgs {
     /// keep this at most a third of that.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "LVS_HEARTBEAT_PERIOD")]
     heartbeat_period: Duration,
-    /// In a cluster: seconds a director holds a VIP without renewing its Lease; a standby takes
-    /// the VIP over at most this long after the active director's agent stopped renewing.
-    #[arg(long, default_value_t = 15)]
-    lease_seconds: u64,
     /// Where to serve /metrics (IPVS counters per LvsService), /healthz and /readyz. Default in a
     /// cluster 0.0.0.0:9090; standalone serves them only when this is given.
     #[arg(long, env = "LVS_METRICS_ADDR")]
@@ -112,12 +109,14 @@ struct AgentArgs {
     failover: FailoverArgs,
 }
 
-/// Director failover: heartbeats between the directors of the same VIPs.
+/// Director failover: heartbeats between the directors of the same VIPs. In a cluster the
+/// directors find each other through their heartbeat Leases; standalone, through --peer.
 #[derive(Args)]
 struct FailoverArgs {
     /// Standalone director: another director of the same VIPs (ADDRESS or ADDRESS:PORT, port
     /// 7408 by default); repeat for each. The directors elect one active director per VIP and
     /// a standby takes a VIP over within --peer-dead-after of the active one falling silent.
+    /// Without --peer a standalone director holds its VIPs alone, as before.
     #[arg(long = "peer", value_name = "ADDRESS", value_parser = parse_peer)]
     peers: Vec<std::net::SocketAddr>,
     /// Among directors where none is active for a VIP, the higher priority takes it (1-255).
@@ -282,13 +281,19 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                     lease_namespace: args.lease_namespace.clone(),
                     resync_period: args.resync_period,
                     drain_timeout: args.drain_timeout,
-                    lease_seconds: args.lease_seconds,
                     metrics_addr: args
                         .metrics_addr
                         .unwrap_or_else(|| ([0, 0, 0, 0], 9090).into()),
                     interface: args.interface.clone(),
                     heartbeat_period: args.heartbeat_period,
                     marks: args.health_check_marks,
+                    failover: cluster::Failover {
+                        listen: args.failover.peer_listen,
+                        interval: args.failover.peer_interval,
+                        dead_after: args.failover.peer_dead_after,
+                        priority: args.failover.priority,
+                        sync_id: args.failover.sync_id,
+                    },
                 };
                 cluster::run(client, &mut kernel, &store, opts)
                     .await

@@ -7,8 +7,14 @@
 //! the same code as standalone mode.
 //!
 //! Roles per object come from `roles` (a director by selector, a real server by address). Among
-//! eligible directors, one Lease per VIP (`lvs-vip-...` in the agent's namespace) decides which
-//! node holds the VIP; the others keep IPVS programmed as hot standby.
+//! the directors of a VIP, the failover (`crate::ha`) decides which holds it: the directors find
+//! each other through the heartbeat Leases (each director's carries the address its peers send
+//! to), then exchange heartbeats over UDP every 100 ms, so a standby takes over within
+//! `--peer-dead-after` (350 ms) of the active director falling silent, with or without the API
+//! server. The VIP Lease (`vip_leases`) records the holder: written once per takeover, it lets go
+//! of the VIP on a director that another took it from while it could not hear its peers. The
+//! others keep IPVS programmed as hot standby and learn the active director's connections
+//! through the kernel's sync daemons.
 //!
 //! The agent programs every valid object the controller has not rejected (Accepted=False at the
 //! current generation) in age order, so two objects claiming one port resolve the same way here
@@ -16,9 +22,9 @@
 //! the agent removes its status entry, which is what the controller's finalizer waits for.
 //!
 //! Losing the API server changes nothing: the reflectors keep the last objects they saw, resyncs
-//! go on repairing drift, and the watches retry with backoff. SIGTERM exits without touching the
-//! kernel and without releasing the VIP Leases, so no other director takes a VIP this node still
-//! holds; a restarted agent with the same identity finds itself still the holder.
+//! go on repairing drift, the directors go on hearing each other, and the watches retry with
+//! backoff. SIGTERM hands each VIP a ready standby can take over to it (the one exception to
+//! "a restart keeps the data plane"); the rest stays as it is.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -26,25 +32,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::api::{LvsService, NodeStatus, validate};
-use crate::core::{Admission, Assignment, DirectorRole, VirtualService, claims, selfcheck};
+use crate::api::{LvsService, NodeStatus, TakeoverStatus, validate};
+use crate::core::{
+    Admission, Assignment, DirectorRole, VirtualService, claims, interface_for, selfcheck,
+};
+use crate::ha::holders::{Holders, Watch, format_mac};
+use crate::ha::{Ha, HaMetrics, Peers};
 
 use super::checks::HealthChecks;
 use super::converge::{self, DataPlane, ProblemLog, Resynced};
 use super::ledger::LedgerStore;
 use super::metrics::AgentMetrics;
 use super::roles::{
-    NodeInfo, Roles, backends_of, by_age, lease_name, node_status, rejected, roles,
+    DirectorReport, NodeInfo, Roles, backends_of, by_age, node_status, rejected, roles,
 };
+use super::vip_leases;
 
 /// Settings of the in-cluster agent.
 #[derive(Debug, Clone)]
@@ -54,8 +66,6 @@ pub struct Options {
     pub lease_namespace: String,
     pub resync_period: Duration,
     pub drain_timeout: Duration,
-    /// Seconds a director holds a VIP Lease without renewing it.
-    pub lease_seconds: u64,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics_addr: std::net::SocketAddr,
     /// Interface for director VIPs, overriding `spec.directors.interface` (`--interface`).
@@ -64,60 +74,24 @@ pub struct Options {
     pub heartbeat_period: Duration,
     /// The firewall marks the health checks may use, first and last.
     pub marks: (u32, u32),
+    pub failover: Failover,
 }
 
-/// One Lease per VIP this node may direct. Dropping a VIP's receiver releases its Lease.
-struct Elections {
-    client: Client,
-    namespace: String,
-    identity: String,
-    seconds: u64,
-    notify: Arc<Notify>,
-    held: HashMap<IpAddr, (watch::Receiver<bool>, tokio::task::JoinHandle<()>)>,
+/// How the directors of a VIP fail over to each other.
+#[derive(Debug, Clone)]
+pub struct Failover {
+    /// Where this director receives its peers' heartbeats (its port is the one published).
+    pub listen: std::net::SocketAddr,
+    pub interval: Duration,
+    pub dead_after: Duration,
+    pub priority: u8,
+    /// The `--syncid` of the connection-sync daemons.
+    pub sync_id: u8,
 }
 
-impl Elections {
-    async fn ensure(&mut self, vips: &BTreeSet<IpAddr>) {
-        self.held.retain(|vip, (_, forward)| {
-            let keep = vips.contains(vip);
-            if !keep {
-                forward.abort();
-            }
-            keep
-        });
-        for vip in vips {
-            if self.held.contains_key(vip) {
-                continue;
-            }
-            let built =
-                kube_lease_manager::LeaseManagerBuilder::new(self.client.clone(), lease_name(*vip))
-                    .with_namespace(self.namespace.clone())
-                    .with_identity(self.identity.clone())
-                    .with_duration(self.seconds)
-                    .with_grace(self.seconds.div_ceil(3).max(1))
-                    .build()
-                    .await;
-            match built {
-                Ok(manager) => {
-                    let (rx, _task) = manager.watch().await;
-                    let mut changes = rx.clone();
-                    let notify = self.notify.clone();
-                    let forward = tokio::spawn(async move {
-                        while changes.changed().await.is_ok() {
-                            notify.notify_one();
-                        }
-                    });
-                    self.held.insert(*vip, (rx, forward));
-                }
-                Err(e) => warn!("Lease {} for {vip}: {e}; will retry", lease_name(*vip)),
-            }
-        }
-    }
-
-    fn holds(&self, vip: IpAddr) -> bool {
-        self.held.get(&vip).is_some_and(|(rx, _)| *rx.borrow())
-    }
-}
+/// A director takes a VIP Lease at most this often while another holder stays named: the API
+/// writes of failover are one per takeover, and at most one per VIP per this period.
+const LEASE_REWRITE: Duration = Duration::from_secs(10);
 
 /// Keeps a reflector store fed and wakes the resync loop on every change.
 fn reflect<K>(api: Api<K>, config: watcher::Config, what: &str, notify: Arc<Notify>) -> Store<K>
@@ -160,7 +134,18 @@ struct Agent {
     opts: Options,
     objects: Store<LvsService>,
     nodes: Store<Node>,
-    elections: Elections,
+    /// The Leases of the agents' namespace: heartbeats (where the peer directors are) and VIP
+    /// Leases (who the API server says holds each VIP).
+    leases: Store<Lease>,
+    ha: Ha,
+    holders: Option<Holders>,
+    /// When this node last wrote each held VIP's Lease.
+    claimed: HashMap<IpAddr, Instant>,
+    /// The address published for the peers in the heartbeat Lease.
+    published_peer: Option<std::net::SocketAddr>,
+    /// Set once the LvsServices, the Node and the Leases have been listed: before that an empty
+    /// store means "not known yet", not "nothing to do", and a resync would remove everything.
+    synced: Arc<std::sync::atomic::AtomicBool>,
     metrics: AgentMetrics,
     health: crate::http::Health,
     /// Field manager of this node's entries in `status.nodes`.
@@ -185,23 +170,36 @@ pub async fn run<D: DataPlane>(
 ) -> anyhow::Result<()> {
     let notify = Arc::new(Notify::new());
     let mut agent = Agent::start(client, opts, notify.clone()).await?;
+    if let Ok(ledger) = store.load() {
+        let vips = ledger.addresses.iter().filter(|a| a.ifname != "lo");
+        agent.ha.adopt(vips.map(|a| a.addr));
+    }
     let stop = crate::shutdown::requested();
     tokio::pin!(stop);
     // Wake at least as often as the heartbeat is due, so that a long resync period cannot make a
     // live agent look silent.
     let mut retry = converge::Retry::new(agent.opts.resync_period.min(agent.opts.heartbeat_period));
     let mut wait = Duration::ZERO;
+    // Set once SIGTERM came and VIPs are being handed over: when to give up waiting.
+    let mut handing_over: Option<Instant> = None;
     loop {
         if let Some(step) = agent.checks.next_ramp_step() {
             wait = wait.min(step);
         }
+        if let Some(quiet) = agent.ha.next_wake() {
+            wait = wait.min(quiet);
+        }
         tokio::select! {
             _ = notify.notified() => {}
             () = agent.checks.changed() => {}
+            () = agent.ha.changed() => {}
             _ = tokio::time::sleep(wait) => {}
-            () = &mut stop => {
-                info!("the data plane and the VIP Leases stay as they are");
-                return Ok(());
+            () = &mut stop, if handing_over.is_none() => {
+                if agent.ha.leave() == 0 {
+                    info!("the data plane stays as it is");
+                    return Ok(());
+                }
+                handing_over = Some(Instant::now() + crate::ha::director::HANDOVER_TIMEOUT);
             }
         }
         // Coalesce a burst of watch events into one resync.
@@ -209,6 +207,20 @@ pub async fn run<D: DataPlane>(
         let ok = agent.resync(dp, store).await;
         wait = retry.after(ok);
         agent.heartbeat_if_due().await;
+        if let Some(deadline) = handing_over {
+            if agent.ha.handed_over() || Instant::now() >= deadline {
+                info!(
+                    "{}; the data plane stays as it is",
+                    if agent.ha.handed_over() {
+                        "handed over"
+                    } else {
+                        "no standby took over in time"
+                    }
+                );
+                return Ok(());
+            }
+            wait = wait.min(Duration::from_millis(50));
+        }
     }
 }
 
@@ -216,8 +228,29 @@ impl Agent {
     /// Serves metrics and starts the watches.
     async fn start(client: Client, opts: Options, notify: Arc<Notify>) -> anyhow::Result<Self> {
         let mut checks = None;
-        let metrics = AgentMetrics::new(|registry| checks = Some(HealthChecks::new(registry)));
+        let mut ha_metrics = None;
+        let metrics = AgentMetrics::new(|registry| {
+            checks = Some(HealthChecks::new(registry));
+            ha_metrics = Some(HaMetrics::new(registry));
+        });
         let checks = checks.expect("registered above");
+        let f = &opts.failover;
+        let peers = Peers::start(
+            crate::ha::Settings {
+                node: opts.node.clone(),
+                priority: f.priority,
+                listen: f.listen,
+                interval: f.interval,
+                dead_after: f.dead_after,
+            },
+            Vec::new(),
+        )
+        .map_err(|e| anyhow::anyhow!("director heartbeats on {}: {e}", f.listen))?;
+        let ha = Ha::new(peers, ha_metrics.expect("registered above"));
+        // Every 2 s, 300 ms for the answers (a holder on the LAN answers within milliseconds).
+        let holders = Holders::start(Duration::from_secs(2), Duration::from_millis(300))
+            .map_err(|e| warn!("cannot probe for a second holder of the VIPs: {e:#}"))
+            .ok();
         let health = crate::http::Health::default();
         crate::http::serve(opts.metrics_addr, metrics.clone(), health.clone()).await?;
         let objects = reflect(
@@ -232,14 +265,29 @@ impl Agent {
             &format!("Node {}", opts.node),
             notify.clone(),
         );
-        let elections = Elections {
-            client: client.clone(),
-            namespace: opts.lease_namespace.clone(),
-            identity: opts.node.clone(),
-            seconds: opts.lease_seconds,
-            notify,
-            held: HashMap::new(),
-        };
+        let leases = reflect(
+            Api::<Lease>::namespaced(client.clone(), &opts.lease_namespace),
+            watcher::Config::default(),
+            "Leases",
+            notify.clone(),
+        );
+        let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let (objects, nodes, leases) = (objects.clone(), nodes.clone(), leases.clone());
+            let synced = synced.clone();
+            tokio::spawn(async move {
+                let all = futures::future::try_join3(
+                    objects.wait_until_ready(),
+                    nodes.wait_until_ready(),
+                    leases.wait_until_ready(),
+                );
+                if all.await.is_ok() {
+                    synced.store(true, std::sync::atomic::Ordering::Release);
+                    info!("LvsServices, Node and Leases listed: programming");
+                    notify.notify_one();
+                }
+            });
+        }
         info!(node = %opts.node, "agent started");
         Ok(Self {
             client,
@@ -247,7 +295,12 @@ impl Agent {
             opts,
             objects,
             nodes,
-            elections,
+            leases,
+            ha,
+            holders,
+            claimed: HashMap::new(),
+            published_peer: None,
+            synced,
             metrics,
             health,
             reported: HashMap::new(),
@@ -272,6 +325,7 @@ impl Agent {
             &self.opts.lease_namespace,
             &self.opts.node,
             self.opts.heartbeat_period,
+            self.published_peer,
         )
         .await;
         match renewed {
@@ -297,10 +351,25 @@ impl Agent {
     /// One pass: what this node is, which VIPs it holds, converge, report. False when the resync
     /// itself failed (the kernel or the ledger), to retry sooner.
     async fn resync<D: DataPlane>(&mut self, dp: &mut D, store: &LedgerStore) -> bool {
+        if !self.synced.load(std::sync::atomic::Ordering::Acquire) {
+            // Started while the API server is away: the kernel stays as the last run left it.
+            self.problems.update([
+                "waiting to list the LvsServices from the API server; the data plane stays as it is"
+                    .to_string(),
+            ]);
+            return true;
+        }
         let node = self.node_info();
         let objects = self.objects_by_age();
-        let roles: Vec<Roles> = objects.iter().map(|o| self.roles_of(o, &node)).collect();
-        self.elect(&objects, &roles).await;
+        let mut roles: Vec<Roles> = objects.iter().map(|o| self.roles_of(o, &node)).collect();
+        self.follow_peers(&node, &objects, &roles);
+        let held = self.elect(&objects, &roles).await;
+        // A VIP being handed over stays directed here until its standby claims it.
+        for (o, r) in objects.iter().zip(&mut roles) {
+            if o.service.as_ref().is_some_and(|s| held.contains(&s.vip)) {
+                r.director = true;
+            }
+        }
         let health: HashMap<String, _> = objects
             .iter()
             .zip(&roles)
@@ -308,9 +377,13 @@ impl Agent {
             .filter_map(|(o, _)| o.service.as_ref())
             .map(|s| (s.id.clone(), self.checks.admissions(&s.id)))
             .collect();
-        let assignments = self.assignments(&objects, &roles, health);
+        let assignments = self.assignments(&objects, &roles, health, &held);
         let settings = converge::Settings {
-            sync_id: None,
+            // Directors sync their connections to each other.
+            sync_id: roles
+                .iter()
+                .any(|r| r.director)
+                .then_some(self.opts.failover.sync_id),
             now: converge::now(),
             drain_timeout: self.opts.drain_timeout.as_secs(),
             dry_run: false,
@@ -328,15 +401,189 @@ impl Agent {
         self.metrics.record(&resynced);
         self.health.set_ready(true);
         self.checks.follow(&assignments, &resynced);
+        let macs = self.after_election(&objects, &roles, &resynced);
+        let foreign = self.second_holders(&objects, &roles, &resynced);
         let placement: Vec<String> = resynced
             .desired
             .errors
             .iter()
             .map(|e| format!("{}: {}", e.object, e.message))
+            .chain(foreign.values().flatten().map(|f| {
+                format!("{f} also answers ARP for the VIP besides its active director: clients are split between two machines; remove the VIP there")
+            }))
             .collect();
         converge::log_outcome(&resynced.converged, &placement, &mut self.problems);
-        self.report(&objects, &roles, &resynced).await;
+        self.report(&objects, &roles, &resynced, &macs, &foreign)
+            .await;
         true
+    }
+
+    /// Where the other directors are (their heartbeat Leases) and who the API server says holds
+    /// each VIP (the VIP Leases); and what this node publishes for them.
+    fn follow_peers(&mut self, node: &NodeInfo, objects: &[Object], roles: &[Roles]) {
+        let vips: Vec<IpAddr> = objects
+            .iter()
+            .filter_map(|o| o.service.as_ref().map(|s| s.vip))
+            .collect();
+        let mut targets = Vec::new();
+        for lease in self.leases.state() {
+            if let Some((peer, addr)) = crate::heartbeat::peer(&lease)
+                && peer != self.opts.node
+            {
+                targets.push(addr);
+            }
+            if let Some((vip, holder)) = vip_leases::holder(&lease, &vips) {
+                self.ha.set_lease(vip, Some(holder));
+            }
+        }
+        targets.sort();
+        targets.dedup();
+        self.ha.peers().set_targets(targets);
+        // A director publishes where its peers reach it: its node's address (IPv4 first).
+        let directs = roles.iter().any(|r| r.director);
+        let address = node
+            .addresses
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(node.addresses.first());
+        let publish = address
+            .filter(|_| directs)
+            .map(|a| std::net::SocketAddr::new(*a, self.opts.failover.listen.port()));
+        if publish != self.published_peer {
+            self.published_peer = publish;
+            self.heartbeat = None; // renew now, with the new address
+        }
+    }
+
+    /// Which VIPs this node holds (the failover's choice), writing the VIP Lease of each it took.
+    async fn elect(&mut self, objects: &[Object], roles: &[Roles]) -> BTreeSet<IpAddr> {
+        let vips: BTreeSet<IpAddr> = objects
+            .iter()
+            .zip(roles)
+            .filter(|(_, r)| r.director)
+            .filter_map(|(o, _)| o.service.as_ref().map(|s| s.vip))
+            .collect();
+        let held = self.ha.decide(&vips);
+        self.claimed.retain(|vip, _| held.contains(vip));
+        for vip in &held {
+            let named = self.ha.lease_holder(*vip) == Some(self.opts.node.as_str());
+            let recent = self
+                .claimed
+                .get(vip)
+                .is_some_and(|at| at.elapsed() < LEASE_REWRITE);
+            if named || recent {
+                continue;
+            }
+            self.claimed.insert(*vip, Instant::now());
+            match vip_leases::claim(
+                &self.client,
+                &self.opts.lease_namespace,
+                *vip,
+                &self.opts.node,
+            )
+            .await
+            {
+                Ok(()) => info!("{vip}: VIP Lease names this node"),
+                Err(e) => {
+                    warn!(
+                        "{vip}: writing the VIP Lease: {e}; holding the VIP all the same, will retry"
+                    );
+                    self.metrics.error("vip_lease");
+                }
+            }
+        }
+        held
+    }
+
+    /// Tells the peers which VIPs this node is ready to take; the MAC of each director VIP's
+    /// interface, for the status.
+    fn after_election(
+        &mut self,
+        objects: &[Object],
+        roles: &[Roles],
+        r: &Resynced,
+    ) -> BTreeMap<IpAddr, String> {
+        let mut ready = BTreeSet::new();
+        let mut macs = BTreeMap::new();
+        for (o, role) in objects.iter().zip(roles) {
+            let Some(s) = o.service.as_ref().filter(|_| role.director) else {
+                continue;
+            };
+            if r.desired.parts.contains_key(&s.id) && r.converged.failed.is_empty() {
+                ready.insert(s.vip);
+            }
+            if let Some(mac) = self
+                .vip_interface(s, r)
+                .as_deref()
+                .and_then(crate::netdev::interface_mac)
+            {
+                macs.insert(s.vip, mac);
+            }
+        }
+        let mac = macs.values().next().cloned();
+        self.ha.after_resync(ready, mac);
+        macs
+    }
+
+    fn vip_interface(&self, s: &VirtualService, r: &Resynced) -> Option<String> {
+        self.opts
+            .interface
+            .clone()
+            .or_else(|| s.interface.clone())
+            .or_else(|| interface_for(s.vip, &r.after.addresses))
+    }
+
+    /// Hands the holder probes the VIPs this node directs; the foreign holders of each, named
+    /// `MAC` or `MAC (node)`.
+    fn second_holders(
+        &self,
+        objects: &[Object],
+        roles: &[Roles],
+        r: &Resynced,
+    ) -> BTreeMap<IpAddr, Vec<String>> {
+        let Some(holders) = &self.holders else {
+            return BTreeMap::new();
+        };
+        let mut watches: Vec<Watch> = Vec::new();
+        for (o, role) in objects.iter().zip(roles) {
+            let Some(s) = o.service.as_ref().filter(|_| role.director) else {
+                continue;
+            };
+            if watches.iter().any(|w| w.vip == s.vip) {
+                continue;
+            }
+            if let Some(ifname) = self.vip_interface(s, r) {
+                watches.push(Watch {
+                    vip: s.vip,
+                    ifname,
+                    active_mac: (!self.ha.holds(s.vip))
+                        .then(|| self.ha.active_peer_mac(s.vip))
+                        .flatten(),
+                });
+            }
+        }
+        let vips = watches.iter().map(|w| w.vip).collect();
+        holders.watch(watches);
+        let found = holders.foreign();
+        let counts = found.iter().map(|(v, m)| (*v, m.len())).collect();
+        self.ha.record_foreign(&vips, &counts);
+        let names = self.ha.peer_macs();
+        found
+            .into_iter()
+            .map(|(vip, macs)| {
+                let named = macs
+                    .into_iter()
+                    .map(|m| {
+                        let mac = format_mac(m);
+                        match names.get(&mac) {
+                            Some(node) => format!("{mac} ({node})"),
+                            None => mac,
+                        }
+                    })
+                    .collect();
+                (vip, named)
+            })
+            .collect()
     }
 
     fn node_info(&self) -> NodeInfo {
@@ -394,22 +641,12 @@ impl Agent {
         }
     }
 
-    /// Runs for the Lease of every VIP this node may direct, and lets go of the others.
-    async fn elect(&mut self, objects: &[Object], roles: &[Roles]) {
-        let vips: BTreeSet<IpAddr> = objects
-            .iter()
-            .zip(roles)
-            .filter(|(_, r)| r.director)
-            .filter_map(|(o, _)| o.service.as_ref().map(|s| s.vip))
-            .collect();
-        self.elections.ensure(&vips).await;
-    }
-
     fn assignments<'a>(
         &self,
         objects: &'a [Object],
         roles: &[Roles],
         mut health: HashMap<String, BTreeMap<(IpAddr, u16), Admission>>,
+        held: &BTreeSet<IpAddr>,
     ) -> Vec<Assignment<'a>> {
         objects
             .iter()
@@ -421,7 +658,7 @@ impl Agent {
                     service,
                     backends: backends_of(&o.object, service),
                     director: r.director.then(|| DirectorRole {
-                        holds_vip: self.elections.holds(service.vip),
+                        holds_vip: held.contains(&service.vip),
                         interface: self.opts.interface.clone(),
                     }),
                     real_server: r.real_server,
@@ -434,12 +671,17 @@ impl Agent {
     /// Writes this node's entry of every object whose entry changed, and removes the entries of
     /// objects it no longer has a part in (only once its state there is really gone: the
     /// controller's finalizer waits for that).
-    async fn report(&mut self, objects: &[Object], roles: &[Roles], r: &Resynced) {
+    async fn report(
+        &mut self,
+        objects: &[Object],
+        roles: &[Roles],
+        r: &Resynced,
+        macs: &BTreeMap<IpAddr, String>,
+        foreign: &BTreeMap<IpAddr, Vec<String>>,
+    ) {
         for (o, role) in objects.iter().zip(roles) {
-            let holds = o
-                .service
-                .as_ref()
-                .is_some_and(|s| self.elections.holds(s.vip));
+            let vip = o.service.as_ref().map(|s| s.vip);
+            let holds = vip.is_some_and(|v| self.ha.holds(v));
             let selfcheck = o
                 .service
                 .as_ref()
@@ -449,15 +691,34 @@ impl Agent {
                 Some(s) if role.director => self.checks.reports(&s.id),
                 _ => Vec::new(),
             };
-            let entry = node_status(
-                &o.object,
-                &self.opts.node,
-                *role,
-                holds,
-                r,
+            let director = DirectorReport {
+                holds_vip: holds,
                 checks,
-                selfcheck,
-            );
+                mac: vip.and_then(|v| macs.get(&v).cloned()),
+                takeover: vip
+                    .and_then(|v| self.ha.takeover(v))
+                    .map(|t| TakeoverStatus {
+                        from: t.from.clone(),
+                        silent_ms: t
+                            .silent_for
+                            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                        at: humantime::format_rfc3339_seconds(t.at).to_string(),
+                    }),
+                foreign_holders: vip
+                    .and_then(|v| foreign.get(&v).cloned())
+                    .unwrap_or_default(),
+                unreachable_peers: vip
+                    .map(|v| {
+                        let peers = self.ha.peer_reports(v);
+                        peers
+                            .into_iter()
+                            .filter(|p| !p.alive)
+                            .map(|p| p.node)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            let entry = node_status(&o.object, &self.opts.node, *role, r, director, selfcheck);
             let id = crate::api::validate::object_ref(&o.object);
             let present = o
                 .object

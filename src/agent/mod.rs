@@ -15,5 +15,6 @@ pub mod ledger;
 pub mod metrics;
 pub mod roles;
 pub mod standalone;
+pub mod vip_leases;
 
 pub use converge::{Converged, DataPlane, Resynced};

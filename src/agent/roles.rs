@@ -15,7 +15,8 @@ use kube::ResourceExt;
 use kube::core::SelectorExt;
 
 use crate::api::{
-    BackendStatus, LvsService, NodeRole, NodeStatus, RealServerCheck, selector, validate,
+    BackendStatus, LvsService, NodeRole, NodeStatus, RealServerCheck, TakeoverStatus, selector,
+    validate,
 };
 use crate::core::{RealServer, VirtualService, covers};
 
@@ -138,18 +139,30 @@ pub fn lease_name(vip: IpAddr) -> String {
     format!("lvs-vip-{}", vip.to_string().replace(['.', ':'], "-"))
 }
 
+/// What a director reports of an object besides what the resync shows.
+#[derive(Debug, Clone, Default)]
+pub struct DirectorReport {
+    /// The failover gives it the VIP.
+    pub holds_vip: bool,
+    /// Its health checks' verdicts on the object's real servers.
+    pub checks: Vec<RealServerCheck>,
+    pub mac: Option<String>,
+    pub takeover: Option<TakeoverStatus>,
+    pub foreign_holders: Vec<String>,
+    pub unreachable_peers: Vec<String>,
+}
+
 /// This node's status entry for an object after a resync, or `None` when it has no role.
-/// `checks` are this node's health-check verdicts on the object's real servers (a director's);
-/// `selfcheck` what a real server's check of its own setup found wrong.
+/// `selfcheck` is what a real server's check of its own setup found wrong.
 pub fn node_status(
     obj: &LvsService,
     node: &str,
     roles: Roles,
-    holds_vip: bool,
     r: &Resynced,
-    checks: Vec<RealServerCheck>,
+    director: DirectorReport,
     selfcheck: Option<String>,
 ) -> Option<NodeStatus> {
+    let holds_vip = director.holds_vip;
     if !(roles.director || roles.real_server) || obj.metadata.deletion_timestamp.is_some() {
         return None;
     }
@@ -197,15 +210,30 @@ pub fn node_status(
     if roles.real_server {
         role_list.push(NodeRole::Backend);
     }
+    let active = roles.director && holds_vip && holds_address;
+    let director = if roles.director {
+        director
+    } else {
+        DirectorReport::default()
+    };
     Some(NodeStatus {
         node: node.to_string(),
         roles: role_list,
         observed_generation: obj.metadata.generation.unwrap_or_default(),
-        active: roles.director && holds_vip && holds_address,
+        active,
         programmed,
         arp_verified: roles.real_server && programmed && selfcheck.is_none(),
         error,
-        checks: if roles.director { checks } else { Vec::new() },
+        checks: director.checks,
+        sync: if roles.director {
+            r.after.daemons.keys().map(ToString::to_string).collect()
+        } else {
+            Vec::new()
+        },
+        mac: director.mac,
+        takeover: director.takeover.filter(|_| active),
+        foreign_holders: director.foreign_holders,
+        unreachable_peers: director.unreachable_peers,
     })
 }
 
@@ -377,7 +405,7 @@ mod tests {
             director: false,
             real_server: true,
         };
-        let entry = node_status(&o, "rs1", rs, false, &r, Vec::new(), None).unwrap();
+        let entry = node_status(&o, "rs1", rs, &r, DirectorReport::default(), None).unwrap();
         assert_eq!(
             (
                 entry.programmed,
@@ -404,14 +432,21 @@ mod tests {
             },
             "needs CAP_NET_ADMIN".into(),
         ));
-        let entry = node_status(&o, "rs1", rs, false, &r, Vec::new(), None).unwrap();
+        let entry = node_status(&o, "rs1", rs, &r, DirectorReport::default(), None).unwrap();
         assert!(!entry.programmed);
         assert_eq!(
             entry.error.as_deref(),
             Some("ip addr add 10.10.24.88/32 broadcast 10.10.24.88 dev lo: needs CAP_NET_ADMIN")
         );
         assert_eq!(
-            node_status(&o, "rs1", Roles::default(), false, &r, Vec::new(), None),
+            node_status(
+                &o,
+                "rs1",
+                Roles::default(),
+                &r,
+                DirectorReport::default(),
+                None
+            ),
             None,
             "no role, no entry"
         );

@@ -161,7 +161,10 @@ pub async fn resync<D: DataPlane>(
             let vip = services.first()?.vip;
             interface_for(vip, &resynced.after.addresses)
         });
-        ha.after_resync(ready, ifname.as_deref().and_then(interface_mac));
+        ha.after_resync(
+            ready,
+            ifname.as_deref().and_then(crate::netdev::interface_mac),
+        );
     }
     let mut unready = Vec::new();
     if let (Some(ha), Some(holders)) = (&beside.ha, &beside.holders) {
@@ -241,15 +244,6 @@ fn second_holders(
         }
     }
     problems
-}
-
-/// The MAC address of `ifname`, as `ip link` prints it.
-fn interface_mac(ifname: &str) -> Option<String> {
-    if ifname.contains('/') || ifname.starts_with('.') {
-        return None;
-    }
-    let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address")).ok()?;
-    Some(text.trim().to_string())
 }
 
 /// Says what a resync did, each thing once: in a dry run the commands on stdout and the problems

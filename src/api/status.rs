@@ -40,6 +40,11 @@ pub struct LvsServiceStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["address".into()]))]
     pub backends: Vec<BackendStatus>,
 
+    /// Every director candidate: the active one, the standbys and those that do not report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["node".into()]))]
+    pub directors: Vec<DirectorStatus>,
+
     /// One entry per node that has a role for this service, each written by that node's agent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["node".into()]))]
@@ -131,6 +136,51 @@ pub struct NodeStatus {
     /// For a director: what its health checks say of each real server it checks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<RealServerCheck>,
+    /// For a director with peers: the IPVS connection-sync daemons it runs, `master` where it
+    /// holds a VIP, `backup` where it stands by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync: Vec<String>,
+    /// For a director: the MAC of its interface for the VIP, which tells it from a foreign holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// For the active director: how the VIP came to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover: Option<TakeoverStatus>,
+    /// For a director: MACs other than the active director's that answer ARP/NDP for the VIP (a
+    /// second holder; there should be none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_holders: Vec<String>,
+    /// For a director: the other directors of the VIP whose heartbeats it does not hear.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable_peers: Vec<String>,
+}
+
+/// How the active director got the VIP.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TakeoverStatus {
+    /// The director that held it before, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// How long that director had been silent when it was declared dead (an unplanned
+    /// failover); absent when it handed the VIP over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent_ms: Option<i64>,
+    /// When, RFC 3339.
+    pub at: String,
+}
+
+/// A director candidate of the service and its state.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectorStatus {
+    pub node: String,
+    /// `Active` (holds the VIP), `Standby` (programmed, ready to take it) or `Unreachable` (its
+    /// agent does not report).
+    pub state: String,
+    /// Its connection-sync daemons (`master`, `backup`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync: Vec<String>,
 }
 
 /// A director's verdict on one real server (over every port it checks).

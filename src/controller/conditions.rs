@@ -27,7 +27,11 @@
 //!   least one real server taking new connections. Otherwise the reason is the first real cause.
 //! - [`DEGRADED`]: something is failing; the reason names the first of: `ServiceNotFound`,
 //!   `NoDirectorNodes`, `NodeNotReporting`, `NodeError`, `NoDirector`, `MultipleActiveDirectors`,
-//!   `BackendUnhealthy`, `NoHealthyBackend` or `NoUsableBackend`, and the message lists them all.
+//!   `DuplicateVIPHolder`, `BackendUnhealthy`, `NoHealthyBackend` or `NoUsableBackend`, and the
+//!   message lists them all.
+//!
+//! `directors[]` lists every director candidate: `Active` (the director), `Standby`, or
+//! `Unreachable` (it does not report, or the active director does not hear its heartbeats).
 //!
 //! `lastTransitionTime` moves only when a condition's status (a backend's health) flips.
 
@@ -39,8 +43,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::backends::{ExpectedNodes, ResolvedBackend};
 use crate::api::{
-    BackendHealth, BackendStatus, DEFAULT_DIRECTOR_LABEL, LvsService, LvsServiceStatus, NodeStatus,
-    RealServerCheck,
+    BackendHealth, BackendStatus, DEFAULT_DIRECTOR_LABEL, DirectorStatus, LvsService,
+    LvsServiceStatus, NodeStatus, RealServerCheck,
 };
 use crate::core::Conflict;
 
@@ -156,11 +160,26 @@ pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatu
     let timeout = humantime::format_duration(input.report_timeout).to_string();
 
     let accepted = matches!(input.acceptance, Acceptance::Accepted);
+    // A director that took the VIP over says from whom: that one's claim is stale (its agent is
+    // dead or cut off, and its heartbeat Lease has not expired yet).
+    let superseded: BTreeSet<&str> = old
+        .nodes
+        .iter()
+        .filter(|n| n.active && input.reports(&n.node))
+        .filter_map(|n| n.takeover.as_ref()?.from.as_deref())
+        .collect();
+    let unheard: BTreeSet<&str> = old
+        .nodes
+        .iter()
+        .filter(|n| n.active && input.reports(&n.node))
+        .flat_map(|n| n.unreachable_peers.iter().map(String::as_str))
+        .collect();
     let active: Vec<&str> = old
         .nodes
         .iter()
         .filter(|n| n.active && input.reports(&n.node))
         .map(|n| n.node.as_str())
+        .filter(|n| !superseded.contains(n))
         .collect();
     let director = match active.as_slice() {
         [one] if accepted => Some(one.to_string()),
@@ -246,6 +265,28 @@ pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatu
         Acceptance::Conflict(c) => set(ACCEPTED, false, "VIPConflict", c.message()),
     }
 
+    let directors: Vec<DirectorStatus> = input
+        .expected
+        .directors
+        .iter()
+        .map(|d| {
+            let state = if !input.reports(d) || unheard.contains(d.as_str()) {
+                "Unreachable"
+            } else if active.contains(&d.as_str()) {
+                "Active"
+            } else {
+                "Standby"
+            };
+            DirectorStatus {
+                node: d.clone(),
+                state: state.into(),
+                sync: reports
+                    .get(d.as_str())
+                    .map(|n| n.sync.clone())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
     let finish = |conditions, director, backends: Vec<BackendStatus>, serving| LvsServiceStatus {
         observed_generation: Some(generation),
         conditions,
@@ -253,6 +294,7 @@ pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatu
         ports: Some(ports.clone()),
         backend_summary: Some(format!("{serving}/{}", backends.len())),
         backends,
+        directors: directors.clone(),
         nodes: Vec::new(),
     };
 
@@ -401,6 +443,29 @@ pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatu
     if active.len() > 1 {
         let message = format!("{} all claim to hold the VIP", list(&active));
         issues.push(Issue::new("MultipleActiveDirectors", message));
+    }
+    // A MAC that answers for the VIP besides the active director's: named after the director
+    // whose interface has it, when one reports it.
+    let owner_of = |mac: &str| {
+        old.nodes
+            .iter()
+            .find(|n| n.mac.as_deref() == Some(mac))
+            .map(|n| n.node.clone())
+    };
+    for n in old.nodes.iter().filter(|n| input.reports(&n.node)) {
+        for holder in &n.foreign_holders {
+            let named = match owner_of(holder) {
+                Some(node) if !holder.contains('(') => format!("{holder} ({node})"),
+                _ => holder.clone(),
+            };
+            let message = format!(
+                "{named} also answers ARP for {}, besides the active director (seen from {}): clients are split between two machines; remove the VIP there",
+                object.spec.vip, n.node
+            );
+            if !issues.iter().any(|i| i.message == message) {
+                issues.push(Issue::on("DuplicateVIPHolder", &n.node, message));
+            }
+        }
     }
     for b in backends
         .iter()
@@ -645,6 +710,7 @@ pub fn differs(old: &LvsServiceStatus, new: &LvsServiceStatus) -> bool {
         || old.ports != new.ports
         || old.backend_summary != new.backend_summary
         || old.backends != new.backends
+        || old.directors != new.directors
         || ours(&old.conditions) != ours(&new.conditions)
 }
 

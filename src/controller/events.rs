@@ -50,18 +50,29 @@ pub fn transitions(old: &LvsServiceStatus, new: &LvsServiceStatus, issues: &[Iss
 
     if new.director != old.director {
         match (&old.director, &new.director) {
-            (_, Some(now)) => {
-                let was = old
-                    .director
-                    .as_deref()
-                    .map(|w| format!(" (was {w})"))
-                    .unwrap_or_default();
-                push(
-                    EventType::Normal,
-                    "DirectorChanged",
-                    format!("{now} holds the VIP now{was}"),
-                );
+            (Some(was), Some(now)) => {
+                // The new director's own account of the takeover.
+                let takeover = old
+                    .nodes
+                    .iter()
+                    .find(|n| &n.node == now)
+                    .and_then(|n| n.takeover.as_ref());
+                let note = match takeover {
+                    Some(t) if t.from.as_deref() == Some(was.as_str()) => match t.silent_ms {
+                        Some(ms) => format!(
+                            "{now} took the VIP over from {was}, whose heartbeats stopped ({ms} ms without one)"
+                        ),
+                        None => format!("{was} handed the VIP over to {now}"),
+                    },
+                    _ => format!("{now} holds the VIP now (was {was})"),
+                };
+                push(EventType::Normal, "Failover", note);
             }
+            (None, Some(now)) => push(
+                EventType::Normal,
+                "DirectorChanged",
+                format!("{now} holds the VIP now"),
+            ),
             (Some(was), None) => push(
                 EventType::Warning,
                 "DirectorChanged",

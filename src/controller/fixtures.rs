@@ -102,7 +102,7 @@ pub fn report(node: &str, role: NodeRole, generation: i64) -> NodeStatus {
         programmed: true,
         arp_verified: role == NodeRole::Backend,
         error: None,
-        checks: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -39,6 +39,9 @@ struct Held {
     term: u64,
 }
 
+/// How long a director that no longer directs a VIP waits for a standby to claim it.
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A peer's state for one VIP, for reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerReport {
@@ -54,8 +57,8 @@ pub struct Ha {
     held: BTreeMap<IpAddr, Held>,
     /// VIPs programmed here, ready to be taken.
     ready: BTreeSet<IpAddr>,
-    /// VIPs being let go of on purpose.
-    leaving: BTreeSet<IpAddr>,
+    /// VIPs being let go of on purpose, since when.
+    leaving: BTreeMap<IpAddr, Instant>,
     /// The VIPs whose Lease another director took while this one held them (cluster).
     fenced: BTreeSet<IpAddr>,
     /// The holder each VIP Lease names (cluster).
@@ -74,7 +77,7 @@ impl Ha {
             peers,
             held: BTreeMap::new(),
             ready: BTreeSet::new(),
-            leaving: BTreeSet::new(),
+            leaving: BTreeMap::new(),
             fenced: BTreeSet::new(),
             lease_holders: BTreeMap::new(),
             takeovers: BTreeMap::new(),
@@ -95,7 +98,11 @@ impl Ha {
         for vip in vips {
             info!("{vip}: held before this agent started; holding it");
             self.held.insert(vip, Held { term: 0 });
+            // It serves: say so before the first resync, so no standby takes it meanwhile.
+            self.ready.insert(vip);
         }
+        let held: BTreeSet<IpAddr> = self.held.keys().copied().collect();
+        self.publish(&held);
     }
 
     /// A fresh director listens this long before it takes a VIP nobody claims, so that it learns
@@ -110,18 +117,35 @@ impl Ha {
         self.quiet().checked_sub(self.started.elapsed())
     }
 
-    /// Which of `candidates` (the VIPs this director may direct now) it should hold. Held VIPs
-    /// that are no longer candidates are let go of at once.
+    /// Which of `candidates` (the VIPs this director may direct now) it should hold. A held VIP
+    /// that is no longer a candidate is handed over to a ready standby when there is one (it
+    /// stays held, and the caller keeps directing it, until the standby claims it or
+    /// [`HANDOVER_TIMEOUT`] passes), else let go of at once.
     pub fn decide(&mut self, candidates: &BTreeSet<IpAddr>) -> BTreeSet<IpAddr> {
         let snapshot = self.peers.snapshot();
         let settings = self.peers.settings().clone();
         let quiet = self.started.elapsed() < self.quiet();
         for vip in self.held.keys().copied().collect::<Vec<_>>() {
-            if !candidates.contains(&vip) {
-                info!("{vip}: no longer directed here; letting go");
-                self.held.remove(&vip);
+            if candidates.contains(&vip) {
+                continue;
+            }
+            let since = self.leaving.get(&vip).copied();
+            match (since, ready_standby(&snapshot, vip)) {
+                (None, Some(to)) => {
+                    info!("{vip}: no longer directed here; handing over to {to}");
+                    self.leaving.insert(vip, Instant::now());
+                }
+                (Some(t), _) if t.elapsed() < HANDOVER_TIMEOUT => {}
+                _ => {
+                    info!("{vip}: no longer directed here; letting go");
+                    self.held.remove(&vip);
+                    self.leaving.remove(&vip);
+                }
             }
         }
+        let mut all = candidates.clone();
+        all.extend(self.leaving.keys().filter(|v| self.held.contains_key(v)));
+        let candidates = &all;
         for vip in candidates {
             let claims: Vec<(&String, &Peer, &VipState)> = snapshot
                 .iter()
@@ -151,7 +175,7 @@ impl Ha {
                     active: holding.is_some(),
                     term: holding.map_or(0, |h| h.term),
                     ready: self.ready.contains(vip),
-                    leaving: self.leaving.contains(vip),
+                    leaving: self.leaving.contains_key(vip),
                 },
                 peers,
                 lease_holder: self.lease_holders.get(vip).map(String::as_str),
@@ -208,6 +232,7 @@ impl Ha {
                     }
                     self.held.remove(vip);
                     self.fenced.remove(vip);
+                    self.leaving.remove(vip);
                 }
                 _ => {}
             }
@@ -259,7 +284,7 @@ impl Ha {
                 active: self.held.contains_key(vip),
                 ready: self.ready.contains(vip),
                 term: self.held.get(vip).map_or(0, |h| h.term),
-                leaving: self.leaving.contains(vip),
+                leaving: self.leaving.contains_key(vip),
             })
             .collect();
         self.peers.set_claims(Claims {
@@ -281,7 +306,7 @@ impl Ha {
         for vip in &handed {
             let to = ready_standby(&snapshot, *vip).unwrap_or_default();
             info!("{vip}: handing over to {to}");
-            self.leaving.insert(*vip);
+            self.leaving.insert(*vip, Instant::now());
         }
         let candidates: BTreeSet<IpAddr> = self.held.keys().chain(&self.ready).copied().collect();
         self.publish(&candidates);
@@ -290,7 +315,7 @@ impl Ha {
 
     /// Whether every VIP being let go of has been taken by another director.
     pub fn handed_over(&self) -> bool {
-        self.leaving.iter().all(|vip| !self.held.contains_key(vip))
+        self.leaving.keys().all(|vip| !self.held.contains_key(vip))
     }
 
     /// The API server's word on a VIP (cluster): who its Lease names, and whether another
@@ -308,6 +333,11 @@ impl Ha {
             Some(h) => self.lease_holders.insert(vip, h),
             None => self.lease_holders.remove(&vip),
         };
+    }
+
+    /// The director the VIP Lease names, as last seen.
+    pub fn lease_holder(&self, vip: IpAddr) -> Option<&str> {
+        self.lease_holders.get(&vip).map(String::as_str)
     }
 
     pub fn holds(&self, vip: IpAddr) -> bool {

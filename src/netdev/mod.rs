@@ -29,3 +29,13 @@ pub use crate::netdev::announce::announce;
 pub use crate::netdev::error::NetdevError;
 pub use crate::netdev::probe::{sender_for, who_has};
 pub use crate::netdev::sysctl::Sysctls;
+
+/// The MAC address of `ifname`, as `ip link` prints it, from sysfs (of the network namespace the
+/// process was started in, as `ip netns exec` and a hostNetwork pod arrange).
+pub fn interface_mac(ifname: &str) -> Option<String> {
+    if ifname.is_empty() || ifname.contains('/') || ifname.starts_with('.') {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address")).ok()?;
+    Some(text.trim().to_string())
+}

@@ -92,11 +92,13 @@ kubectl delete lvs web --wait=false >/dev/null
 # Nobody runs the controller yet, so nothing removes its finalizer: clear it by hand.
 kubectl patch lvs web --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
 
-step "nodes of the reference topology: director and rs1..rs3 with their InternalIPs"
+step "nodes of the reference topology: director, director2 and rs1..rs3 with their InternalIPs"
 create_reference_nodes
 kubectl get nodes -o wide | cut -c1-100
 
 step "the VM: controller and agents with those identities, the scenario driven with kubectl"
+# socat: the echo service and the long-lived connection of the failover tests.
+command -v socat >/dev/null || { apt-get update -qq && apt-get install -y -qq socat >/dev/null; }
 cp "$E2E_STATE/admin-vm.kubeconfig" "$work/admin.kubeconfig"
 # The guest's way to stop and start this host's API server (an outage scenario).
 control_port=${E2E_CONTROL_PORT:-16480}
@@ -115,6 +117,9 @@ bash "$ROOT/tests/vm/run.sh" --net-user --timeout "${LVS_VM_TIMEOUT:-1500}" \
   --add "$HERE/latency.sh:/lvs/latency.sh" \
   --add "$HERE/truth-guest.sh:/lvs/truth-guest.sh" \
   --add "$HERE/checks-guest.sh:/lvs/checks-guest.sh" \
+  --add "$HERE/failover-guest.sh:/lvs/failover-guest.sh" \
+  --add "$ROOT/tests/vm/failover-lib.sh:/lvs/failover-lib.sh" \
+  --add "$(command -v socat):/usr/bin/socat" \
   --add "$work/control.port:/lvs/control.port" \
   "$HERE/e2e-guest.sh" | tee "$work/vm.out"
 vm=${PIPESTATUS[0]}

@@ -5,7 +5,8 @@
 # is written by hand.
 create_reference_nodes() {
   local n name ip
-  for n in director:10 rs1:21 rs2:22 rs3:23; do
+  # director2 is a second director for the failover tests, labelled by them.
+  for n in director:10 director2:11 rs1:21 rs2:22 rs3:23; do
     name=${n%%:*} ip=10.10.24.${n#*:}
     kubectl create -f - >/dev/null <<YAML
 apiVersion: v1

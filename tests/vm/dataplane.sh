@@ -19,4 +19,5 @@ exec bash "$HERE/run.sh" --timeout "${LVS_VM_TIMEOUT:-900}" \
   --add "$HERE/crash-guest.sh:/lvs/crash-guest.sh" \
   --add "$HERE/health-guest.sh:/lvs/health-guest.sh" \
   --add "$HERE/failover-guest.sh:/lvs/failover-guest.sh" \
+  --add "$HERE/failover-lib.sh:/lvs/failover-lib.sh" \
   "$HERE/dataplane-guest.sh"

@@ -16,10 +16,7 @@
 #   4. the heartbeats and failovers in /metrics.
 
 FAILOVER_TRIALS=${FAILOVER_TRIALS:-10}
-DIRECTORS="director director2"
-
-# other NS: the other director.
-other() { if [ "$1" = director ]; then echo director2; else echo director; fi; }
+. /lvs/failover-lib.sh
 
 start_director() {
 	$IP netns exec "$1" lvs-operator agent --standalone $OBJ --role director --node-name "$1" \
@@ -28,63 +25,9 @@ start_director() {
 	echo $! >"/run/$1.pid"
 }
 
-# holders: the directors with the VIP on an eth0 that is up, space-separated.
-holders() {
-	_h=
-	for _d in $DIRECTORS; do
-		in_ns $_d $IP -o addr show dev eth0 up | grep -q " $VIP/32 " && _h="$_h $_d"
-	done
-	echo ${_h# }
-}
-one_holder() { [ "$(holders | wc -w)" = 1 ]; }
-holds() { [ "$(holders)" = "$1" ]; }
-
-# The client: a new connection every 20 ms, the start time (ms) of each success in /run/ok.ms.
-client_loop_start() {
-	: >/run/ok.ms
-	in_ns client sh -c '
-		while [ ! -e /run/client.stop ]; do
-			(
-				t=$(awk "{printf \"%d\", \$1 * 1000}" /proc/uptime)
-				timeout 1 wget -qO- http://'$VIP'/ >/dev/null 2>&1 && echo $t >>/run/ok.ms
-			) &
-			sleep 0.02
-		done' &
-	_client=$!
-}
-client_loop_stop() {
-	touch /run/client.stop
-	wait $_client
-	sleep 1.1 # the last attempts finish
-	rm -f /run/client.stop
-}
-
-# gap FROM TO: the longest gap (ms) between successful starts in [FROM, TO].
-gap() {
-	sort -n /run/ok.ms | awk -v from="$1" -v to="$2" '
-		$1 >= from && $1 <= to { if (prev != "" && $1 - prev > max) max = $1 - prev; prev = $1 }
-		END { print max + 0 }'
-}
-# ok_count FROM TO: successful attempts started in [FROM, TO] (one starts every 20 ms).
-ok_count() { awk -v from="$1" -v to="$2" '$1 >= from && $1 <= to' /run/ok.ms | wc -l; }
-
-# The long-lived connection: a line every 100 ms for N seconds through the VIP's port 7.
-echo_start() {
-	in_ns client sh -c "i=0; while [ \$i -lt $(($1 * 10)) ]; do echo line\$i; i=\$((i + 1)); sleep 0.1; done |
-		socat -t 2 - TCP:$VIP:7 >/run/echo.out 2>/run/echo.err; echo \$? >/run/echo.rc" &
-	_echo=$!
-}
-# echo_result: how many of the lines sent came back, and socat's exit code.
-echo_result() {
-	wait $_echo
-	echo "$(wc -l </run/echo.out) lines back, exit $(cat /run/echo.rc)"
-}
-
 echo "=== 8. two directors: failover"
 stop_all
-for rs in $LVS_REAL_SERVERS; do
-	in_ns $rs socat TCP-LISTEN:7,fork,reuseaddr EXEC:cat >/dev/null 2>&1 &
-done
+echo_servers
 rm -f $OBJ/* /run/state/director/* /run/state/director2/*
 in_ns director $IP addr del $VIP/32 dev eth0 2>/dev/null
 cat >$OBJ/web.yaml <<-YAML
@@ -186,10 +129,12 @@ in_ns $standby $IP addr del $VIP/32 dev eth0
 wait_until "the second holder gone, $active says so" 15 grep -q "resolved: $VIP: $mac" /run/logs/$active.log
 
 echo "=== 8. /metrics"
-in_ns $standby wget -qO- http://127.0.0.1:9090/metrics >/run/metrics.txt
-for want in "lvs_director_active{vip=\"$VIP\"} 1" "lvs_director_peer_up{peer=\"$active\"} 1" \
-	"lvs_director_failovers_total{vip=\"$VIP\"}" "lvs_director_peer_rtt_seconds{peer=\"$active\"}"; do
-	check "/metrics of $standby has $want" grep -qF "$want" /run/metrics.txt
+active=$(holders)
+standby=$(other $active)
+in_ns $active wget -qO- http://127.0.0.1:9090/metrics >/run/metrics.txt
+for want in "lvs_director_active{vip=\"$VIP\"} 1" "lvs_director_peer_up{peer=\"$standby\"} 1" \
+	"lvs_director_failovers_total{vip=\"$VIP\"}" "lvs_director_peer_rtt_seconds{peer=\"$standby\"}"; do
+	check "/metrics of $active has $want" grep -qF "$want" /run/metrics.txt
 done
 grep -E "^lvs_director_(peer_rtt_seconds|failovers_total)" /run/metrics.txt
 stop_all

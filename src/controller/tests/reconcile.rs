@@ -8,7 +8,7 @@ use kube::runtime::controller::Action;
 use pretty_assertions::assert_eq;
 use serde_json::Value;
 
-use crate::api::{LvsService, LvsServiceStatus, NodeRole};
+use crate::api::{LvsService, LvsServiceStatus, NodeRole, TakeoverStatus};
 use crate::controller::conditions::{ACCEPTED, DEGRADED, PROGRAMMED, READY, find};
 use crate::controller::error::Error;
 use crate::controller::fixtures::*;
@@ -176,25 +176,77 @@ async fn a_director_failover_is_announced_with_the_old_and_new_director() {
         ],
     )
     .await;
+    // d2 took over from d1, whose agent died: d1's last report still says active (its heartbeat
+    // Lease has not expired yet), but d2 says whom it took the VIP from and that it hears no d1.
+    let mut d1 = report("d1", NodeRole::Director, 1);
+    d1.active = true;
+    d1.sync = vec!["master".into()];
     let mut d2 = report("d2", NodeRole::Director, 1);
     d2.active = true;
+    d2.sync = vec!["master".into()];
+    d2.takeover = Some(TakeoverStatus {
+        from: Some("d1".into()),
+        silent_ms: Some(352),
+        at: "2026-11-26T12:00:00Z".into(),
+    });
+    d2.unreachable_peers = vec!["d1".into()];
     let mut after = before.clone();
     after.status = Some(LvsServiceStatus {
-        nodes: vec![
-            report("d1", NodeRole::Director, 1),
-            d2,
-            report("n1", NodeRole::Backend, 1),
-        ],
+        nodes: vec![d1, d2, report("n1", NodeRole::Backend, 1)],
         ..applied_status(&bodies[0])
     });
     let (_, bodies) = scenario(
         World::two_directors_one_backend(),
         &after,
-        vec![Call::ApplyStatus, Call::Event("DirectorChanged")],
+        vec![Call::ApplyStatus, Call::Event("Failover")],
     )
     .await;
-    assert_eq!(applied_status(&bodies[0]).director.as_deref(), Some("d2"));
-    assert_eq!(bodies[1]["note"], "d2 holds the VIP now (was d1)");
+    let status = applied_status(&bodies[0]);
+    assert_eq!(status.director.as_deref(), Some("d2"), "not two actives");
+    let states: Vec<(&str, &str)> = status
+        .directors
+        .iter()
+        .map(|d| (d.node.as_str(), d.state.as_str()))
+        .collect();
+    assert_eq!(states, [("d1", "Unreachable"), ("d2", "Active")]);
+    assert_eq!(status.directors[1].sync, ["master"]);
+    assert_eq!(
+        bodies[1]["note"],
+        "d2 took the VIP over from d1, whose heartbeats stopped (352 ms without one)"
+    );
+}
+
+#[tokio::test]
+async fn a_second_holder_of_the_vip_degrades_the_object_naming_its_mac_and_node() {
+    let mut d1 = report("d1", NodeRole::Director, 1);
+    d1.active = true;
+    d1.mac = Some("02:00:00:00:00:01".into());
+    d1.foreign_holders = vec!["02:00:00:00:00:02".into()];
+    let mut d2 = report("d2", NodeRole::Director, 1);
+    d2.mac = Some("02:00:00:00:00:02".into());
+    let object = reported(
+        finalized(lvs("web", "10.0.0.100")),
+        vec![d1, d2, report("n1", NodeRole::Backend, 1)],
+    );
+    let (_, bodies) = scenario(
+        World::two_directors_one_backend(),
+        &object,
+        vec![
+            Call::ApplyStatus,
+            Call::Event("Accepted"),
+            Call::Event("Programmed"),
+            Call::Event("DirectorChanged"),
+            Call::Event("DuplicateVIPHolder"),
+        ],
+    )
+    .await;
+    let status = applied_status(&bodies[0]);
+    let degraded = find(&status, DEGRADED).unwrap();
+    assert_eq!(degraded.reason, "DuplicateVIPHolder");
+    assert_eq!(
+        degraded.message,
+        "02:00:00:00:00:02 (d2) also answers ARP for 10.0.0.100, besides the active director (seen from d1): clients are split between two machines; remove the VIP there"
+    );
 }
 
 #[tokio::test]

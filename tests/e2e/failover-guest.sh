@@ -1,0 +1,150 @@
+#!/bin/sh
+# shellcheck disable=SC1091,SC2086 # guest-only paths; word splitting is intended
+# Sourced by e2e-guest.sh: director failover in a cluster. director2 (10.10.24.11, a Node without
+# the director label so far) gets the label and an agent; the two agents find each other through
+# their heartbeat Leases and fail over to each other (see tests/vm/failover-lib.sh for how the
+# client's outage and the long-lived connection are measured).
+#   1. director2 joins as standby: status.directors lists director Active, director2 Standby;
+#   2. unplanned, CLUSTER_FAILOVER_TRIALS times: kill -9 the active director's agent and take its
+#      link down; the standby takes over; the old one comes back as standby;
+#   3. the same with the API server stopped;
+#   4. kubectl shows the active director, the candidates, their sync daemons, a Failover event;
+#   5. the VIP added by hand on the standby's interface: Degraded names its MAC and node;
+#   6. planned: SIGTERM to the active director's agent, then the director label taken off the
+#      active one: each time the standby takes over first and no request fails; director2 ends
+#      with no role and nothing of ours in its kernel.
+
+CLUSTER_FAILOVER_TRIALS=${CLUSTER_FAILOVER_TRIALS:-10}
+. /lvs/failover-lib.sh
+
+directors_state() {
+	jsonpath web '{range .status.directors[*]}{.node}={.state} {end}' | sed 's/ $//'
+}
+directors_are() { [ "$(directors_state)" = "$1" ]; }
+# expected_directors ACTIVE: what status.directors says with ACTIVE holding the VIP.
+expected_directors() {
+	if [ "$1" = director ]; then echo "director=Active director2=Standby"; else echo "director=Standby director2=Active"; fi
+}
+status_director_is() { [ "$(jsonpath web '{.status.director}')" = "$1" ]; }
+degraded_message_has() { jsonpath web '{.status.conditions[?(@.type=="Degraded")].message}' | grep -qF "$1"; }
+degraded_is() { [ "$(condition web Degraded)" = "$1" ]; }
+takeover_reported() { [ -n "$(jsonpath web '{.status.nodes[?(@.active==true)].takeover.from}')" ]; }
+
+# failover_trials N LABEL: N unplanned failovers; prints the outage percentiles.
+failover_trials() {
+	: >/run/outage.ms
+	_survived=0
+	for _t in $(seq $1); do
+		_active=$(holders)
+		_standby=$(other $_active)
+		client_loop_start
+		echo_start 5
+		sleep 1.5
+		_t0=$(now_ms)
+		kill -9 "$(cat /run/$_active.pid)"
+		in_ns $_active $IP link set eth0 down
+		_i=0
+		until holds $_standby || [ $_i -gt 100 ]; do sleep 0.05; _i=$((_i + 1)); done
+		_t1=$(now_ms)
+		sleep 2
+		_t2=$(now_ms)
+		client_loop_stop
+		_res=$(echo_result)
+		case $_res in "50 lines back, exit 0") _survived=$((_survived + 1)) ;; esac
+		_g=$(gap $((_t0 - 1000)) $_t2)
+		echo $_g >>/run/outage.ms
+		echo "$2 trial $_t: $_active -> $_standby, VIP moved after $((_t1 - _t0)) ms, client outage $_g ms, long-lived connection: $_res"
+		start_agent $_active
+		sleep 0.5
+		in_ns $_active $IP link set eth0 up
+		wait_until "$2 trial $_t: $_active is back as standby, $_standby alone holds the VIP" 20 holds $_standby
+	done
+	echo "$2 (kill -9 + link down), $1 trials: client outage p50 $(percentile 50 /run/outage.ms) ms, p99 $(percentile 99 /run/outage.ms) ms (all: $(sort -n /run/outage.ms | tr '\n' ' '))"
+	echo "$2: long-lived connections that survived: $_survived of $1"
+	check "$2: p99 outage under 1 s" [ "$(percentile 99 /run/outage.ms)" -lt 1000 ]
+	expect_eq "$2: every long-lived connection survived" $1 $_survived
+}
+
+echo "=== failover: director2 joins as standby"
+echo_servers
+$K patch lvs web --type=merge -p '{"spec":{"ports":[{"port":80},{"port":7}]}}' >/dev/null
+$K label node director2 lvs-operator.io/director=true >/dev/null
+start_agent director2
+wait_until "status.directors: director Active, director2 Standby" 30 directors_are "director=Active director2=Standby"
+expect_eq "director holds the VIP, director2 does not" director "$(holders)"
+check "director2 programs IPVS as a hot standby" has_text "-A -t $VIP:7 -s rr" in_ns director2 ipvsadm -Sn
+wait_until "web is Ready with two directors" 30 is_ready web
+expect_eq "director2's heartbeat Lease publishes its peer address" 10.10.24.11:7408 \
+	"$($K -n lvs-operator get lease lvs-agent-director2 -o 'jsonpath={.metadata.annotations.lvs-operator\.io/peer}')"
+
+echo "=== failover: unplanned"
+failover_trials $CLUSTER_FAILOVER_TRIALS "unplanned failover"
+wait_until "web is Ready again" 30 is_ready web
+
+echo "=== failover: unplanned, with the API server stopped"
+wget -qO- "$CONTROL/apiserver/stop" >/dev/null || fail "stopping the API server through the host"
+failover_trials 5 "unplanned failover without the API server"
+wget -qO- "$CONTROL/apiserver/start" >/dev/null || fail "starting the API server through the host"
+wait_until "the API server answers again" 60 $K get --raw /readyz
+wait_until "web is Ready again once the API server is back" 60 is_ready web
+
+echo "=== failover: what kubectl shows"
+active=$(holders)
+standby=$(other $active)
+wait_until "status.director is the node that holds the VIP ($active)" 30 status_director_is $active
+$K get lvs web
+wait_until "status.directors: $active Active, $standby Standby" 30 directors_are "$(expected_directors $active)"
+expect_eq "the sync daemons in status: master on $active, backup on $standby" "master backup" \
+	"$(jsonpath web "{.status.directors[?(@.node==\"$active\")].sync[0]} {.status.directors[?(@.node==\"$standby\")].sync[0]}")"
+$K describe lvs web | sed -n '/^Events:/,$p' | grep -E "Failover|DirectorChanged" | tail -n 3
+check "kubectl describe shows a Failover event naming both directors and the silence" \
+	sh -c "$K describe lvs web | grep -E 'Failover .* took the VIP over from .*heartbeats stopped \\([0-9]+ ms without one\\)'"
+wait_until "the active director's takeover is in its status entry" 10 takeover_reported
+
+echo "=== failover: a second holder of the VIP"
+mac=$(in_ns $standby cat /sys/class/net/eth0/address)
+in_ns $standby $IP addr add $VIP/32 dev eth0
+wait_until "Degraded names the second holder: $mac ($standby)" 30 \
+	degraded_message_has "$mac ($standby) also answers ARP for $VIP"
+expect_eq "with the reason DuplicateVIPHolder" DuplicateVIPHolder \
+	"$(jsonpath web '{.status.conditions[?(@.type=="Degraded")].reason}')"
+check "and a Warning event" sh -c "$K describe lvs web | grep -q 'Warning  DuplicateVIPHolder'"
+in_ns $standby $IP addr del $VIP/32 dev eth0
+wait_until "Degraded clears once it is gone" 30 degraded_is False
+
+echo "=== failover: planned, SIGTERM with a ready standby"
+planned() {
+	_active=$1
+	_standby=$(other $_active)
+	client_loop_start
+	echo_start 4
+	sleep 1.5
+	_t0=$(now_ms)
+	shift
+	"$@"
+	wait_until "$_standby took over from $_active" 10 holds $_standby
+	sleep 1.5
+	_t2=$(now_ms)
+	client_loop_stop
+	_res=$(echo_result)
+	echo "planned ($*): longest gap between successes $(gap $((_t0 - 1000)) $_t2) ms; long-lived connection: $_res"
+	check "planned ($*): no client attempt failed (the longest gap stays under 200 ms)" \
+		[ "$(gap $((_t0 - 1000)) $_t2)" -lt 200 ]
+	expect_eq "planned ($*): the long-lived connection survived" "40 lines back, exit 0" "$_res"
+}
+active=$(holders)
+planned $active stop_pidfile $active
+start_agent $active
+sleep 3
+expect_eq "the stopped director restarted as standby" "$(other $active)" "$(holders)"
+
+echo "=== failover: planned, the director label taken off"
+# End with director alone, as the rest of e2e expects: hand the VIP to director2 first if needed.
+if [ "$(holders)" = director ]; then planned director stop_pidfile director; start_agent director; sleep 3; fi
+planned director2 $K label node director2 lvs-operator.io/director- >/dev/null
+gone_from_director2() { [ -z "$(in_ns director2 ipvsadm -Sn)" ]; }
+wait_until "director2 removed its IPVS services once it no longer directs" 20 gone_from_director2
+wait_until "status.directors lists director alone" 30 directors_are "director=Active"
+stop_pidfile director2
+$K patch lvs web --type=merge -p '{"spec":{"ports":[{"port":80}]}}' >/dev/null
+wait_until "web is Ready with director alone" 30 is_ready web
