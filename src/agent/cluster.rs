@@ -352,7 +352,16 @@ impl Agent {
     /// itself failed (the kernel or the ledger), to retry sooner.
     async fn resync<D: DataPlane>(&mut self, dp: &mut D, store: &LedgerStore) -> bool {
         if !self.synced.load(std::sync::atomic::Ordering::Acquire) {
-            // Started while the API server is away: the kernel stays as the last run left it.
+            // Started while the API server is away: the kernel stays as the last run left it,
+            // except a VIP it held that another director has taken since (the newer claim).
+            let held = self.ha.held();
+            let released: BTreeSet<IpAddr> =
+                held.difference(&self.ha.decide(&held)).copied().collect();
+            if !released.is_empty()
+                && let Err(e) = converge::drop_vips(dp, store, &released).await
+            {
+                warn!("removing the VIPs another director holds: {e:#}");
+            }
             self.problems.update([
                 "waiting to list the LvsServices from the API server; the data plane stays as it is"
                     .to_string(),
@@ -425,15 +434,28 @@ impl Agent {
             .iter()
             .filter_map(|o| o.service.as_ref().map(|s| s.vip))
             .collect();
+        let leases = self.leases.state();
+        // Agents alive by their heartbeat Lease (renewed within three periods).
+        let fresh = self.opts.heartbeat_period * 3;
+        let live: BTreeSet<String> = leases
+            .iter()
+            .filter_map(|l| crate::heartbeat::read(l))
+            .filter(|(_, at)| {
+                let age = k8s_openapi::jiff::Timestamp::now().duration_since(*at);
+                age.unsigned_abs() < fresh
+            })
+            .map(|(node, _)| node)
+            .collect();
         let mut targets = Vec::new();
-        for lease in self.leases.state() {
-            if let Some((peer, addr)) = crate::heartbeat::peer(&lease)
+        for lease in &leases {
+            if let Some((peer, addr)) = crate::heartbeat::peer(lease)
                 && peer != self.opts.node
             {
                 targets.push(addr);
             }
-            if let Some((vip, holder)) = vip_leases::holder(&lease, &vips) {
-                self.ha.set_lease(vip, Some(holder));
+            if let Some((vip, holder)) = vip_leases::holder(lease, &vips) {
+                let alive = live.contains(&holder);
+                self.ha.set_lease(vip, Some(holder), alive);
             }
         }
         targets.sort();

@@ -244,6 +244,32 @@ pub fn expand_sysctls<'a>(
 }
 
 /// Applies `ops` and confirms the kernel's answers in the ledger; returns the refused ones.
+/// Takes away the addresses of `vips` that we made on an interface (not `lo`): a VIP this
+/// director let go of before it could list its objects (its agent restarted while the API server
+/// was away, and a standby had taken over meanwhile). Nothing else changes.
+pub async fn drop_vips<D: DataPlane>(
+    dp: &mut D,
+    store: &LedgerStore,
+    vips: &BTreeSet<IpAddr>,
+) -> anyhow::Result<Vec<(Op, String)>> {
+    let mut ledger = store.load()?;
+    let ops: Vec<Op> = ledger
+        .addresses
+        .iter()
+        .filter(|a| a.ifname != "lo" && vips.contains(&a.addr))
+        .map(|a| Op::DelAddress { address: a.clone() })
+        .collect();
+    if ops.is_empty() {
+        return Ok(Vec::new());
+    }
+    for op in &ops {
+        tracing::info!("applied: {op}");
+    }
+    let failed = apply(dp, &ops, &mut ledger, now()).await;
+    store.save(&ledger)?;
+    Ok(failed)
+}
+
 async fn apply<D: DataPlane>(
     dp: &mut D,
     ops: &[Op],

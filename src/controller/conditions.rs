@@ -513,28 +513,49 @@ fn backend_status(
     let address = b.address.to_string();
     // What the active director's health checks say of it, if they check it.
     let checked = director_report.and_then(|d| d.checks.iter().find(|c| c.address == address));
-    let (health, reason) = match b.node.as_deref() {
+    // `by_node`: the real server's own node fails it (silent, or its agent reports it cannot
+    // serve), which the controller answers with weight 0. A failing check of the director is
+    // the director's to act on (it zeroes the weight itself and restores it when the check
+    // passes), and is named first when both fail: it is what clients meet.
+    let failing_check = checked.filter(|c| !c.healthy);
+    let (health, reason, by_node) = match b.node.as_deref() {
         Some(node) if !input.reports(node) => (
             BackendHealth::Unhealthy,
             Some(format!(
                 "node {node} has not reported within {timeout}, so nothing keeps the VIP on its lo"
             )),
+            true,
         ),
         Some(node) => match report {
-            Some(r) if r.observed_generation == generation && !r.arp_verified => (
-                BackendHealth::Unhealthy,
-                Some(match &r.error {
-                    Some(e) => format!("node {node} could not set up the VIP on lo: {e}"),
-                    None => format!("node {node} does not hold the VIP on lo"),
-                }),
-            ),
-            Some(r) if r.observed_generation == generation => checked_health(checked),
-            _ => (BackendHealth::Unknown, None),
+            Some(r) if r.observed_generation == generation && !r.arp_verified => {
+                match failing_check {
+                    Some(_) => {
+                        let (h, why) = checked_health(failing_check);
+                        (h, why, true)
+                    }
+                    None => (
+                        BackendHealth::Unhealthy,
+                        Some(match &r.error {
+                            Some(e) => format!("node {node}: {e}"),
+                            None => format!("node {node} does not hold the VIP on lo"),
+                        }),
+                        true,
+                    ),
+                }
+            }
+            Some(r) if r.observed_generation == generation => {
+                let (h, why) = checked_health(checked);
+                (h, why, false)
+            }
+            _ => (BackendHealth::Unknown, None, false),
         },
         None => match checked {
-            Some(_) => checked_health(checked),
+            Some(_) => {
+                let (h, why) = checked_health(checked);
+                (h, why, false)
+            }
             // No agent and no check can tell: taken at its weight.
-            None => (BackendHealth::Unknown, None),
+            None => (BackendHealth::Unknown, None, false),
         },
     };
     let since = old
@@ -544,13 +565,8 @@ fn backend_status(
         .unwrap_or(Time(input.now));
     // The directors zero a real server their own checks fail; the weight here is the one the
     // controller asks for (0 for a draining one, or one whose node fails it).
-    let node_failed = health == BackendHealth::Unhealthy && checked.is_none_or(|c| c.healthy);
     BackendStatus {
-        weight: if b.draining || node_failed {
-            0
-        } else {
-            b.weight
-        },
+        weight: if b.draining || by_node { 0 } else { b.weight },
         address,
         node: b.node.clone(),
         programmed: false,

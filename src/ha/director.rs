@@ -63,6 +63,8 @@ pub struct Ha {
     fenced: BTreeSet<IpAddr>,
     /// The holder each VIP Lease names (cluster).
     lease_holders: BTreeMap<IpAddr, String>,
+    /// The VIPs whose Lease holder's agent renews its heartbeat Lease.
+    live_holders: BTreeSet<IpAddr>,
     takeovers: BTreeMap<IpAddr, Takeover>,
     mac: Option<String>,
     started: Instant,
@@ -80,6 +82,7 @@ impl Ha {
             leaving: BTreeMap::new(),
             fenced: BTreeSet::new(),
             lease_holders: BTreeMap::new(),
+            live_holders: BTreeSet::new(),
             takeovers: BTreeMap::new(),
             mac: None,
             started: Instant::now(),
@@ -181,7 +184,13 @@ impl Ha {
                 lease_holder: self.lease_holders.get(vip).map(String::as_str),
                 fenced: self.fenced.contains(vip),
             };
-            let hold = should_hold(&view) && !(quiet && holding.is_none());
+            // A director the Lease names, alive by the API server, that this one has never heard:
+            // the two do not know each other's address yet (a director just joined). Its
+            // silence is no evidence of death; wait until the heartbeats flow.
+            let unheard_holder = view.lease_holder.is_some_and(|h| {
+                h != settings.node && self.live_holders.contains(vip) && !snapshot.contains_key(h)
+            });
+            let hold = should_hold(&view) && !(holding.is_none() && (quiet || unheard_holder));
             match (holding.is_some(), hold) {
                 (false, true) => {
                     // Past every term seen, dead directors' included: ours is the newest claim.
@@ -318,9 +327,15 @@ impl Ha {
         self.leaving.keys().all(|vip| !self.held.contains_key(vip))
     }
 
-    /// The API server's word on a VIP (cluster): who its Lease names, and whether another
-    /// director took it from this one while it held the VIP.
-    pub fn set_lease(&mut self, vip: IpAddr, holder: Option<String>) {
+    /// The API server's word on a VIP (cluster): who its Lease names, whether that director's
+    /// agent is alive by its heartbeat Lease (`holder_live`), and so whether another director took
+    /// the VIP from this one while it held it.
+    pub fn set_lease(&mut self, vip: IpAddr, holder: Option<String>, holder_live: bool) {
+        if holder_live {
+            self.live_holders.insert(vip);
+        } else {
+            self.live_holders.remove(&vip);
+        }
         let me = &self.peers.settings().node;
         if let Some(holder) = &holder
             && holder != me
@@ -338,6 +353,11 @@ impl Ha {
     /// The director the VIP Lease names, as last seen.
     pub fn lease_holder(&self, vip: IpAddr) -> Option<&str> {
         self.lease_holders.get(&vip).map(String::as_str)
+    }
+
+    /// The VIPs this director holds.
+    pub fn held(&self) -> BTreeSet<IpAddr> {
+        self.held.keys().copied().collect()
     }
 
     pub fn holds(&self, vip: IpAddr) -> bool {
@@ -517,6 +537,21 @@ mod tests {
         assert_eq!(ha.leave(), 0);
         assert!(ha.handed_over());
         assert_eq!(ha.decide(&vips()), vips());
+    }
+
+    #[tokio::test]
+    async fn a_joining_director_does_not_take_a_vip_whose_live_holder_it_has_not_heard_yet() {
+        // "b" joined; the heartbeats with "a" do not flow yet (neither knows the other's address).
+        let peers = Peers::start(settings("b"), vec![]).unwrap();
+        let mut b = Ha::new(peers, HaMetrics::default());
+        let vip: IpAddr = VIP.parse().unwrap();
+        b.set_lease(vip, Some("a".into()), true);
+        b.after_resync(vips(), None);
+        tokio::time::sleep(Duration::from_millis(200)).await; // past the quiet period
+        assert!(b.decide(&vips()).is_empty(), "a is alive by the API server");
+        // a's heartbeat Lease went stale: a is gone, and b takes the VIP.
+        b.set_lease(vip, Some("a".into()), false);
+        assert_eq!(b.decide(&vips()), vips());
     }
 
     #[tokio::test]

@@ -22,7 +22,9 @@ wait_until "status: rs2 Unhealthy" 20 health_is 10.10.24.22 Unhealthy
 expect_eq "its reason" "health check failed: port 80: connection refused" \
 	"$(jsonpath web '{.status.backends[?(@.address=="10.10.24.22")].reason}')"
 expect_eq "kubectl get lvs: BACKENDS 2/3, still READY" "10.10.24.88 80/TCP director 2/3 True" "$(columns web)"
-expect_eq "Degraded BackendUnhealthy" "True BackendUnhealthy" "$(condition web Degraded) $(reason web Degraded)"
+# rs2's own agent sees it too (nothing listens on :80): a NodeError, named first.
+expect_eq "Degraded NodeError (rs2's agent sees nothing listening)" "True NodeError" "$(condition web Degraded) $(reason web Degraded)"
+check "and the message has the director's verdict too" sh -c "kubectl --kubeconfig /lvs/admin.kubeconfig get lvs web -o jsonpath='{.status.conditions[?(@.type==\"Degraded\")].message}' | grep -q 'real server 10.10.24.22 gets no new connections: health check failed: port 80: connection refused'"
 wait_until "a Warning event BackendUnhealthy" 10 warned web BackendUnhealthy
 expect_eq "no client request fails (9 requests)" 0 "$(failures 9)"
 describe web
@@ -45,8 +47,8 @@ wait_until "Ready again with 3/3, with no one's help" 30 sh -c '[ "$(kubectl --k
 expect_eq "and serving (6 requests)" 0 "$(failures 6)"
 
 echo "=== checks 3. the director agent's /metrics"
-metrics=$(in_ns director wget -qO- http://127.0.0.1:9090/metrics)
+in_ns director wget -qO- http://127.0.0.1:9090/metrics >/run/director.metrics
 for series in 'lvs_backend_healthy{real_server="10.10.24.22",port="80",kind="tcp",vip="10.10.24.88"} 1' 'lvs_health_check_transitions_total{to="unhealthy"}' 'lvs_health_check_duration_seconds_count{kind="tcp",result="pass"}'; do
-	check "/metrics has $series" sh -c "echo '$metrics' | grep -qF '$series'"
+	check "/metrics has $series" grep -qF "$series" /run/director.metrics
 done
 $K patch lvs web --type=json -p '[{"op":"remove","path":"/spec/healthCheck"}]' >/dev/null
