@@ -68,8 +68,9 @@ tools: ## Build and cache kube-apiserver, etcd, kubectl and helm from their Go m
 demo: release ## The seed scenario end to end, narrated.
 	bash tests/e2e/demo.sh
 
-bench: release ## IPVS programming speed and memory against ipvsadm, in the VM.
+bench: release ## IPVS programming speed and memory against ipvsadm, in the VM; then the health checks at scale.
 	bash tests/vm/bench.sh
+	cargo run --release --example health_bench
 
 bench-health: ## Health checks at scale over loopback: 1,000 real servers, 100,000 destinations.
 	cargo run --release --example health_bench

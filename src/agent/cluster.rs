@@ -143,6 +143,9 @@ struct Agent {
     claimed: HashMap<IpAddr, Instant>,
     /// The address published for the peers in the heartbeat Lease.
     published_peer: Option<std::net::SocketAddr>,
+    /// The peers' addresses as last learnt, kept in `peers_file` beside the ledger.
+    known_peers: Vec<std::net::SocketAddr>,
+    peers_file: std::path::PathBuf,
     /// Set once the LvsServices, the Node and the Leases have been listed: before that an empty
     /// store means "not known yet", not "nothing to do", and a resync would remove everything.
     synced: Arc<std::sync::atomic::AtomicBool>,
@@ -173,6 +176,15 @@ pub async fn run<D: DataPlane>(
     if let Ok(ledger) = store.load() {
         let vips = ledger.addresses.iter().filter(|a| a.ifname != "lo");
         agent.ha.adopt(vips.map(|a| a.addr));
+    }
+    // The peers the last run knew: a restart reaches them before the API server answers.
+    agent.peers_file = store.path().with_file_name("peers.json");
+    if let Some(known) = std::fs::read(&agent.peers_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<std::net::SocketAddr>>(&b).ok())
+    {
+        agent.ha.peers().set_targets(known.clone());
+        agent.known_peers = known;
     }
     let stop = crate::shutdown::requested();
     tokio::pin!(stop);
@@ -300,6 +312,8 @@ impl Agent {
             holders,
             claimed: HashMap::new(),
             published_peer: None,
+            known_peers: Vec::new(),
+            peers_file: std::path::PathBuf::new(),
             synced,
             metrics,
             health,
@@ -460,6 +474,15 @@ impl Agent {
         }
         targets.sort();
         targets.dedup();
+        if targets != self.known_peers {
+            let saved = serde_json::to_vec(&targets)
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| std::fs::write(&self.peers_file, bytes));
+            if let Err(e) = saved {
+                debug!("saving the peers to {}: {e}", self.peers_file.display());
+            }
+            self.known_peers = targets.clone();
+        }
         self.ha.peers().set_targets(targets);
         // A director publishes where its peers reach it: its node's address (IPv4 first).
         let directs = roles.iter().any(|r| r.director);

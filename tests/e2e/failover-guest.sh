@@ -58,7 +58,11 @@ failover_trials() {
 		sleep 0.5
 		in_ns $_active $IP link set eth0 up
 		# The link going down took the default route with it (the API server is behind it).
-		in_ns $_active $IP route add default via 10.10.24.1 2>/dev/null
+		_i=0
+		until in_ns $_active $IP route add default via 10.10.24.1 2>/dev/null || [ $_i -gt 50 ]; do
+			sleep 0.1
+			_i=$((_i + 1))
+		done
 		wait_until "$2 trial $_t: $_active is back as standby, $_standby alone holds the VIP" 20 holds $_standby
 	done
 	echo "$2 (kill -9 + link down), $1 trials: client outage p50 $(percentile 50 /run/outage.ms) ms, p99 $(percentile 99 /run/outage.ms) ms (all: $(sort -n /run/outage.ms | tr '\n' ' '))"

@@ -71,7 +71,12 @@ echo_start() {
 }
 # echo_result: how many of the lines sent came back, and socat's exit code.
 echo_result() {
-	wait $_echo
+	# Polled, not waited for: the job may belong to a subshell that cannot wait for it.
+	_w=0
+	while [ ! -s /run/echo.rc ] && [ $_w -lt 150 ]; do
+		sleep 0.1
+		_w=$((_w + 1))
+	done
 	echo "$(wc -l </run/echo.out) lines back, exit $(cat /run/echo.rc 2>/dev/null || echo none)"
 }
 
