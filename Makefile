@@ -14,7 +14,8 @@ RELEASE_BIN := $(CARGO_TARGET_DIR)/release/lvs-operator
 help: ## This list.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-test: lint check-crds helm-lint unit unit-root e2e-dataplane e2e-sync e2e ## Everything CI runs.
+test: ## Everything CI runs, each stage timed (tests/stages.sh).
+	@bash tests/stages.sh lint check-crds helm-lint unit unit-root e2e-dataplane e2e-sync e2e
 
 unit: ## cargo test: the core, validation, netlink codecs, controller logic.
 	cargo test --all-targets

@@ -117,6 +117,13 @@ where
     reader
 }
 
+/// What `objects.json` holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Remembered {
+    node: NodeInfo,
+    objects: Vec<LvsService>,
+}
+
 /// One LvsService as this resync sees it: the object, its typed spec when it is valid, and
 /// whether it may be programmed at all.
 struct Object {
@@ -146,6 +153,11 @@ struct Agent {
     /// The peers' addresses as last learnt, kept in `peers_file` beside the ledger.
     known_peers: Vec<std::net::SocketAddr>,
     peers_file: std::path::PathBuf,
+    /// The objects and this Node as last listed, kept beside the ledger (`objects.json`): an agent
+    /// that restarts while the API server is away directs and fails over from them until it can
+    /// list again, as a running agent goes on from its reflectors' last view.
+    remembered: Option<Remembered>,
+    remembered_file: std::path::PathBuf,
     /// Set once the LvsServices, the Node and the Leases have been listed: before that an empty
     /// store means "not known yet", not "nothing to do", and a resync would remove everything.
     synced: Arc<std::sync::atomic::AtomicBool>,
@@ -177,6 +189,10 @@ pub async fn run<D: DataPlane>(
         let vips = ledger.addresses.iter().filter(|a| a.ifname != "lo");
         agent.ha.adopt(vips.map(|a| a.addr));
     }
+    agent.remembered_file = store.path().with_file_name("objects.json");
+    agent.remembered = std::fs::read(&agent.remembered_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     // The peers the last run knew: a restart reaches them before the API server answers.
     agent.peers_file = store.path().with_file_name("peers.json");
     if let Some(known) = std::fs::read(&agent.peers_file)
@@ -314,6 +330,8 @@ impl Agent {
             published_peer: None,
             known_peers: Vec::new(),
             peers_file: std::path::PathBuf::new(),
+            remembered: None,
+            remembered_file: std::path::PathBuf::new(),
             synced,
             metrics,
             health,
@@ -365,9 +383,10 @@ impl Agent {
     /// One pass: what this node is, which VIPs it holds, converge, report. False when the resync
     /// itself failed (the kernel or the ledger), to retry sooner.
     async fn resync<D: DataPlane>(&mut self, dp: &mut D, store: &LedgerStore) -> bool {
-        if !self.synced.load(std::sync::atomic::Ordering::Acquire) {
-            // Started while the API server is away: the kernel stays as the last run left it,
-            // except a VIP it held that another director has taken since (the newer claim).
+        let synced = self.synced.load(std::sync::atomic::Ordering::Acquire);
+        if !synced && self.remembered.is_none() {
+            // Started while the API server is away, with nothing remembered: the kernel stays as
+            // the last run left it, except a VIP another director has taken since.
             let held = self.ha.held();
             let released: BTreeSet<IpAddr> =
                 held.difference(&self.ha.decide(&held)).copied().collect();
@@ -382,11 +401,16 @@ impl Agent {
             ]);
             return true;
         }
+        if synced {
+            self.remember();
+        }
         let node = self.node_info();
         let objects = self.objects_by_age();
         let mut roles: Vec<Roles> = objects.iter().map(|o| self.roles_of(o, &node)).collect();
-        self.follow_peers(&node, &objects, &roles);
-        let held = self.elect(&objects, &roles).await;
+        if synced {
+            self.follow_peers(&node, &objects, &roles);
+        }
+        let held = self.elect(&objects, &roles);
         // A VIP being handed over stays directed here until its standby claims it.
         for (o, r) in objects.iter().zip(&mut roles) {
             if o.service.as_ref().is_some_and(|s| held.contains(&s.vip)) {
@@ -436,8 +460,10 @@ impl Agent {
             }))
             .collect();
         converge::log_outcome(&resynced.converged, &placement, &mut self.problems);
-        self.report(&objects, &roles, &resynced, &macs, &foreign)
-            .await;
+        if synced {
+            self.report(&objects, &roles, &resynced, &macs, &foreign)
+                .await;
+        }
         true
     }
 
@@ -501,7 +527,7 @@ impl Agent {
     }
 
     /// Which VIPs this node holds (the failover's choice), writing the VIP Lease of each it took.
-    async fn elect(&mut self, objects: &[Object], roles: &[Roles]) -> BTreeSet<IpAddr> {
+    fn elect(&mut self, objects: &[Object], roles: &[Roles]) -> BTreeSet<IpAddr> {
         let vips: BTreeSet<IpAddr> = objects
             .iter()
             .zip(roles)
@@ -520,22 +546,25 @@ impl Agent {
                 continue;
             }
             self.claimed.insert(*vip, Instant::now());
-            match vip_leases::claim(
-                &self.client,
-                &self.opts.lease_namespace,
-                *vip,
-                &self.opts.node,
-            )
-            .await
-            {
-                Ok(()) => info!("{vip}: VIP Lease names this node"),
-                Err(e) => {
-                    warn!(
-                        "{vip}: writing the VIP Lease: {e}; holding the VIP all the same, will retry"
-                    );
-                    self.metrics.error("vip_lease");
+            // In the background: an API server that hangs must not hold up the takeover or the
+            // next resync.
+            let (client, namespace, node) = (
+                self.client.clone(),
+                self.opts.lease_namespace.clone(),
+                self.opts.node.clone(),
+            );
+            let (vip, metrics) = (*vip, self.metrics.clone());
+            tokio::spawn(async move {
+                match vip_leases::claim(&client, &namespace, vip, &node).await {
+                    Ok(()) => info!("{vip}: VIP Lease names this node"),
+                    Err(e) => {
+                        warn!(
+                            "{vip}: writing the VIP Lease: {e}; holding the VIP all the same, will retry"
+                        );
+                        metrics.error("vip_lease");
+                    }
                 }
-            }
+            });
         }
         held
     }
@@ -631,7 +660,16 @@ impl Agent {
             .collect()
     }
 
+    fn synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn node_info(&self) -> NodeInfo {
+        if !self.synced()
+            && let Some(r) = &self.remembered
+        {
+            return r.node.clone();
+        }
         self.nodes
             .get(&reflector::ObjectRef::new(&self.opts.node))
             .map(|n| NodeInfo::from_node(&n))
@@ -641,10 +679,43 @@ impl Agent {
             })
     }
 
+    /// Keeps the listed objects and Node beside the ledger when they changed.
+    fn remember(&mut self) {
+        let now = Remembered {
+            node: self.node_info(),
+            objects: self.objects.state().iter().map(|o| (**o).clone()).collect(),
+        };
+        let same = self.remembered.as_ref().is_some_and(|r| {
+            r.node == now.node
+                && r.objects.len() == now.objects.len()
+                && r.objects.iter().zip(&now.objects).all(|(a, b)| {
+                    a.metadata.uid == b.metadata.uid
+                        && a.metadata.resource_version == b.metadata.resource_version
+                })
+        });
+        if same {
+            return;
+        }
+        let saved = serde_json::to_vec(&now)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                let tmp = self.remembered_file.with_extension("json.tmp");
+                std::fs::write(&tmp, bytes)?;
+                std::fs::rename(&tmp, &self.remembered_file)
+            });
+        if let Err(e) = saved {
+            debug!("saving {}: {e}", self.remembered_file.display());
+        }
+        self.remembered = Some(now);
+    }
+
     /// Every object, oldest first (the order in which objects claim ports), each validated once,
     /// with the conflict rule applied.
     fn objects_by_age(&self) -> Vec<Object> {
-        let mut all = self.objects.state();
+        let mut all = match &self.remembered {
+            Some(r) if !self.synced() => r.objects.iter().cloned().map(Arc::new).collect(),
+            _ => self.objects.state(),
+        };
         by_age(&mut all);
         let mut objects: Vec<Object> = all
             .into_iter()

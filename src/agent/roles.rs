@@ -23,7 +23,7 @@ use crate::core::{RealServer, VirtualService, covers};
 use super::converge::Resynced;
 
 /// What the agent needs of its own Node.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeInfo {
     pub name: String,
     pub labels: BTreeMap<String, String>,

@@ -50,7 +50,11 @@ failover_trials() {
 		_t2=$(now_ms)
 		client_loop_stop
 		_res=$(echo_result)
-		case $_res in "50 lines back, exit 0") _survived=$((_survived + 1)) ;; esac
+		case $_res in
+		"50 lines back, exit 0") _survived=$((_survived + 1)) ;;
+		*) grep -h -E "taking over|letting go|holds it|dead|is back|heard|held before" \
+			/run/logs/$_active.log /run/logs/$_standby.log | tail -n 12 ;;
+		esac
 		_g=$(gap $((_t0 - 1000)) $_t2)
 		echo $_g >>/run/outage.ms
 		echo "$2 trial $_t: $_active -> $_standby, VIP moved after $((_t1 - _t0)) ms, client outage $_g ms, long-lived connection: $_res"
