@@ -537,6 +537,11 @@ impl Agent {
         let held = self.ha.decide(&vips);
         self.claimed.retain(|vip, _| held.contains(vip));
         for vip in &held {
+            // A VIP held only since before a restart is not claimed: the Lease may name the
+            // director that took it over meanwhile (and then this one lets go).
+            if !self.ha.took(*vip) {
+                continue;
+            }
             let named = self.ha.lease_holder(*vip) == Some(self.opts.node.as_str());
             let recent = self
                 .claimed
@@ -596,6 +601,8 @@ impl Agent {
         }
         let mac = macs.values().next().cloned();
         self.ha.after_resync(ready, mac);
+        self.ha
+            .record_sync(&r.after.daemons.keys().copied().collect());
         macs
     }
 

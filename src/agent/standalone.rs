@@ -165,6 +165,7 @@ pub async fn resync<D: DataPlane>(
             ready,
             ifname.as_deref().and_then(crate::netdev::interface_mac),
         );
+        ha.record_sync(&resynced.after.daemons.keys().copied().collect());
     }
     let mut unready = Vec::new();
     if let (Some(ha), Some(holders)) = (&beside.ha, &beside.holders) {

@@ -37,6 +37,9 @@ pub struct Takeover {
 #[derive(Debug, Clone)]
 struct Held {
     term: u64,
+    /// Held before this agent started, not taken by it: the VIP Lease may name a director that
+    /// took it over meanwhile.
+    adopted: bool,
 }
 
 /// How long a director that no longer directs a VIP waits for a standby to claim it.
@@ -100,7 +103,13 @@ impl Ha {
     pub fn adopt(&mut self, vips: impl IntoIterator<Item = IpAddr>) {
         for vip in vips {
             info!("{vip}: held before this agent started; holding it");
-            self.held.insert(vip, Held { term: 0 });
+            self.held.insert(
+                vip,
+                Held {
+                    term: 0,
+                    adopted: true,
+                },
+            );
             // It serves: say so before the first resync, so no standby takes it meanwhile.
             self.ready.insert(vip);
         }
@@ -225,7 +234,13 @@ impl Ha {
                             .inc();
                     }
                     self.takeovers.insert(*vip, takeover);
-                    self.held.insert(*vip, Held { term });
+                    self.held.insert(
+                        *vip,
+                        Held {
+                            term,
+                            adopted: false,
+                        },
+                    );
                 }
                 (true, false) => {
                     let by = view.peers.iter().find(|p| p.active && !p.leaving);
@@ -339,10 +354,14 @@ impl Ha {
         let me = &self.peers.settings().node;
         if let Some(holder) = &holder
             && holder != me
-            && self.held.contains_key(&vip)
-            && self.lease_holders.get(&vip) == Some(me)
+            && let Some(held) = self.held.get(&vip)
         {
-            self.fenced.insert(vip);
+            // Taken from this director while it held the VIP; or, for a VIP it only held before
+            // it restarted, taken meanwhile by a director that is alive.
+            let taken = self.lease_holders.get(&vip) == Some(me);
+            if taken || (held.adopted && holder_live) {
+                self.fenced.insert(vip);
+            }
         }
         match holder {
             Some(h) => self.lease_holders.insert(vip, h),
@@ -353,6 +372,12 @@ impl Ha {
     /// The director the VIP Lease names, as last seen.
     pub fn lease_holder(&self, vip: IpAddr) -> Option<&str> {
         self.lease_holders.get(&vip).map(String::as_str)
+    }
+
+    /// Whether this director took `vip` itself (not only held it before it restarted): then
+    /// its VIP Lease should name it.
+    pub fn took(&self, vip: IpAddr) -> bool {
+        self.held.get(&vip).is_some_and(|h| !h.adopted)
     }
 
     /// The VIPs this director holds.
@@ -384,6 +409,17 @@ impl Ha {
                 })
             })
             .collect()
+    }
+
+    /// Records which connection-sync daemons the kernel runs, for the metrics.
+    pub fn record_sync(&self, running: &BTreeSet<crate::ipvs::SyncRole>) {
+        for role in [crate::ipvs::SyncRole::Master, crate::ipvs::SyncRole::Backup] {
+            let labels = super::metrics::RoleLabels {
+                role: role.to_string(),
+            };
+            let on = i64::from(running.contains(&role));
+            self.metrics.sync_daemon.get_or_create(&labels).set(on);
+        }
     }
 
     /// The MAC of the live peer that holds `vip`, from its heartbeats.
@@ -555,11 +591,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_vip_held_before_a_restart_is_let_go_when_its_lease_names_a_live_director() {
+        let peers = Peers::start(settings("b"), vec![]).unwrap();
+        let mut b = Ha::new(peers, HaMetrics::default());
+        let vip: IpAddr = VIP.parse().unwrap();
+        b.adopt(vips());
+        assert!(!b.took(vip), "adopted, not taken: its Lease is not claimed");
+        b.set_lease(vip, Some("a".into()), false);
+        assert_eq!(
+            b.decide(&vips()),
+            vips(),
+            "a's agent is gone: b keeps serving"
+        );
+        b.set_lease(vip, Some("a".into()), true);
+        assert!(b.decide(&vips()).is_empty(), "a took it over meanwhile");
+    }
+
+    #[tokio::test]
     async fn a_restarted_director_that_held_the_vip_yields_to_the_one_that_took_over() {
         let (mut a, mut b) = pair().await;
         let vip: IpAddr = VIP.parse().unwrap();
         // b took over (term 1) while a was down; a comes back still holding the VIP (term 0).
-        b.held.insert(vip, Held { term: 1 });
+        b.held.insert(
+            vip,
+            Held {
+                term: 1,
+                adopted: false,
+            },
+        );
         a.adopt(vips());
         settle(&mut a, &mut b, 15).await;
         assert!(b.holds(vip));

@@ -15,6 +15,11 @@ pub struct VipLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
     pub peer: String,
 }
@@ -26,6 +31,7 @@ pub struct HaMetrics {
     pub peer_up: Family<PeerLabels, Gauge>,
     pub peer_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     pub foreign_holders: Family<VipLabels, Gauge>,
+    pub sync_daemon: Family<RoleLabels, Gauge>,
 }
 
 impl HaMetrics {
@@ -56,6 +62,11 @@ impl HaMetrics {
             "foreign_holders",
             "MACs other than the active director's that answer ARP/NDP for a VIP (should be 0)",
             m.foreign_holders.clone(),
+        );
+        r.register(
+            "sync_daemon",
+            "1 while this director runs the IPVS connection-sync daemon of the role (master, backup)",
+            m.sync_daemon.clone(),
         );
         m
     }

@@ -138,7 +138,8 @@ active=$(holders)
 standby=$(other $active)
 in_ns $active wget -qO- http://127.0.0.1:9090/metrics >/run/metrics.txt
 for want in "lvs_director_active{vip=\"$VIP\"} 1" "lvs_director_peer_up{peer=\"$standby\"} 1" \
-	"lvs_director_failovers_total{vip=\"$VIP\"}" "lvs_director_peer_rtt_seconds{peer=\"$standby\"}"; do
+	"lvs_director_failovers_total{vip=\"$VIP\"}" "lvs_director_peer_rtt_seconds{peer=\"$standby\"}" \
+	'lvs_director_sync_daemon{role="master"} 1'; do
 	check "/metrics of $active has $want" grep -qF "$want" /run/metrics.txt
 done
 grep -E "^lvs_director_(peer_rtt_seconds|failovers_total)" /run/metrics.txt
