@@ -17,9 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
-use super::desired::{Assignment, Desired, same_subnet};
 use super::ledger::{Intent, Ledger};
-use super::model::{AF_INET, AF_INET6, DestKey, HostAddress, MarkKey, NodeState};
+use super::model::{AF_INET, AF_INET6, HostAddress, MarkKey, NodeState, same_subnet};
 
 /// The marks the agent may use unless told otherwise (`--health-check-marks`): 0x4c56_0000 ("LV")
 /// and the 65,535 above it, far from the small marks firewalls and kube-proxy use.
@@ -49,58 +48,6 @@ pub fn weight(weight: u32, admission: Option<Admission>) -> u32 {
         }
         Some(Admission::Ramping(_)) => 0,
     }
-}
-
-/// Keeps out the real servers a previous run ejected: a checked real server the checks have no
-/// verdict on yet (the agent just started, or its check changed) that the kernel holds at weight
-/// 0 though configured higher stays at 0 until its checks pass, rather than getting clients
-/// back in the meantime. The agent starts such checks Unhealthy.
-pub fn hold_ejected(desired: &mut Desired, assignments: &[Assignment<'_>], observed: &NodeState) {
-    for a in assignments.iter().filter(|a| a.director.is_some()) {
-        let service = a.service;
-        for (key, port) in service.keys().zip(&service.ports) {
-            let Some(checked) = service.checked_port(*port) else {
-                continue;
-            };
-            let Some(have) = observed.services.get(&key) else {
-                continue;
-            };
-            for b in &a.backends {
-                let dest = DestKey {
-                    addr: b.addr,
-                    port: key.port,
-                };
-                let at_zero = have.dests.get(&dest).is_some_and(|d| d.weight == 0);
-                if b.weight == 0 || !at_zero || a.health.contains_key(&(b.addr, checked)) {
-                    continue;
-                }
-                let states = [
-                    desired.state.services.get_mut(&key),
-                    desired
-                        .parts
-                        .get_mut(&service.id)
-                        .and_then(|p| p.services.get_mut(&key)),
-                ];
-                for s in states.into_iter().flatten() {
-                    if let Some(d) = s.dests.get_mut(&dest) {
-                        d.weight = 0;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The real servers this node probes through a VIP (each needs a mark): those of every object it
-/// directs whose checks go through the VIP.
-pub fn wanted_marks(assignments: &[Assignment<'_>]) -> BTreeSet<IpAddr> {
-    assignments
-        .iter()
-        .filter(|a| a.director.is_some())
-        .filter(|a| a.service.health.as_ref().is_some_and(|h| h.through_vip))
-        .flat_map(|a| a.backends.iter().map(|b| b.addr))
-        .filter(|addr| !addr.is_unspecified())
-        .collect()
 }
 
 /// A mark for each real server of `wanted`: the mark service we own that already leads to it,

@@ -18,10 +18,10 @@ pub mod service;
 
 pub use claims::{Conflict, claims};
 pub use desired::{
-    Assignment, Desired, DirectorRole, PlacementError, desired, interface_for, sync_daemons,
-    wanted_services,
+    Assignment, Desired, DirectorRole, PlacementError, desired, hold_ejected, interface_for,
+    sync_daemons, wanted_marks, wanted_services,
 };
-pub use health::{Admission, DEFAULT_MARKS, assign_marks, hold_ejected, source_for, wanted_marks};
+pub use health::{Admission, DEFAULT_MARKS, assign_marks, source_for};
 pub use ledger::{Drain, Intent, Ledger, SysctlRecord};
 pub use model::*;
 pub use plan::{Blocked, Op, Plan, covers, plan};

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -95,7 +95,7 @@ pub struct NodeState {
     /// The planner never reads them.
     pub stats: BTreeMap<ServiceKey, ServiceStats>,
     /// Observed only, on real servers: the listening sockets, for their self-check.
-    pub listeners: BTreeSet<super::selfcheck::Listener>,
+    pub listeners: BTreeSet<Listener>,
     /// IPVS connection-sync daemons (`ipvsadm --start-daemon`): on directors with peers, a master
     /// where the node holds a VIP and a backup where it stands by.
     pub daemons: BTreeMap<SyncRole, SyncDaemon>,
@@ -115,6 +115,9 @@ pub fn daemon_matches(want: &SyncDaemon, have: &SyncDaemon) -> bool {
         && same(&want.port, &have.port)
         && same(&want.ttl, &have.ttl)
 }
+
+/// A listening socket of the node: its protocol and local address.
+pub type Listener = (Protocol, SocketAddr);
 
 /// A service's counters and its destinations'.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -140,3 +143,22 @@ pub const REAL_SERVER_SYSCTLS: [(&str, &str); 4] = [
     ("net.ipv4.conf.lo.arp_announce", "2"),
     ("net.ipv4.conf.all.arp_announce", "2"),
 ];
+
+/// Whether `a` and `b` are in one subnet of `prefix_len` bits (false across families).
+pub fn same_subnet(a: IpAddr, b: IpAddr, prefix_len: u8) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix_len))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix_len))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}

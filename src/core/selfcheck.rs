@@ -13,8 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use super::model::{HostAddress, NodeState, Protocol};
 use super::service::VirtualService;
 
-/// A listening socket of the node: its protocol and local address.
-pub type Listener = (Protocol, SocketAddr);
+pub use super::model::Listener;
 
 /// What is wrong with this node as a real server of `service`, or `None` when nothing is.
 pub fn verify(

@@ -98,7 +98,7 @@ pub fn sender_for(vip: IpAddr, ifindex: u32, addrs: &[AddrEntry]) -> Option<IpAd
             && e.addr != vip
             && e.prefix_len < host_route
     });
-    let in_subnet = |e: &&AddrEntry| crate::core::desired::same_subnet(e.addr, vip, e.prefix_len);
+    let in_subnet = |e: &&AddrEntry| crate::core::same_subnet(e.addr, vip, e.prefix_len);
     match vip {
         IpAddr::V4(_) => own
             .clone()

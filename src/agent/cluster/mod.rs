@@ -34,29 +34,26 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::api::{LvsService, NodeStatus, TakeoverStatus, validate};
-use crate::core::{
-    Admission, Assignment, DirectorRole, VirtualService, claims, interface_for, selfcheck,
-};
-use crate::ha::holders::{Holders, Watch, format_mac};
+use crate::api::{LvsService, NodeStatus, validate};
+use crate::core::{Admission, Assignment, DirectorRole, VirtualService, claims};
+use crate::ha::holders::Holders;
 use crate::ha::{Ha, HaMetrics, Peers};
 
 use super::checks::HealthChecks;
-use super::converge::{self, DataPlane, ProblemLog, Resynced};
+use super::converge::{self, DataPlane, ProblemLog};
 use super::ledger::LedgerStore;
 use super::metrics::AgentMetrics;
-use super::roles::{
-    DirectorReport, NodeInfo, Roles, backends_of, by_age, node_status, rejected, roles,
-};
-use super::vip_leases;
+use super::roles::{NodeInfo, Roles, backends_of, by_age, rejected, roles};
+
+mod failover;
+mod report;
 
 /// Settings of the in-cluster agent.
 #[derive(Debug, Clone)]
@@ -88,10 +85,6 @@ pub struct Failover {
     /// The `--syncid` of the connection-sync daemons.
     pub sync_id: u8,
 }
-
-/// A director takes a VIP Lease at most this often while another holder stays named: the API
-/// writes of failover are one per takeover, and at most one per VIP per this period.
-const LEASE_REWRITE: Duration = Duration::from_secs(10);
 
 /// Keeps a reflector store fed and wakes the resync loop on every change.
 fn reflect<K>(api: Api<K>, config: watcher::Config, what: &str, notify: Arc<Notify>) -> Store<K>
@@ -467,206 +460,6 @@ impl Agent {
         true
     }
 
-    /// Where the other directors are (their heartbeat Leases) and who the API server says holds
-    /// each VIP (the VIP Leases); and what this node publishes for them.
-    fn follow_peers(&mut self, node: &NodeInfo, objects: &[Object], roles: &[Roles]) {
-        let vips: Vec<IpAddr> = objects
-            .iter()
-            .filter_map(|o| o.service.as_ref().map(|s| s.vip))
-            .collect();
-        let leases = self.leases.state();
-        // Agents alive by their heartbeat Lease (renewed within three periods).
-        let fresh = self.opts.heartbeat_period * 3;
-        let live: BTreeSet<String> = leases
-            .iter()
-            .filter_map(|l| crate::heartbeat::read(l))
-            .filter(|(_, at)| {
-                let age = k8s_openapi::jiff::Timestamp::now().duration_since(*at);
-                age.unsigned_abs() < fresh
-            })
-            .map(|(node, _)| node)
-            .collect();
-        let mut targets = Vec::new();
-        for lease in &leases {
-            if let Some((peer, addr)) = crate::heartbeat::peer(lease)
-                && peer != self.opts.node
-            {
-                targets.push(addr);
-            }
-            if let Some((vip, holder)) = vip_leases::holder(lease, &vips) {
-                let alive = live.contains(&holder);
-                self.ha.set_lease(vip, Some(holder), alive);
-            }
-        }
-        targets.sort();
-        targets.dedup();
-        if targets != self.known_peers {
-            let saved = serde_json::to_vec(&targets)
-                .map_err(std::io::Error::other)
-                .and_then(|bytes| std::fs::write(&self.peers_file, bytes));
-            if let Err(e) = saved {
-                debug!("saving the peers to {}: {e}", self.peers_file.display());
-            }
-            self.known_peers = targets.clone();
-        }
-        self.ha.peers().set_targets(targets);
-        // A director publishes where its peers reach it: its node's address (IPv4 first).
-        let directs = roles.iter().any(|r| r.director);
-        let address = node
-            .addresses
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or(node.addresses.first());
-        let publish = address
-            .filter(|_| directs)
-            .map(|a| std::net::SocketAddr::new(*a, self.opts.failover.listen.port()));
-        if publish != self.published_peer {
-            self.published_peer = publish;
-            self.heartbeat = None; // renew now, with the new address
-        }
-    }
-
-    /// Which VIPs this node holds (the failover's choice), writing the VIP Lease of each it took.
-    fn elect(&mut self, objects: &[Object], roles: &[Roles]) -> BTreeSet<IpAddr> {
-        let vips: BTreeSet<IpAddr> = objects
-            .iter()
-            .zip(roles)
-            .filter(|(_, r)| r.director)
-            .filter_map(|(o, _)| o.service.as_ref().map(|s| s.vip))
-            .collect();
-        let held = self.ha.decide(&vips);
-        self.claimed.retain(|vip, _| held.contains(vip));
-        for vip in &held {
-            // A VIP held only since before a restart is not claimed: the Lease may name the
-            // director that took it over meanwhile (and then this one lets go).
-            if !self.ha.took(*vip) {
-                continue;
-            }
-            let named = self.ha.lease_holder(*vip) == Some(self.opts.node.as_str());
-            let recent = self
-                .claimed
-                .get(vip)
-                .is_some_and(|at| at.elapsed() < LEASE_REWRITE);
-            if named || recent {
-                continue;
-            }
-            self.claimed.insert(*vip, Instant::now());
-            // In the background: an API server that hangs must not hold up the takeover or the
-            // next resync.
-            let (client, namespace, node) = (
-                self.client.clone(),
-                self.opts.lease_namespace.clone(),
-                self.opts.node.clone(),
-            );
-            let (vip, metrics) = (*vip, self.metrics.clone());
-            tokio::spawn(async move {
-                match vip_leases::claim(&client, &namespace, vip, &node).await {
-                    Ok(()) => info!("{vip}: VIP Lease names this node"),
-                    Err(e) => {
-                        warn!(
-                            "{vip}: writing the VIP Lease: {e}; holding the VIP all the same, will retry"
-                        );
-                        metrics.error("vip_lease");
-                    }
-                }
-            });
-        }
-        held
-    }
-
-    /// Tells the peers which VIPs this node is ready to take; the MAC of each director VIP's
-    /// interface, for the status.
-    fn after_election(
-        &mut self,
-        objects: &[Object],
-        roles: &[Roles],
-        r: &Resynced,
-    ) -> BTreeMap<IpAddr, String> {
-        let mut ready = BTreeSet::new();
-        let mut macs = BTreeMap::new();
-        for (o, role) in objects.iter().zip(roles) {
-            let Some(s) = o.service.as_ref().filter(|_| role.director) else {
-                continue;
-            };
-            if r.desired.parts.contains_key(&s.id) && r.converged.failed.is_empty() {
-                ready.insert(s.vip);
-            }
-            if let Some(mac) = self
-                .vip_interface(s, r)
-                .as_deref()
-                .and_then(crate::netdev::interface_mac)
-            {
-                macs.insert(s.vip, mac);
-            }
-        }
-        let mac = macs.values().next().cloned();
-        self.ha.after_resync(ready, mac);
-        self.ha
-            .record_sync(&r.after.daemons.keys().copied().collect());
-        macs
-    }
-
-    fn vip_interface(&self, s: &VirtualService, r: &Resynced) -> Option<String> {
-        self.opts
-            .interface
-            .clone()
-            .or_else(|| s.interface.clone())
-            .or_else(|| interface_for(s.vip, &r.after.addresses))
-    }
-
-    /// Hands the holder probes the VIPs this node directs; the foreign holders of each, named
-    /// `MAC` or `MAC (node)`.
-    fn second_holders(
-        &self,
-        objects: &[Object],
-        roles: &[Roles],
-        r: &Resynced,
-    ) -> BTreeMap<IpAddr, Vec<String>> {
-        let Some(holders) = &self.holders else {
-            return BTreeMap::new();
-        };
-        let mut watches: Vec<Watch> = Vec::new();
-        for (o, role) in objects.iter().zip(roles) {
-            let Some(s) = o.service.as_ref().filter(|_| role.director) else {
-                continue;
-            };
-            if watches.iter().any(|w| w.vip == s.vip) {
-                continue;
-            }
-            if let Some(ifname) = self.vip_interface(s, r) {
-                watches.push(Watch {
-                    vip: s.vip,
-                    ifname,
-                    active_mac: (!self.ha.holds(s.vip))
-                        .then(|| self.ha.active_peer_mac(s.vip))
-                        .flatten(),
-                });
-            }
-        }
-        let vips = watches.iter().map(|w| w.vip).collect();
-        holders.watch(watches);
-        let found = holders.foreign();
-        let counts = found.iter().map(|(v, m)| (*v, m.len())).collect();
-        self.ha.record_foreign(&vips, &counts);
-        let names = self.ha.peer_macs();
-        found
-            .into_iter()
-            .map(|(vip, macs)| {
-                let named = macs
-                    .into_iter()
-                    .map(|m| {
-                        let mac = format_mac(m);
-                        match names.get(&mac) {
-                            Some(node) => format!("{mac} ({node})"),
-                            None => mac,
-                        }
-                    })
-                    .collect();
-                (vip, named)
-            })
-            .collect()
-    }
-
     fn synced(&self) -> bool {
         self.synced.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -789,106 +582,5 @@ impl Agent {
                 })
             })
             .collect()
-    }
-
-    /// Writes this node's entry of every object whose entry changed, and removes the entries of
-    /// objects it no longer has a part in (only once its state there is really gone: the
-    /// controller's finalizer waits for that).
-    async fn report(
-        &mut self,
-        objects: &[Object],
-        roles: &[Roles],
-        r: &Resynced,
-        macs: &BTreeMap<IpAddr, String>,
-        foreign: &BTreeMap<IpAddr, Vec<String>>,
-    ) {
-        for (o, role) in objects.iter().zip(roles) {
-            let vip = o.service.as_ref().map(|s| s.vip);
-            let holds = vip.is_some_and(|v| self.ha.holds(v));
-            let selfcheck = o
-                .service
-                .as_ref()
-                .filter(|_| role.real_server)
-                .and_then(|s| selfcheck::verify(s, &r.after, &r.after.listeners));
-            let checks = match &o.service {
-                Some(s) if role.director => self.checks.reports(&s.id),
-                _ => Vec::new(),
-            };
-            let director = DirectorReport {
-                holds_vip: holds,
-                checks,
-                mac: vip.and_then(|v| macs.get(&v).cloned()),
-                takeover: vip
-                    .and_then(|v| self.ha.takeover(v))
-                    .map(|t| TakeoverStatus {
-                        from: t.from.clone(),
-                        silent_ms: t
-                            .silent_for
-                            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-                        at: humantime::format_rfc3339_seconds(t.at).to_string(),
-                    }),
-                foreign_holders: vip
-                    .and_then(|v| foreign.get(&v).cloned())
-                    .unwrap_or_default(),
-                unreachable_peers: vip
-                    .map(|v| {
-                        let peers = self.ha.peer_reports(v);
-                        peers
-                            .into_iter()
-                            .filter(|p| !p.alive)
-                            .map(|p| p.node)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            };
-            let entry = node_status(&o.object, &self.opts.node, *role, r, director, selfcheck);
-            let id = crate::api::validate::object_ref(&o.object);
-            let present = o
-                .object
-                .status
-                .iter()
-                .flat_map(|s| &s.nodes)
-                .any(|n| n.node == self.opts.node);
-            if self.reported.get(&id) == Some(&entry) && (entry.is_some() == present) {
-                continue;
-            }
-            if entry.is_none() && !present {
-                self.reported.insert(id, None);
-                continue;
-            }
-            if entry.is_none() && !r.converged.failed.is_empty() {
-                continue;
-            }
-            match self.patch_entry(&o.object, entry.clone()).await {
-                Ok(()) => {
-                    debug!(object = %id, "reported {entry:?}");
-                    self.reported.insert(id, entry);
-                }
-                Err(e) => {
-                    warn!(object = %id, "reporting status: {e}");
-                    self.metrics.error("report");
-                }
-            }
-        }
-    }
-
-    /// Applies this node's entry of `status.nodes` (or removes it, with `None`).
-    async fn patch_entry(&self, obj: &LvsService, entry: Option<NodeStatus>) -> kube::Result<()> {
-        let api: Api<LvsService> =
-            Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
-        let nodes: Vec<NodeStatus> = entry.into_iter().collect();
-        let patch = serde_json::json!({
-            "apiVersion": "lvs-operator.io/v1alpha1",
-            "kind": "LvsService",
-            "metadata": {"name": obj.name_any()},
-            "status": {"nodes": nodes},
-        });
-        api.patch_status(
-            &obj.name_any(),
-            &PatchParams::apply(&self.manager).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        Ok(())
     }
 }
