@@ -137,6 +137,10 @@ struct FailoverArgs {
     /// a failover. Give each LVS cluster sharing a LAN its own.
     #[arg(long, default_value_t = 0)]
     sync_id: u8,
+    /// How often a director announces the VIPs it holds again (gratuitous ARP / unsolicited NA),
+    /// for switches and routers that missed the takeover's; 0s turns it off.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    garp_refresh: Duration,
 }
 
 /// `10.10.24.11` or `10.10.24.11:7408` (`[fd00::11]:7408` for IPv6).
@@ -258,6 +262,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                             tracing::warn!("cannot probe for a second holder of the VIPs: {e:#}")
                         }
                     }
+                    beside.announcer = start_announcer(f.garp_refresh);
                 }
                 if let Some(addr) = args.metrics_addr {
                     serve(addr, metrics.clone(), Health::default()).await?;
@@ -293,6 +298,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                         dead_after: args.failover.peer_dead_after,
                         priority: args.failover.priority,
                         sync_id: args.failover.sync_id,
+                        garp_refresh: args.failover.garp_refresh,
                     },
                 };
                 cluster::run(client, &mut kernel, &store, opts)
@@ -335,6 +341,16 @@ fn parse_mark_range(text: &str) -> Result<(u32, u32), String> {
 
 fn crd_yaml() -> String {
     serde_saphyr::to_string(&LvsService::crd()).expect("the CRD serializes to YAML")
+}
+
+/// The periodic VIP announcements, unless `every` is zero.
+fn start_announcer(every: Duration) -> Option<lvs_operator::ha::announcer::Announcer> {
+    if every.is_zero() {
+        return None;
+    }
+    lvs_operator::ha::announcer::Announcer::start(every)
+        .map_err(|e| tracing::warn!("cannot announce the VIPs periodically: {e:#}"))
+        .ok()
 }
 
 /// This machine's name, a standalone director's name in its heartbeats unless --node-name says.

@@ -21,6 +21,7 @@ use tracing::{error, info};
 use crate::api::{manifest, validate};
 use crate::core::{Assignment, DirectorRole, VirtualService, interface_for, selfcheck};
 use crate::ha::Ha;
+use crate::ha::announcer::Announcer;
 use crate::ha::holders::{Holders, Watch, format_mac};
 
 use super::checks::HealthChecks;
@@ -94,6 +95,8 @@ pub struct Beside {
     pub ha: Option<Ha>,
     /// With `ha`: the probes for a second holder of the VIPs.
     pub holders: Option<Holders>,
+    /// With `ha`: the periodic announcements of the VIPs it holds.
+    pub announcer: Option<Announcer>,
 }
 
 /// How long a stopping director waits for its standbys to take its VIPs before it exits
@@ -166,6 +169,11 @@ pub async fn resync<D: DataPlane>(
             ifname.as_deref().and_then(crate::netdev::interface_mac),
         );
         ha.record_sync(&resynced.after.daemons.keys().copied().collect());
+        if let Some(announcer) = &beside.announcer {
+            let held = resynced.desired.state.addresses.iter();
+            let vips = held.filter(|a| a.ifname != "lo" && ha.holds(a.addr));
+            announcer.hold(vips.map(|a| (a.addr, a.ifname.clone())).collect());
+        }
     }
     let mut unready = Vec::new();
     if let (Some(ha), Some(holders)) = (&beside.ha, &beside.holders) {

@@ -7,6 +7,7 @@
 //! the agent talks to: it keeps this director's claims, runs the election for the VIPs it may
 //! direct, and tells the agent which to hold.
 
+pub mod announcer;
 pub mod director;
 pub mod elect;
 pub mod holders;

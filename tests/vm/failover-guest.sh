@@ -13,7 +13,9 @@
 #      down; the standby takes over; the old one comes back as standby and lets go of the VIP;
 #   3. planned: SIGTERM to the active director's agent: the standby takes over first, no request
 #      fails, the old one exits without the VIP;
-#   4. the heartbeats and failovers in /metrics.
+#   4. connection sync daemons, and a second holder of the VIP reported;
+#   5. periodic gratuitous ARP heals a client's stale neighbour entry (--garp-refresh 1s);
+#   6. the heartbeats and failovers in /metrics.
 
 FAILOVER_TRIALS=${FAILOVER_TRIALS:-10}
 . /lvs/failover-lib.sh
@@ -21,7 +23,7 @@ FAILOVER_TRIALS=${FAILOVER_TRIALS:-10}
 start_director() {
 	$IP netns exec "$1" lvs-operator agent --standalone $OBJ --role director --node-name "$1" \
 		--peer "$(ip4 "$(other "$1")")" --resync-period 1s --state-dir "/run/state/$1" \
-		--metrics-addr 127.0.0.1:9090 >>"/run/logs/$1.log" 2>&1 &
+		--garp-refresh 1s --metrics-addr 127.0.0.1:9090 >>"/run/logs/$1.log" 2>&1 &
 	echo $! >"/run/$1.pid"
 }
 
@@ -132,6 +134,16 @@ in_ns $active wget -qO- http://127.0.0.1:9090/metrics >/run/metrics.txt
 check "/metrics of $active: lvs_director_foreign_holders 1" grep -qF "lvs_director_foreign_holders{vip=\"$VIP\"} 1" /run/metrics.txt
 in_ns $standby $IP addr del $VIP/32 dev eth0
 wait_until "the second holder gone, $active says so" 15 grep -q "resolved: $VIP: $mac" /run/logs/$active.log
+
+echo "=== 8. periodic gratuitous ARP (--garp-refresh 1s)"
+# A neighbour entry the takeover's announcement never reached: the client thinks the VIP is at
+# a MAC nobody has. Nothing but a gratuitous ARP from the holder corrects it without traffic.
+active=$(holders)
+mac=$(in_ns $active cat /sys/class/net/eth0/address)
+in_ns client $IP neigh replace $VIP lladdr 02:00:00:00:00:01 dev eth0 nud stale
+client_has_mac() { has_text "lladdr $1" in_ns client $IP neigh show $VIP dev eth0; }
+wait_until "the client's stale entry for $VIP is back to $active's MAC $mac" 5 client_has_mac $mac
+in_ns client $IP neigh show $VIP dev eth0
 
 echo "=== 8. /metrics"
 active=$(holders)

@@ -155,6 +155,11 @@ impl Agent {
         }
         let mac = macs.values().next().cloned();
         self.ha.after_resync(ready, mac);
+        if let Some(announcer) = &self.announcer {
+            let held = r.desired.state.addresses.iter();
+            let vips = held.filter(|a| a.ifname != "lo" && self.ha.holds(a.addr));
+            announcer.hold(vips.map(|a| (a.addr, a.ifname.clone())).collect());
+        }
         self.ha
             .record_sync(&r.after.daemons.keys().copied().collect());
         macs

@@ -43,6 +43,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::{LvsService, NodeStatus, validate};
 use crate::core::{Admission, Assignment, DirectorRole, VirtualService, claims};
+use crate::ha::announcer::Announcer;
 use crate::ha::holders::Holders;
 use crate::ha::{Ha, HaMetrics, Peers};
 
@@ -84,6 +85,8 @@ pub struct Failover {
     pub priority: u8,
     /// The `--syncid` of the connection-sync daemons.
     pub sync_id: u8,
+    /// How often the held VIPs are announced again; zero never.
+    pub garp_refresh: Duration,
 }
 
 /// Keeps a reflector store fed and wakes the resync loop on every change.
@@ -139,6 +142,7 @@ struct Agent {
     leases: Store<Lease>,
     ha: Ha,
     holders: Option<Holders>,
+    announcer: Option<Announcer>,
     /// When this node last wrote each held VIP's Lease.
     claimed: HashMap<IpAddr, Instant>,
     /// The address published for the peers in the heartbeat Lease.
@@ -272,6 +276,12 @@ impl Agent {
         let holders = Holders::start(Duration::from_secs(2), Duration::from_millis(300))
             .map_err(|e| warn!("cannot probe for a second holder of the VIPs: {e:#}"))
             .ok();
+        let announcer = (!f.garp_refresh.is_zero())
+            .then(|| Announcer::start(f.garp_refresh))
+            .and_then(|a| {
+                a.map_err(|e| warn!("cannot announce the VIPs periodically: {e:#}"))
+                    .ok()
+            });
         let health = crate::http::Health::default();
         crate::http::serve(opts.metrics_addr, metrics.clone(), health.clone()).await?;
         let objects = reflect(
@@ -319,6 +329,7 @@ impl Agent {
             leases,
             ha,
             holders,
+            announcer,
             claimed: HashMap::new(),
             published_peer: None,
             known_peers: Vec::new(),
