@@ -9,6 +9,15 @@ export CARGO_TARGET_DIR ?= $(LVS_CACHE)/target
 BIN := $(CARGO_TARGET_DIR)/debug/lvs-operator
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/lvs-operator
 
+# That target dir is shared by every checkout on the machine (CI's fresh clones too), and cargo
+# judges our crate fresh by the mtimes of the files its last build read: another checkout's. So
+# when the last build came from elsewhere, mark this checkout's sources newer; only our crate is
+# rebuilt, the dependencies stay cached.
+CHECKOUT_STAMP := $(CARGO_TARGET_DIR)/.checkout
+ifneq ($(shell cat $(CHECKOUT_STAMP) 2>/dev/null),$(CURDIR))
+$(shell find $(CURDIR)/src $(CURDIR)/tests $(CURDIR)/examples -name '*.rs' -exec touch {} + 2>/dev/null; touch $(CURDIR)/Cargo.toml; mkdir -p $(CARGO_TARGET_DIR) && echo '$(CURDIR)' >$(CHECKOUT_STAMP))
+endif
+
 .PHONY: help test unit unit-root fuzz lint fmt crds check-crds helm-lint build release e2e-dataplane e2e-sync e2e tools demo bench bench-health
 
 help: ## This list.
@@ -43,11 +52,13 @@ release: ## Release binary (what the VM and the benchmark run).
 	cargo build --release
 
 crds: build ## Regenerate crds/ from the Rust types, and the chart's copy and deploy/ from them.
-	$(BIN) crd > crds/lvsservice.yaml
+	$(BIN) crd lvsservice > crds/lvsservice.yaml
+	$(BIN) crd lvsaddresspool > crds/lvsaddresspool.yaml
 	bash tests/e2e/chart.sh render
 
 check-crds: build ## Fail when crds/ or deploy/ differ from what the code and the chart generate.
-	@$(BIN) crd | diff -u crds/lvsservice.yaml - && echo "crds/ matches the code"
+	@$(BIN) crd lvsservice | diff -u crds/lvsservice.yaml - && \
+		$(BIN) crd lvsaddresspool | diff -u crds/lvsaddresspool.yaml - && echo "crds/ matches the code"
 	bash tests/e2e/chart.sh check
 
 helm-lint: ## helm lint the chart.
