@@ -11,7 +11,7 @@ use kube::CustomResourceExt;
 
 use lvs_operator::agent::checks::HealthChecks;
 use lvs_operator::agent::{cluster, kernel::Kernel, ledger, metrics::AgentMetrics, standalone};
-use lvs_operator::api::LvsService;
+use lvs_operator::api::{LvsAddressPool, LvsService};
 use lvs_operator::controller;
 use lvs_operator::http::{Health, serve};
 
@@ -38,13 +38,24 @@ enum LogFormat {
     Json,
 }
 
+/// The kinds `lvs-operator crd` prints.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CrdKind {
+    Lvsservice,
+    Lvsaddresspool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Program this node: IPVS and the VIP where it is a director, VIP on lo and ARP sysctls where
     /// it is a real server.
     Agent(AgentArgs),
-    /// Print the LvsService CustomResourceDefinition as YAML (`lvs-operator crd | kubectl apply -f -`).
-    Crd,
+    /// Print the CustomResourceDefinitions as YAML (`lvs-operator crd | kubectl apply -f -`):
+    /// LvsService and LvsAddressPool, or the one named.
+    Crd {
+        #[arg(value_enum)]
+        kind: Option<CrdKind>,
+    },
     /// Run the cluster-wide controller: resolve backends, settle VIP conflicts, report status.
     Controller(controller::Options),
     /// Print the version.
@@ -156,8 +167,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
     match cli.command {
-        Command::Crd => {
-            print!("{}", crd_yaml());
+        Command::Crd { kind } => {
+            print!("{}", crd_yaml(kind));
             ExitCode::SUCCESS
         }
         Command::Controller(options) => {
@@ -339,8 +350,17 @@ fn parse_mark_range(text: &str) -> Result<(u32, u32), String> {
     Ok((first, last))
 }
 
-fn crd_yaml() -> String {
-    serde_saphyr::to_string(&LvsService::crd()).expect("the CRD serializes to YAML")
+fn crd_yaml(kind: Option<CrdKind>) -> String {
+    let yaml = |crd| serde_saphyr::to_string(&crd).expect("the CRD serializes to YAML");
+    match kind {
+        Some(CrdKind::Lvsservice) => yaml(LvsService::crd()),
+        Some(CrdKind::Lvsaddresspool) => yaml(LvsAddressPool::crd()),
+        None => format!(
+            "{}---\n{}",
+            yaml(LvsService::crd()),
+            yaml(LvsAddressPool::crd())
+        ),
+    }
 }
 
 /// The periodic VIP announcements, unless `every` is zero.

@@ -120,14 +120,20 @@ fn misspelt_field_is_rejected_with_the_field_it_resembles() {
 }
 
 #[test]
-fn misspelt_required_field_is_both_unknown_and_missing() {
+fn misspelt_vip_is_an_unknown_field_and_a_missing_vip() {
     let text = "apiVersion: lvs-operator.io/v1alpha1\nkind: LvsService\nmetadata: {name: web}\n\
                 spec: {vp: 10.10.24.88, ports: [{port: 80}], backends: [{address: 10.10.24.21}]}\n";
     let err = manifest::parse_documents("x", text).remove(0).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "web: spec.vp: unknown field \"vp\", did you mean \"vip\"?\nweb: spec.vip: Required value"
+        "web: spec.vp: unknown field \"vp\", did you mean \"vip\"?"
     );
+    // Without the misspelling's field, the object reads as having no VIP, which the standalone
+    // agent (no controller to allocate one) refuses.
+    let text = text.replace("vp: 10.10.24.88, ", "");
+    let obj = manifest::parse_documents("x", &text).remove(0).unwrap();
+    let err = validate(&obj).unwrap_err().to_string();
+    assert!(err.starts_with("web: spec.vip: is required"), "{err}");
 }
 
 fn invalid_manifests() -> Vec<PathBuf> {

@@ -20,12 +20,14 @@
 //! The controller aggregates `nodes` into the conditions users see.
 
 pub mod manifest;
+pub mod pool;
 pub mod selector;
 mod spec;
 mod status;
 mod unknown_fields;
 pub mod validate;
 
+pub use pool::{LvsAddressPool, LvsAddressPoolSpec, Pools};
 pub use spec::*;
 pub use status::*;
 pub use validate::{FieldError, InvalidObject, validate};

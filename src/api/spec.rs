@@ -28,7 +28,7 @@ pub use crate::ipvs::{Protocol, Scheduler};
     status = "LvsServiceStatus",
     derive = "PartialEq",
     doc = "An LVS Direct Routing virtual service: a VIP, its ports, and the real servers behind it.",
-    printcolumn(name = "VIP", type_ = "string", json_path = ".spec.vip"),
+    printcolumn(name = "VIP", type_ = "string", json_path = ".status.vip"),
     printcolumn(name = "Ports", type_ = "string", json_path = ".status.ports"),
     printcolumn(name = "Scheduler", type_ = "string", json_path = ".spec.scheduler"),
     printcolumn(name = "Director", type_ = "string", json_path = ".status.director"),
@@ -52,14 +52,14 @@ pub use crate::ipvs::{Protocol, Scheduler};
 #[x_kube(
     validation = Rule::new("[has(self.backends), has(self.backendNodeSelector), has(self.backendService)].filter(x, x).size() == 1")
         .message("exactly one of spec.backends, spec.backendNodeSelector or spec.backendService must be set"),
-    validation = Rule::new("!has(self.backends) || !isIP(self.vip) || self.backends.all(b, !isIP(b.address) || ip(b.address).family() == ip(self.vip).family())")
+    validation = Rule::new("!has(self.backends) || !has(self.vip) || !isIP(self.vip) || self.backends.all(b, !isIP(b.address) || ip(b.address).family() == ip(self.vip).family())")
         .message("every backend address must be of the same address family as spec.vip")
         .field_path(".backends"),
     validation = Rule::new("!has(self.schedulerFlags) || self.scheduler == 'sh' || self.scheduler == 'mh'")
         .message("scheduler flags exist only for the sh and mh schedulers")
         .field_path(".schedulerFlags"),
     // The rule fails only where the vip is an IP, so its message may ask for the vip's family.
-    validation = Rule::new("!has(self.persistence) || !has(self.persistence.netmask) || !isIP(self.vip) || (ip(self.vip).family() == 4 ? (isIP(self.persistence.netmask) && ip(self.persistence.netmask).family() == 4) : self.persistence.netmask.matches('^([1-9]|[1-9][0-9]|1[01][0-9]|12[0-8])$'))")
+    validation = Rule::new("!has(self.persistence) || !has(self.persistence.netmask) || !has(self.vip) || !isIP(self.vip) || (ip(self.vip).family() == 4 ? (isIP(self.persistence.netmask) && ip(self.persistence.netmask).family() == 4) : self.persistence.netmask.matches('^([1-9]|[1-9][0-9]|1[01][0-9]|12[0-8])$'))")
         .message(Message::Expression("'\"' + self.persistence.netmask + '\" ' + (ip(self.vip).family() == 4 ? 'must be a dotted netmask such as 255.255.255.0 for an IPv4 vip' : 'must be a prefix length 1..128 for an IPv6 vip')".into()))
         .field_path(".persistence.netmask"),
 )]
@@ -67,13 +67,16 @@ pub use crate::ipvs::{Protocol, Scheduler};
 pub struct LvsServiceSpec {
     /// The virtual IP address clients connect to (IPv4 or IPv6, canonical form, e.g. 10.10.24.88).
     /// The active director holds it on its LAN interface as a /32 (/128); every real server holds
-    /// it on `lo`.
+    /// it on `lo`. In a cluster it must lie in an LvsAddressPool that admits the object's
+    /// namespace; left out, the controller allocates one from such a pool and keeps it for the
+    /// object's life (`status.vip`). Standalone mode needs it.
     // messageExpression, so that the API server's message names the value, not its type ("string").
     #[x_kube(validation = Rule::new("isIP(self) && ip.isCanonical(self) && ip(self).isGlobalUnicast()").message(Message::Expression("'\"' + self + '\" must be a unicast IPv4 or IPv6 address in canonical form, such as 10.10.24.88 or 2001:db8::88'".into())))]
     // Every string a CEL rule reads has a maxLength: the API server estimates each rule's cost
     // from it and refuses the CRD when a rule could exceed its budget. 45 is the longest IPv6 text.
     #[schemars(length(max = 45))]
-    pub vip: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<String>,
 
     /// The ports served on the VIP, one IPVS virtual service each (`ipvsadm -A -t VIP:PORT`).
     /// Direct Routing forwards a packet to the same port on the real server, unchanged: there is
@@ -124,6 +127,16 @@ pub struct LvsServiceSpec {
     /// passes `successThreshold` in a row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+}
+
+impl LvsService {
+    /// The VIP in use: `spec.vip`, or else the address the controller allocated (`status.vip`).
+    pub fn effective_vip(&self) -> Option<&str> {
+        self.spec
+            .vip
+            .as_deref()
+            .or_else(|| self.status.as_ref()?.vip.as_deref())
+    }
 }
 
 /// One port of the virtual service.

@@ -15,6 +15,11 @@ pub struct LvsServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
+    /// The VIP in use (the VIP column): `spec.vip`, or the address the controller allocated from
+    /// an LvsAddressPool when `spec.vip` is left out, kept for the object's life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<String>,
+
     /// Accepted (valid and not in conflict), Programmed (every selected node applied the current
     /// generation), Ready (programmed, with an active director and at least one usable backend)
     /// and Degraded (some nodes or backends are failing; the reason says which).

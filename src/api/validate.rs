@@ -308,7 +308,18 @@ fn check_metadata(obj: &LvsService, errors: &mut Vec<FieldError>) {
 /// Checks the spec, pushing every error found; returns the VIP when it parses.
 fn check_spec(obj: &LvsService, errors: &mut Vec<FieldError>) -> Option<IpAddr> {
     let spec = &obj.spec;
-    let vip = check_address("spec.vip", &spec.vip, "10.10.24.88 or 2001:db8::88", errors);
+    let allocated = obj.status.as_ref().and_then(|s| s.vip.as_deref());
+    let vip = match (spec.vip.as_deref(), allocated) {
+        (Some(vip), _) => check_address("spec.vip", vip, "10.10.24.88 or 2001:db8::88", errors),
+        (None, Some(vip)) => check_address("status.vip", vip, "10.10.24.88", errors),
+        (None, None) => {
+            errors.push(FieldError::new(
+                "spec.vip",
+                "is required: set it (in a cluster the controller allocates one from an LvsAddressPool when it is left out)",
+            ));
+            None
+        }
+    };
 
     if spec.ports.is_empty() {
         errors.push(FieldError::new("spec.ports", "must have at least 1 item"));
@@ -558,7 +569,7 @@ mod tests {
         let mut obj = LvsService::new(
             name,
             LvsServiceSpec {
-                vip: "10.10.24.88".into(),
+                vip: Some("10.10.24.88".into()),
                 ports: vec![ServicePort {
                     port: 80,
                     protocol: Default::default(),
@@ -585,6 +596,24 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.to_string().lines().map(str::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn a_vip_comes_from_the_spec_or_else_from_the_controllers_allocation() {
+        let mut obj = named("web", Some("default"));
+        obj.spec.vip = None;
+        let err = validate(&obj).unwrap_err();
+        assert_eq!(
+            err.errors[0].to_string(),
+            "spec.vip: is required: set it (in a cluster the controller allocates one from an LvsAddressPool when it is left out)"
+        );
+        obj.status = Some(crate::api::LvsServiceStatus {
+            vip: Some("10.10.24.81".into()),
+            ..Default::default()
+        });
+        assert_eq!(validate(&obj).unwrap().vip.to_string(), "10.10.24.81");
+        obj.spec.vip = Some("10.10.24.88".into());
+        assert_eq!(validate(&obj).unwrap().vip.to_string(), "10.10.24.88");
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub enum Acceptance {
     Invalid(String),
     /// An older object holds one of its VIP:port/protocol pairs.
     Conflict(Conflict),
+    /// Its VIP is in no LvsAddressPool that admits its namespace.
+    NotAllowed(String),
+    /// It has no `spec.vip`, and no pool that admits its namespace has a free address.
+    AllocationFailed(String),
 }
 
 /// A reason the real servers cannot even be listed.
@@ -263,6 +267,10 @@ pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatu
         ),
         Acceptance::Invalid(message) => set(ACCEPTED, false, "InvalidSpec", message.clone()),
         Acceptance::Conflict(c) => set(ACCEPTED, false, "VIPConflict", c.message()),
+        Acceptance::NotAllowed(message) => set(ACCEPTED, false, "VIPNotAllowed", message.clone()),
+        Acceptance::AllocationFailed(message) => {
+            set(ACCEPTED, false, "AllocationFailed", message.clone());
+        }
     }
 
     let directors: Vec<DirectorStatus> = input
@@ -289,6 +297,7 @@ pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatu
         .collect();
     let finish = |conditions, director, backends: Vec<BackendStatus>, serving| LvsServiceStatus {
         observed_generation: Some(generation),
+        vip: object.effective_vip().map(str::to_string),
         conditions,
         director,
         ports: Some(ports.clone()),
@@ -460,7 +469,8 @@ pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatu
             };
             let message = format!(
                 "{named} also answers ARP for {}, besides the active director (seen from {}): clients are split between two machines; remove the VIP there",
-                object.spec.vip, n.node
+                object.effective_vip().unwrap_or_default(),
+                n.node
             );
             if !issues.iter().any(|i| i.message == message) {
                 issues.push(Issue::on("DuplicateVIPHolder", &n.node, message));

@@ -36,8 +36,9 @@ pub fn transitions(old: &LvsServiceStatus, new: &LvsServiceStatus, issues: &[Iss
             push(EventType::Normal, "Accepted", c.message.clone());
         }
         let conflict_changed = old_accepted.is_none_or(|o| o.message != c.message) || changed;
-        if c.status == "False" && c.reason == "VIPConflict" && conflict_changed {
-            push(EventType::Warning, "VIPConflict", c.message.clone());
+        let refused = ["VIPConflict", "VIPNotAllowed", "AllocationFailed"];
+        if c.status == "False" && refused.contains(&c.reason.as_str()) && conflict_changed {
+            push(EventType::Warning, &c.reason, c.message.clone());
         }
     }
 

@@ -29,7 +29,8 @@ use super::backends::SERVICE_NAME_LABEL;
 use super::metrics::Metrics;
 use super::reconcile::{Context, FIELD_MANAGER, FINALIZER, Settings, Stores};
 use crate::api::{
-    Backend, LvsService, LvsServiceSpec, LvsServiceStatus, NodeRole, NodeStatus, ServicePort,
+    Backend, LvsAddressPool, LvsAddressPoolSpec, LvsService, LvsServiceSpec, LvsServiceStatus,
+    NodeRole, NodeStatus, ServicePort,
 };
 
 /// `default/<name>` on `vip`, port 80/TCP, one explicit backend 10.0.0.11.
@@ -37,7 +38,7 @@ pub fn lvs(name: &str, vip: &str) -> LvsService {
     let mut o = LvsService::new(
         name,
         LvsServiceSpec {
-            vip: vip.into(),
+            vip: Some(vip.into()),
             ports: vec![ServicePort {
                 port: 80,
                 protocol: Default::default(),
@@ -218,6 +219,18 @@ pub struct World {
     pub k8s_services: Vec<PartialObjectMeta<Service>>,
     /// The agents' heartbeat Leases.
     pub heartbeats: Vec<Lease>,
+    pub pools: Vec<LvsAddressPool>,
+}
+
+/// A pool admitting every namespace to every address.
+pub fn open_pool() -> LvsAddressPool {
+    LvsAddressPool::new(
+        "everything",
+        LvsAddressPoolSpec {
+            addresses: vec!["0.0.0.0/0".into(), "::/0".into()],
+            ..Default::default()
+        },
+    )
 }
 
 /// The heartbeat Lease of `node`, renewed now.
@@ -245,6 +258,7 @@ impl World {
             slices: Vec::new(),
             k8s_services: Vec::new(),
             heartbeats: ["d1", "d2", "n1"].into_iter().map(heartbeat).collect(),
+            pools: vec![open_pool()],
         }
     }
 }
@@ -266,6 +280,8 @@ pub fn test_context(world: World, settings: Settings) -> (Arc<Context>, ApiServe
         slices: store(world.slices),
         k8s_services: store(world.k8s_services),
         heartbeats: store(world.heartbeats),
+        pools: store(world.pools),
+        namespaces: store(Vec::new()),
     };
     let ctx = Context::new(client, recorder, Metrics::default(), stores, settings);
     (Arc::new(ctx), ApiServerVerifier(handle))

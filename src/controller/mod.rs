@@ -34,7 +34,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::{StreamExt, future};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::api::{Api, ListParams};
@@ -43,7 +43,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use tracing::{debug, info, warn};
 
-use crate::api::LvsService;
+use crate::api::{LvsAddressPool, LvsService};
 use backends::SERVICE_NAME_LABEL;
 use reconcile::{Context, FIELD_MANAGER, Settings, Stores, error_policy};
 use triggers::{
@@ -237,6 +237,24 @@ pub async fn run_controller(
         )
     });
 
+    // Pools and namespaces change rarely, and a change may admit or refuse any object.
+    let (pools, pool_writer) = reflector::store::<LvsAddressPool>();
+    let pool_triggers = watch::resilient(
+        Api::<LvsAddressPool>::all(client.clone()),
+        watcher::Config::default(),
+        "LvsAddressPools",
+    )
+    .reflect(pool_writer)
+    .touched_objects();
+    let (namespaces, namespace_writer) = reflector::store();
+    let namespace_triggers = watch::resilient(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+        "Namespaces",
+    )
+    .reflect(namespace_writer)
+    .touched_objects();
+
     let sibling_triggers = watch::resilient(
         services_api,
         watcher::Config::default(),
@@ -261,13 +279,16 @@ pub async fn run_controller(
             slices,
             k8s_services,
             heartbeats,
+            pools,
+            namespaces,
         },
         settings,
     ));
 
     let (for_nodes, for_slices, for_siblings) =
         (services.clone(), services.clone(), services.clone());
-    let (for_k8s_services, for_heartbeats) = (services.clone(), services);
+    let (for_k8s_services, for_heartbeats) = (services.clone(), services.clone());
+    let (for_pools, for_namespaces) = (services.clone(), services);
     let siblings = VipSiblings::default();
     info!("starting the LvsService controller");
     controller
@@ -284,6 +305,8 @@ pub async fn run_controller(
         .watches_stream(heartbeat_triggers, move |_lease| {
             all_services(&for_heartbeats)
         })
+        .watches_stream(pool_triggers, move |_pool| all_services(&for_pools))
+        .watches_stream(namespace_triggers, move |_ns| all_services(&for_namespaces))
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
             match result {

@@ -10,11 +10,12 @@
 //! entering the finalizer helper, which would remove the finalizer on the first success.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -33,7 +34,9 @@ use super::conflicts::find_conflict;
 use super::error::{Error, Result};
 use super::events::transitions;
 use super::metrics::Metrics;
-use crate::api::{LvsService, LvsServiceStatus, validate, validate::object_ref};
+use crate::api::{
+    LvsAddressPool, LvsService, LvsServiceStatus, Pools, pool, validate, validate::object_ref,
+};
 
 /// The finalizer that holds a deleted LvsService until the agents have cleaned their kernels.
 pub const FINALIZER: &str = "lvs-operator.io/cleanup";
@@ -61,6 +64,9 @@ pub struct Stores {
     pub k8s_services: Store<PartialObjectMeta<Service>>,
     /// The agents' heartbeat Leases.
     pub heartbeats: Store<Lease>,
+    /// The address pools, and the namespaces (metadata only: their labels) they admit.
+    pub pools: Store<LvsAddressPool>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
 }
 
 /// Tunables of the reconciler.
@@ -95,6 +101,9 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<LvsService>, u32>>,
     /// When each Warning (object, reason, message) was last published, for the rate limit.
     warnings: Mutex<HashMap<WarningKey, Instant>>,
+    /// The VIPs this controller allocated, until the object is gone: two objects reconciled at
+    /// once never get the same address, even before either status shows it.
+    allocations: Mutex<HashMap<ObjectRef<LvsService>, IpAddr>>,
 }
 
 impl Context {
@@ -113,7 +122,40 @@ impl Context {
             settings,
             failures: Mutex::default(),
             warnings: Mutex::default(),
+            allocations: Mutex::default(),
         }
+    }
+
+    /// A VIP for an object without one: the one already allocated to it, or the first address
+    /// of an admitting pool that no other object uses.
+    fn allocate(
+        &self,
+        object: &LvsService,
+        pools: &Pools,
+        ns: pool::Namespace<'_>,
+        services: &[Arc<LvsService>],
+    ) -> Option<IpAddr> {
+        let me = ObjectRef::from_obj(object);
+        let mut allocated = self.allocations.lock().expect("never poisoned");
+        if let Some(vip) = allocated.get(&me) {
+            return Some(*vip);
+        }
+        let used: std::collections::BTreeSet<IpAddr> = services
+            .iter()
+            .filter(|o| ObjectRef::from_obj(o.as_ref()) != me)
+            .filter_map(|o| o.effective_vip()?.parse().ok())
+            .chain(allocated.iter().filter(|(o, _)| **o != me).map(|(_, v)| *v))
+            .collect();
+        let (vip, pool) = pools.allocate(ns, &|a| used.contains(&a))?;
+        info!(object = %object_ref(object), "allocated {vip} from LvsAddressPool {pool}");
+        allocated.insert(me, vip);
+        Some(vip)
+    }
+
+    /// Forgets the VIP allocated to an object that is gone.
+    fn release(&self, object: &LvsService) {
+        let me = ObjectRef::from_obj(object);
+        self.allocations.lock().expect("never poisoned").remove(&me);
     }
 
     /// Whether a Warning may be published now: not when the same one went out less than
@@ -213,6 +255,8 @@ async fn apply(object: &LvsService, ctx: &Context, api: &Api<LvsService>) -> Res
         ("EndpointSlice", ctx.stores.slices.wait_until_ready().await),
         ("Service", ctx.stores.k8s_services.wait_until_ready().await),
         ("Lease", ctx.stores.heartbeats.wait_until_ready().await),
+        ("LvsAddressPool", ctx.stores.pools.wait_until_ready().await),
+        ("Namespace", ctx.stores.namespaces.wait_until_ready().await),
     ] {
         ready.map_err(|_| Error::StoreNotReady {
             name: name.clone(),
@@ -230,14 +274,37 @@ async fn apply(object: &LvsService, ctx: &Context, api: &Api<LvsService>) -> Res
         .filter_map(|l| crate::heartbeat::read(l))
         .collect();
 
-    let (acceptance, backends, expected) = match resolve(object, &services, &nodes, &slices) {
-        Ok(resolved) => resolved,
-        Err(message) => (
-            Acceptance::Invalid(message),
-            Vec::new(),
-            ExpectedNodes::default(),
-        ),
+    let pools = Pools::new(ctx.stores.pools.state().iter().map(|p| p.as_ref()));
+    let namespace = object.namespace().unwrap_or_default();
+    let ns_meta = ctx.stores.namespaces.get(&ObjectRef::new(&namespace));
+    let ns = pool::Namespace {
+        name: &namespace,
+        labels: ns_meta.as_ref().map(|n| n.labels()),
     };
+    // Without spec.vip: the address allocated before (status.vip), or a new one; the status
+    // written below keeps it.
+    let with_vip;
+    let object = match object.effective_vip() {
+        Some(_) => object,
+        None => match ctx.allocate(object, &pools, ns, &services) {
+            Some(vip) => {
+                let mut o = object.clone();
+                o.status.get_or_insert_with(Default::default).vip = Some(vip.to_string());
+                with_vip = o;
+                &with_vip
+            }
+            None => object,
+        },
+    };
+    let (acceptance, backends, expected) =
+        match resolve(object, &services, &nodes, &slices, &pools, ns) {
+            Ok(resolved) => resolved,
+            Err(message) => (
+                Acceptance::Invalid(message),
+                Vec::new(),
+                ExpectedNodes::default(),
+            ),
+        };
     let source = missing_service(object, &ctx.stores.k8s_services);
     let input = StatusInput {
         acceptance: &acceptance,
@@ -303,7 +370,20 @@ fn resolve(
     services: &[Arc<LvsService>],
     nodes: &[Arc<Node>],
     slices: &[Arc<EndpointSlice>],
+    pools: &Pools,
+    ns: pool::Namespace<'_>,
 ) -> Result<Resolved, String> {
+    if object.effective_vip().is_none() {
+        let message = format!(
+            "spec.vip is not set and no LvsAddressPool admitting namespace {} has a free address: set spec.vip, or ask an administrator for a pool",
+            ns.name
+        );
+        return Ok((
+            Acceptance::AllocationFailed(message),
+            Vec::new(),
+            ExpectedNodes::default(),
+        ));
+    }
     let service = validate(object).map_err(|e| {
         e.errors
             .iter()
@@ -312,7 +392,29 @@ fn resolve(
             .join("; ")
     })?;
     let selector_error = |e: super::backends::SelectorError| format!("{}: {}", e.field, e.message);
-    let backends = resolve_backends(object, &service, nodes, slices).map_err(selector_error)?;
+    if let Err(refused) = pools.admit(ns, service.vip) {
+        let acceptance = Acceptance::NotAllowed(refused.message());
+        return Ok((acceptance, Vec::new(), ExpectedNodes::default()));
+    }
+    let mut backends = resolve_backends(object, &service, nodes, slices).map_err(selector_error)?;
+    // A node the pools do not allow is never made a real server: selected, it is left out;
+    // named by address (or as an endpoint), it is a real server its agent does not set up.
+    let allowed = |name: &str| {
+        let labels = nodes
+            .iter()
+            .find(|n| n.name_any() == name)
+            .map(|n| n.labels().clone())
+            .unwrap_or_default();
+        pools.allows_real_server(ns, service.vip, &labels)
+    };
+    if object.spec.backend_node_selector.is_some() {
+        backends.retain(|b| b.node.as_deref().is_none_or(allowed));
+    }
+    for b in &mut backends {
+        if b.node.as_deref().is_some_and(|n| !allowed(n)) {
+            b.node = None;
+        }
+    }
     let expected = expected_nodes(object, nodes, &backends).map_err(selector_error)?;
     let acceptance = match find_conflict(object, &service, services) {
         Some(conflict) => Acceptance::Conflict(conflict),
@@ -351,6 +453,7 @@ async fn patch_status(
 
 /// The object is going: the agents are done (or the timeout passed), so the finalizer may go.
 async fn cleanup(object: &LvsService, ctx: &Context) -> Result<Action> {
+    ctx.release(object);
     let left: Vec<String> = object
         .status
         .iter()

@@ -168,16 +168,20 @@ impl VipSiblings {
         let key = (changed.namespace().unwrap_or_default(), changed.name_any());
         let before = {
             let mut last = self.last_vip.lock().expect("never poisoned");
-            if changed.metadata.deletion_timestamp.is_some() {
-                last.remove(&key)
-            } else {
-                last.insert(key.clone(), changed.spec.vip.clone())
+            match changed.effective_vip() {
+                Some(vip) if changed.metadata.deletion_timestamp.is_none() => {
+                    last.insert(key.clone(), vip.to_string())
+                }
+                _ => last.remove(&key),
             }
         };
         services
             .iter()
             .filter(|o| (o.namespace().unwrap_or_default(), o.name_any()) != key)
-            .filter(|o| o.spec.vip == changed.spec.vip || Some(&o.spec.vip) == before.as_ref())
+            .filter(|o| {
+                let vip = o.effective_vip();
+                vip.is_some() && (vip == changed.effective_vip() || vip == before.as_deref())
+            })
             .map(|o| ObjectRef::from_obj(o.as_ref()))
             .collect()
     }
@@ -307,7 +311,7 @@ mod tests {
         };
         assert_eq!(names(siblings.siblings(&services, &a)), vec!["b"]);
         let mut moved = a.clone();
-        moved.spec.vip = "10.0.0.200".into();
+        moved.spec.vip = Some("10.0.0.200".into());
         assert_eq!(names(siblings.siblings(&services, &moved)), vec!["b", "c"]);
     }
 }

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The Helm chart (charts/lvs-operator) and its generated outputs.
 #
-#   render  copy crds/lvsservice.yaml into the chart's crds/ and regenerate deploy/lvs-operator.yaml
+#   render  copy crds/*.yaml into the chart's crds/ and regenerate deploy/lvs-operator.yaml
 #           (a Namespace, then `helm template` with the default values and the CRD)
 #   check   fail when the chart's CRD copy or deploy/ differs from a fresh render (CI)
 #   lint    `helm lint --strict` with the default values and with every optional object switched on
 #
 # deploy/ and the chart's crds/ are checked in so `kubectl apply -f deploy/` works from a clone;
-# `check` keeps them honest. crds/lvsservice.yaml itself comes from `make crds` (the Rust types).
+# `check` keeps them honest. crds/ itself comes from `make crds` (the Rust types).
 #
 # helm is the one tests/e2e/tools.sh builds into .tools/bin (built on first use, then cached).
 # The output is deterministic: the chart has no random values or timestamps, and helm's
@@ -17,8 +17,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$HERE/../.." && pwd)"
 CHART="$REPO_ROOT/charts/lvs-operator"
-CRD_SRC="$REPO_ROOT/crds/lvsservice.yaml"
-CRD_COPY="$CHART/crds/lvsservice.yaml"
+CRD_SRC="$REPO_ROOT/crds"
+CRD_COPY="$CHART/crds"
 DEPLOY="$REPO_ROOT/deploy/lvs-operator.yaml"
 RELEASE=lvs-operator
 NAMESPACE=lvs-operator
@@ -55,7 +55,7 @@ EOF
 
 cmd_render() {
   local helm; helm="$(helm_bin)"
-  cp "$CRD_SRC" "$CRD_COPY"
+  cp "$CRD_SRC"/*.yaml "$CRD_COPY"/
   mkdir -p "$(dirname "$DEPLOY")"
   local tmp; tmp="$(mktemp "$DEPLOY.XXXXXX")"
   # Write then rename, so a failed render never leaves a truncated deploy/.
@@ -71,15 +71,15 @@ cmd_render() {
 cmd_check() {
   local helm; helm="$(helm_bin)"
   local failed=0
-  if ! diff -u "$CRD_COPY" "$CRD_SRC"; then
-    echo "chart.sh: ${CRD_COPY#"$REPO_ROOT"/} differs from crds/lvsservice.yaml; run tests/e2e/chart.sh render" >&2
+  if ! diff -ru "$CRD_COPY" "$CRD_SRC"; then
+    echo "chart.sh: ${CRD_COPY#"$REPO_ROOT"/} differs from crds/; run tests/e2e/chart.sh render" >&2
     failed=1
   fi
   # Render from crds/ (the source of truth), so a stale chart copy is not rendered into deploy/ too.
   local tmp; tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' RETURN
   cp -r "$CHART" "$tmp/chart"
-  cp "$CRD_SRC" "$tmp/chart/crds/lvsservice.yaml"
+  cp "$CRD_SRC"/*.yaml "$tmp/chart/crds/"
   CHART="$tmp/chart" render_deploy "$helm" >"$tmp/deploy.yaml"
   if ! diff -u "$DEPLOY" "$tmp/deploy.yaml"; then
     echo "chart.sh: ${DEPLOY#"$REPO_ROOT"/} differs from the chart; run tests/e2e/chart.sh render" >&2

@@ -24,7 +24,9 @@ export KUBECONFIG=$E2E_STATE/admin.kubeconfig
 
 say "Installing the LvsService CRD: kubectl apply -f crds/"
 kubectl apply -f "$ROOT/crds/"
-kubectl wait --for condition=established --timeout=60s crd/lvsservices.lvs-operator.io >/dev/null
+kubectl wait --for condition=established --timeout=60s crd/lvsservices.lvs-operator.io crd/lvsaddresspools.lvs-operator.io >/dev/null
+say "The addresses namespace default may claim: kubectl apply -f tests/e2e/reference-pool.yaml"
+kubectl apply -f "$HERE/reference-pool.yaml"
 kubectl create namespace lvs-operator >/dev/null
 
 say "Registering the four machines of the seed document as Nodes (director labelled as such)"

@@ -29,10 +29,16 @@ work=$(mktemp -d)
 trap 'bash "$HERE/cluster.sh" stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 step "install: helm install, then the rendered chart with a server-side dry run"
-helm install lvs-operator "$ROOT/charts/lvs-operator" --namespace lvs-operator --create-namespace >"$work/helm.out" 2>&1 &&
-  pass "helm install lvs-operator charts/lvs-operator" || { cat "$work/helm.out"; fail "helm install"; }
-kubectl wait --for condition=established --timeout=60s crd/lvsservices.lvs-operator.io >/dev/null &&
-  pass "the chart installed the LvsService CRD" || fail "CRD not established"
+# The pool: the reference LAN's VIPs and one in no director's subnet (truth 3), for namespace default.
+helm install lvs-operator "$ROOT/charts/lvs-operator" --namespace lvs-operator --create-namespace \
+  --set-json 'addressPools=[{"name":"lan","addresses":["10.10.24.80/28","10.99.0.1"],"namespaces":["default"]}]' \
+  >"$work/helm.out" 2>&1 &&
+  pass "helm install lvs-operator charts/lvs-operator (with the address pool lan)" || { cat "$work/helm.out"; fail "helm install"; }
+kubectl wait --for condition=established --timeout=60s crd/lvsservices.lvs-operator.io crd/lvsaddresspools.lvs-operator.io >/dev/null &&
+  pass "the chart installed the LvsService and LvsAddressPool CRDs" || fail "CRDs not established"
+kubectl get lvsaddresspool lan -o jsonpath='{.spec.addresses}' | grep -qF '10.10.24.80/28' &&
+  pass "the chart created the pool lan from its values: $(kubectl get lvspool lan --no-headers | cut -c1-80)" ||
+  fail "the pool lan from the chart's values"
 if kubectl apply --server-side --dry-run=server --force-conflicts -f "$ROOT/deploy/" >"$work/dry.out" 2>&1; then
   pass "kubectl apply --dry-run=server -f deploy/ ($(wc -l <"$work/dry.out") objects)"
 else
@@ -50,6 +56,14 @@ for f in "$ROOT"/tests/invalid/*.yaml; do
     fail "$(basename "$f"): expected $field in: $(cat "$work/out")"
   fi
 done
+if printf '%s\n' 'apiVersion: lvs-operator.io/v1alpha1' 'kind: LvsAddressPool' 'metadata: {name: bad}' \
+  'spec: {addresses: ["10.10.24.0/33"]}' | kubectl apply -f - >"$work/out" 2>&1; then
+  fail "a pool with 10.10.24.0/33 was accepted"
+else
+  grep -qF "each address must be a CIDR" "$work/out" &&
+    pass "a pool address that is no CIDR, range or address: $(sed 's/.*is invalid: //' "$work/out" | cut -c1-150)" ||
+    fail "bad pool address: $(cat "$work/out")"
+fi
 kubectl apply --dry-run=server -f "$ROOT/tests/valid/" >/dev/null 2>&1 &&
   pass "the reference object and every valid manifest are accepted" || fail "valid manifests rejected"
 kubectl explain lvsservice.spec.scheduler >"$work/explain" 2>&1
@@ -82,6 +96,11 @@ if kubectl --kubeconfig "$work/agent-host.kubeconfig" delete lvs web >"$work/out
   fail "the agent deleted an LvsService"
 else
   grep -q Forbidden "$work/out" && pass "agent may not delete an LvsService: $(cut -c1-140 "$work/out")" || fail "agent delete: $(cat "$work/out")"
+fi
+if kubectl --kubeconfig "$work/agent-host.kubeconfig" patch lvsaddresspool lan --type=merge -p '{"spec":{"namespaces":null}}' >"$work/out" 2>&1; then
+  fail "the agent changed an address pool"
+else
+  grep -q Forbidden "$work/out" && pass "agent may not change an address pool: $(cut -c1-140 "$work/out")" || fail "agent pool patch: $(cat "$work/out")"
 fi
 if kubectl --kubeconfig "$work/controller-host.kubeconfig" get secrets -n lvs-operator >"$work/out" 2>&1; then
   fail "the controller read Secrets"

@@ -188,3 +188,85 @@ expect_eq "the loser is rejected: Accepted False VIPConflict" "False VIPConflict
 $K delete lvs loser >/dev/null
 $K patch lvs web --type=json -p '[{"op":"add","path":"/spec/backends/-","value":{"address":"10.10.24.23"}}]' >/dev/null
 wait_until "web is Ready with 3/3 again" 30 sh -c "[ \"\$(kubectl --kubeconfig /lvs/admin.kubeconfig get lvs web -o jsonpath='{.status.backendSummary}')\" = 3/3 ]"
+
+echo "=== truth 6. address pools: a VIP no pool admits never touches a node"
+# The chart made one pool, lan (10.10.24.80/28 and 10.99.0.1, namespace default). outside claims an
+# address of no pool; team-b/tenant one of lan's, from a namespace lan does not admit.
+$K create namespace team-b >/dev/null
+$K apply -f - >/dev/null <<YAML
+apiVersion: lvs-operator.io/v1alpha1
+kind: LvsService
+metadata: {name: outside, namespace: default}
+spec:
+  vip: 10.10.24.200
+  ports: [{port: 80}]
+  backends: [{address: 10.10.24.21}]
+---
+apiVersion: lvs-operator.io/v1alpha1
+kind: LvsService
+metadata: {name: tenant, namespace: team-b}
+spec:
+  vip: 10.10.24.92
+  ports: [{port: 80}]
+  backends: [{address: 10.10.24.21}]
+YAML
+# anywhere ADDR: whether any node has ADDR as a VIP (director's eth0 or IPVS table, any lo).
+anywhere() {
+	has_text "$1" in_ns director ipvsadm -Sn && return 0
+	has_text "$1/32" in_ns director $IP addr show dev eth0 && return 0
+	for _n in rs1 rs2 rs3; do has_text "$1/32" in_ns $_n $IP addr show dev lo && return 0; done
+	return 1
+}
+nowhere() { ! anywhere "$1"; }
+touched=0
+for i in $(seq 25); do
+	anywhere 10.10.24.200 && touched=$((touched + 1))
+	anywhere 10.10.24.92 && touched=$((touched + 1))
+	sleep 0.2
+done
+expect_eq "neither VIP reached any node (25 looks over 5 s)" 0 $touched
+wait_until "a VIP in no pool: Accepted False VIPNotAllowed" 30 is_reason outside Accepted VIPNotAllowed
+check "the message names the pools" has_message outside Accepted "spec.vip 10.10.24.200 is in no LvsAddressPool (pools: lan)"
+wait_until "a Warning event VIPNotAllowed" 10 warned outside VIPNotAllowed
+wait_until "a namespace the pool does not admit: VIPNotAllowed" 30 sh -c "[ \"\$($K -n team-b get lvs tenant -o 'jsonpath={.status.conditions[?(@.type==\"Accepted\")].reason}')\" = VIPNotAllowed ]"
+tenant_message=$($K -n team-b get lvs tenant -o 'jsonpath={.status.conditions[?(@.type=="Accepted")].message}')
+echo "message: $tenant_message"
+expect_eq "the message names the pool and the namespace" \
+	"spec.vip 10.10.24.92 is in LvsAddressPool lan, which does not admit namespace team-b: ask an administrator to add it to the pool's spec.namespaces" \
+	"$tenant_message"
+$K patch lvsaddresspool lan --type=json -p '[{"op":"add","path":"/spec/namespaces/-","value":"team-b"}]' >/dev/null
+wait_until "once the pool admits team-b, its agent programs tenant" 30 anywhere 10.10.24.92
+$K delete lvs outside --wait=false >/dev/null
+$K -n team-b delete lvs tenant >/dev/null
+$K patch lvsaddresspool lan --type=json -p '[{"op":"remove","path":"/spec/namespaces/1"}]' >/dev/null
+wait_until "tenant's state is gone once it is deleted" 30 nowhere 10.10.24.92
+
+echo "=== truth 6b. no spec.vip: the controller allocates one from the pool and keeps it"
+$K apply -f - >/dev/null <<YAML
+apiVersion: lvs-operator.io/v1alpha1
+kind: LvsService
+metadata: {name: auto}
+spec:
+  ports: [{port: 8080}]
+  backends: [{address: 10.10.24.21}]
+YAML
+auto_vip() { jsonpath auto '{.status.vip}'; }
+wait_until "auto gets a VIP in status.vip" 30 sh -c "[ -n \"\$($K get lvs auto -o 'jsonpath={.status.vip}')\" ]"
+vip_auto=$(auto_vip)
+echo "allocated: $vip_auto"
+check "it is an address of the pool lan (10.10.24.80/28) no other object uses" \
+	sh -c "echo $vip_auto | grep -qE '^10\.10\.24\.(8[1-9]|9[0-4])$' && [ $vip_auto != $VIP ]"
+$K get lvs auto
+expect_eq "kubectl get lvs shows it in the VIP column" "$vip_auto" "$($K get lvs auto --no-headers | awk '{print $2}')"
+wait_until "the director programs it" 30 has_text "-A -t $vip_auto:8080" ipvs -Sn
+# A controller that allocated afresh would now pick 10.10.24.94, the pool's first address.
+$K patch lvsaddresspool lan --type=merge -p '{"spec":{"addresses":["10.10.24.94","10.10.24.80/28","10.99.0.1"]}}' >/dev/null
+stop_pidfile controller
+start_controller
+sleep 3
+$K annotate lvs auto lvs-operator.io/poke=1 --overwrite >/dev/null
+sleep 2
+expect_eq "a restarted controller keeps the same VIP (its pool now lists 10.10.24.94 first)" "$vip_auto" "$(auto_vip)"
+$K patch lvsaddresspool lan --type=merge -p '{"spec":{"addresses":["10.10.24.80/28","10.99.0.1"]}}' >/dev/null
+$K delete lvs auto >/dev/null
+wait_until "auto's VIP leaves the director once it is deleted" 30 nowhere "$vip_auto"

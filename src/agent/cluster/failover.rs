@@ -75,8 +75,7 @@ impl Agent {
             .filter(|_| directs)
             .map(|a| std::net::SocketAddr::new(*a, self.opts.failover.listen.port()));
         if publish != self.published_peer {
-            self.published_peer = publish;
-            self.heartbeat = None; // renew now, with the new address
+            self.published_peer = publish; // renewed now, with the new address
         }
     }
 

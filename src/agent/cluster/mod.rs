@@ -33,15 +33,16 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::api::{LvsService, NodeStatus, validate};
+use crate::api::{LvsAddressPool, LvsService, Pools, pool, validate};
 use crate::core::{Admission, Assignment, DirectorRole, VirtualService, claims};
 use crate::ha::announcer::Announcer;
 use crate::ha::holders::Holders;
@@ -118,6 +119,48 @@ where
 struct Remembered {
     node: NodeInfo,
     objects: Vec<LvsService>,
+    /// The address pools and the namespaces' labels; absent in a file from before pools existed,
+    /// where every object counts as admitted (as that run programmed it).
+    #[serde(default)]
+    pools: Option<Vec<LvsAddressPool>>,
+    #[serde(default)]
+    namespaces: Option<BTreeMap<String, BTreeMap<String, String>>>,
+}
+
+/// Which objects the address pools admit, and which nodes they allow as real servers.
+struct Gate {
+    /// `None`: everything (see [`Remembered::pools`]).
+    pools: Option<Pools>,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Gate {
+    fn namespace<'a>(&'a self, object: &'a LvsService) -> pool::Namespace<'a> {
+        let name = object.metadata.namespace.as_deref().unwrap_or_default();
+        pool::Namespace {
+            name,
+            labels: self.namespaces.get(name),
+        }
+    }
+
+    fn admits(&self, object: &LvsService, service: &VirtualService) -> bool {
+        let ns = self.namespace(object);
+        self.pools
+            .as_ref()
+            .is_none_or(|p| p.admit(ns, service.vip).is_ok())
+    }
+
+    fn allows_real_server(
+        &self,
+        object: &LvsService,
+        service: &VirtualService,
+        node: &NodeInfo,
+    ) -> bool {
+        let ns = self.namespace(object);
+        self.pools
+            .as_ref()
+            .is_none_or(|p| p.allows_real_server(ns, service.vip, &node.labels))
+    }
 }
 
 /// One LvsService as this resync sees it: the object, its typed spec when it is valid, and
@@ -125,7 +168,10 @@ struct Remembered {
 struct Object {
     object: Arc<LvsService>,
     service: Option<VirtualService>,
-    /// Valid, not being deleted, not rejected by the controller, and not the loser of a port an
+    /// Whether the pools let this node be one of its real servers.
+    real_server_allowed: bool,
+    /// Valid, admitted by an address pool, not being deleted, not rejected by the controller,
+    /// and not the loser of a port an
     /// older object claims (the controller's rule, applied here too, so that the loser never
     /// touches a node even before the controller has spoken).
     live: bool,
@@ -140,6 +186,9 @@ struct Agent {
     /// The Leases of the agents' namespace: heartbeats (where the peer directors are) and VIP
     /// Leases (who the API server says holds each VIP).
     leases: Store<Lease>,
+    /// The address pools, and the namespaces' labels they admit by.
+    pools: Store<LvsAddressPool>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
     ha: Ha,
     holders: Option<Holders>,
     announcer: Option<Announcer>,
@@ -160,17 +209,32 @@ struct Agent {
     synced: Arc<std::sync::atomic::AtomicBool>,
     metrics: AgentMetrics,
     health: crate::http::Health,
-    /// Field manager of this node's entries in `status.nodes`.
-    manager: String,
-    /// What this agent last wrote for each object, so that an unchanged entry is not rewritten.
-    reported: HashMap<String, Option<NodeStatus>>,
+    /// Writes this node's entries in `status.nodes`, in its own task.
+    reporter: report::Reporter,
     problems: ProblemLog,
-    /// When the heartbeat Lease was last renewed, and whether the last renewal failed.
-    heartbeat: Option<Instant>,
-    heartbeat_failing: bool,
+    /// The heartbeat Lease's renewals, each in its own task.
+    heartbeat: Heartbeat,
     /// The health checks of the real servers of the objects this node directs.
     checks: HealthChecks,
 }
+
+/// The heartbeat Lease's last renewal and the one in flight.
+#[derive(Default)]
+struct Heartbeat {
+    last: Arc<std::sync::Mutex<Renewal>>,
+    inflight: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Renewal {
+    /// When it last succeeded, and with which peer address.
+    renewed: Option<Instant>,
+    peer: Option<std::net::SocketAddr>,
+    failing: bool,
+}
+
+/// How long a stopping agent waits for its last status report to be written.
+const LAST_REPORT: Duration = Duration::from_secs(2);
 
 /// Runs until SIGTERM. Never returns an error for a passing API or kernel failure: it logs,
 /// reports and retries at the next resync.
@@ -222,6 +286,7 @@ pub async fn run<D: DataPlane>(
             () = &mut stop, if handing_over.is_none() => {
                 if agent.ha.leave() == 0 {
                     info!("the data plane stays as it is");
+                    agent.reporter.flush(LAST_REPORT).await;
                     return Ok(());
                 }
                 handing_over = Some(Instant::now() + crate::ha::director::HANDOVER_TIMEOUT);
@@ -231,7 +296,7 @@ pub async fn run<D: DataPlane>(
         tokio::time::sleep(Duration::from_millis(5)).await;
         let ok = agent.resync(dp, store).await;
         wait = retry.after(ok);
-        agent.heartbeat_if_due().await;
+        agent.heartbeat_if_due();
         if let Some(deadline) = handing_over {
             if agent.ha.handed_over() || Instant::now() >= deadline {
                 info!(
@@ -242,6 +307,7 @@ pub async fn run<D: DataPlane>(
                         "no standby took over in time"
                     }
                 );
+                agent.reporter.flush(LAST_REPORT).await;
                 return Ok(());
             }
             wait = wait.min(Duration::from_millis(50));
@@ -302,31 +368,52 @@ impl Agent {
             "Leases",
             notify.clone(),
         );
+        let pools = reflect(
+            Api::<LvsAddressPool>::all(client.clone()),
+            watcher::Config::default(),
+            "LvsAddressPools",
+            notify.clone(),
+        );
+        let namespaces = reflect(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default(),
+            "Namespaces",
+            notify.clone(),
+        );
         let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
         {
             let (objects, nodes, leases) = (objects.clone(), nodes.clone(), leases.clone());
+            let (pools, namespaces) = (pools.clone(), namespaces.clone());
             let synced = synced.clone();
             tokio::spawn(async move {
-                let all = futures::future::try_join3(
+                let all = futures::future::try_join5(
                     objects.wait_until_ready(),
                     nodes.wait_until_ready(),
                     leases.wait_until_ready(),
+                    pools.wait_until_ready(),
+                    namespaces.wait_until_ready(),
                 );
                 if all.await.is_ok() {
                     synced.store(true, std::sync::atomic::Ordering::Release);
-                    info!("LvsServices, Node and Leases listed: programming");
+                    info!("LvsServices, Node, Leases, pools and namespaces listed: programming");
                     notify.notify_one();
                 }
             });
         }
         info!(node = %opts.node, "agent started");
         Ok(Self {
+            reporter: report::Reporter::start(
+                client.clone(),
+                format!("lvs-operator-agent-{}", opts.node),
+                metrics.clone(),
+            ),
             client,
-            manager: format!("lvs-operator-agent-{}", opts.node),
             opts,
             objects,
             nodes,
             leases,
+            pools,
+            namespaces,
             ha,
             holders,
             announcer,
@@ -339,49 +426,55 @@ impl Agent {
             synced,
             metrics,
             health,
-            reported: HashMap::new(),
             problems: ProblemLog::default(),
-            heartbeat: None,
-            heartbeat_failing: false,
+            heartbeat: Heartbeat::default(),
             checks,
         })
     }
 
     /// Renews this node's heartbeat Lease when it is due: after a resync, so that an agent whose
-    /// resyncs hang stops beating and the controller sees it.
-    async fn heartbeat_if_due(&mut self) {
-        if self
-            .heartbeat
-            .is_some_and(|at| at.elapsed() < self.opts.heartbeat_period)
-        {
+    /// resyncs hang stops beating and the controller sees it. The write runs in its own task (one
+    /// at a time): a slow API server delays the heartbeat, never the next resync.
+    fn heartbeat_if_due(&mut self) {
+        let hb = &mut self.heartbeat;
+        if hb.inflight.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
-        let renewed = crate::heartbeat::renew(
-            &self.client,
-            &self.opts.lease_namespace,
-            &self.opts.node,
-            self.opts.heartbeat_period,
-            self.published_peer,
-        )
-        .await;
-        match renewed {
-            Ok(()) => {
-                if self.heartbeat_failing {
-                    info!("heartbeat Lease renewed again");
-                }
-                self.heartbeat = Some(Instant::now());
-                self.heartbeat_failing = false;
-            }
-            Err(e) => {
-                if !self.heartbeat_failing {
-                    warn!(
-                        "renewing the heartbeat Lease: {e}; the controller will count this node as not reporting"
-                    );
-                }
-                self.heartbeat_failing = true;
-                self.metrics.error("heartbeat");
+        {
+            let last = hb.last.lock().expect("heartbeat lock");
+            let fresh = last
+                .renewed
+                .is_some_and(|at| at.elapsed() < self.opts.heartbeat_period);
+            if fresh && last.peer == self.published_peer {
+                return;
             }
         }
+        let (client, last, metrics) = (self.client.clone(), hb.last.clone(), self.metrics.clone());
+        let (namespace, node) = (self.opts.lease_namespace.clone(), self.opts.node.clone());
+        let (period, peer) = (self.opts.heartbeat_period, self.published_peer);
+        hb.inflight = Some(tokio::spawn(async move {
+            let renewed = crate::heartbeat::renew(&client, &namespace, &node, period, peer).await;
+            let mut last = last.lock().expect("heartbeat lock");
+            match renewed {
+                Ok(()) => {
+                    if last.failing {
+                        info!("heartbeat Lease renewed again");
+                    }
+                    last.renewed = Some(Instant::now());
+                    last.peer = peer;
+                    last.failing = false;
+                }
+                Err(e) => {
+                    if !last.failing {
+                        warn!(
+                            "renewing the heartbeat Lease: {e}; the controller will count this node as not reporting"
+                        );
+                    }
+                    last.failing = true;
+                    metrics.error("heartbeat");
+                }
+            }
+        }));
     }
 
     /// One pass: what this node is, which VIPs it holds, converge, report. False when the resync
@@ -409,7 +502,7 @@ impl Agent {
             self.remember();
         }
         let node = self.node_info();
-        let objects = self.objects_by_age();
+        let objects = self.objects_by_age(&node);
         let mut roles: Vec<Roles> = objects.iter().map(|o| self.roles_of(o, &node)).collect();
         if synced {
             self.follow_peers(&node, &objects, &roles);
@@ -465,8 +558,7 @@ impl Agent {
             .collect();
         converge::log_outcome(&resynced.converged, &placement, &mut self.problems);
         if synced {
-            self.report(&objects, &roles, &resynced, &macs, &foreign)
-                .await;
+            self.report(&objects, &roles, &resynced, &macs, &foreign);
         }
         true
     }
@@ -495,9 +587,13 @@ impl Agent {
         let now = Remembered {
             node: self.node_info(),
             objects: self.objects.state().iter().map(|o| (**o).clone()).collect(),
+            pools: Some(self.pools.state().iter().map(|p| (**p).clone()).collect()),
+            namespaces: Some(self.namespace_labels()),
         };
         let same = self.remembered.as_ref().is_some_and(|r| {
             r.node == now.node
+                && r.pools == now.pools
+                && r.namespaces == now.namespaces
                 && r.objects.len() == now.objects.len()
                 && r.objects.iter().zip(&now.objects).all(|(a, b)| {
                     a.metadata.uid == b.metadata.uid
@@ -520,24 +616,52 @@ impl Agent {
         self.remembered = Some(now);
     }
 
+    /// Each namespace's labels, as listed.
+    fn namespace_labels(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        let namespaces = self.namespaces.state();
+        let labels = namespaces
+            .iter()
+            .map(|n| (n.name_any(), n.labels().clone()));
+        labels.collect()
+    }
+
+    /// The address pools as listed, or as last remembered while not listed yet.
+    fn gate(&self) -> Gate {
+        match &self.remembered {
+            Some(r) if !self.synced() => Gate {
+                pools: r.pools.as_ref().map(Pools::new),
+                namespaces: r.namespaces.clone().unwrap_or_default(),
+            },
+            _ => Gate {
+                pools: Some(Pools::new(self.pools.state().iter().map(AsRef::as_ref))),
+                namespaces: self.namespace_labels(),
+            },
+        }
+    }
+
     /// Every object, oldest first (the order in which objects claim ports), each validated once,
-    /// with the conflict rule applied.
-    fn objects_by_age(&self) -> Vec<Object> {
+    /// with the pools and the conflict rule applied.
+    fn objects_by_age(&self, node: &NodeInfo) -> Vec<Object> {
         let mut all = match &self.remembered {
             Some(r) if !self.synced() => r.objects.iter().cloned().map(Arc::new).collect(),
             _ => self.objects.state(),
         };
         by_age(&mut all);
+        let gate = self.gate();
         let mut objects: Vec<Object> = all
             .into_iter()
             .map(|object| {
                 let service = validate(&object).ok();
-                let live = service.is_some()
-                    && object.metadata.deletion_timestamp.is_none()
-                    && !rejected(&object);
+                let admitted = service.as_ref().is_some_and(|s| gate.admits(&object, s));
+                let live =
+                    admitted && object.metadata.deletion_timestamp.is_none() && !rejected(&object);
+                let real_server_allowed = service
+                    .as_ref()
+                    .is_some_and(|s| gate.allows_real_server(&object, s, node));
                 Object {
                     object,
                     service,
+                    real_server_allowed,
                     live,
                 }
             })
@@ -563,7 +687,11 @@ impl Agent {
 
     fn roles_of(&self, o: &Object, node: &NodeInfo) -> Roles {
         match &o.service {
-            Some(service) if o.live => roles(&o.object, service, node),
+            Some(service) if o.live => {
+                let mut r = roles(&o.object, service, node);
+                r.real_server &= o.real_server_allowed;
+                r
+            }
             _ => Roles::default(),
         }
     }

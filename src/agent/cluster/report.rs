@@ -1,31 +1,161 @@
 //! What the in-cluster agent reports: its node's entry of each object's `status.nodes`, written
 //! with server-side apply under its own field manager, only when it changed.
+//!
+//! The writes run in their own task ([`Reporter`]): the resync loop hands it what each object's
+//! entry should be and goes on, so a slow or absent API server never delays the data plane (a
+//! takeover waits for no status write). The task writes the latest wish, skips what it already
+//! wrote, and retries every second while the API server refuses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
-use kube::{Api, ResourceExt};
-use tracing::{debug, warn};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tracing::{debug, info, warn};
 
 use super::{Agent, Object};
 use crate::agent::converge::Resynced;
+use crate::agent::metrics::AgentMetrics;
 use crate::agent::roles::{DirectorReport, Roles, node_status};
 use crate::api::{LvsService, NodeStatus, TakeoverStatus};
 use crate::core::selfcheck;
 
+/// One object's entry of this node, as the last resync wants it.
+#[derive(Clone, PartialEq)]
+pub(super) struct Wanted {
+    id: String,
+    namespace: String,
+    name: String,
+    /// Whether the object, as last listed, has an entry for this node.
+    present: bool,
+    /// `None`: no entry (removed once the node's state for it is gone).
+    entry: Option<NodeStatus>,
+}
+
+/// The task that writes this node's entries.
+pub(super) struct Reporter {
+    /// The latest wish, numbered.
+    wanted: watch::Sender<(u64, Vec<Wanted>)>,
+    /// The number of the last wish written in full.
+    written: watch::Receiver<u64>,
+    task: AbortHandle,
+}
+
+/// How long the writer waits before trying again after the API server refused a write.
+const RETRY: Duration = Duration::from_secs(1);
+
+impl Reporter {
+    pub(super) fn start(client: Client, manager: String, metrics: AgentMetrics) -> Self {
+        let (wanted, mut rx) = watch::channel((0, Vec::<Wanted>::new()));
+        let (done, written_rx) = watch::channel(0);
+        let task = tokio::spawn(async move {
+            let mut written: HashMap<String, Option<NodeStatus>> = HashMap::new();
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return },
+                    () = tokio::time::sleep(RETRY), if failing => {}
+                }
+                let (seq, now) = rx.borrow_and_update().clone();
+                let mut failed = None;
+                for w in now {
+                    if written.get(&w.id) == Some(&w.entry) && w.entry.is_some() == w.present {
+                        continue;
+                    }
+                    if w.entry.is_none() && !w.present {
+                        written.insert(w.id, None);
+                        continue;
+                    }
+                    match patch_entry(&client, &manager, &w).await {
+                        Ok(()) => {
+                            debug!(object = %w.id, "reported {:?}", w.entry);
+                            written.insert(w.id, w.entry);
+                        }
+                        Err(e) => {
+                            metrics.error("report");
+                            failed.get_or_insert((w.id, e));
+                        }
+                    }
+                }
+                match (&failed, failing) {
+                    (Some((id, e)), false) => {
+                        warn!(object = %id, "reporting status: {e}; retrying every {RETRY:?}");
+                    }
+                    (None, true) => info!("reporting status works again"),
+                    _ => {}
+                }
+                failing = failed.is_some();
+                if !failing {
+                    done.send_replace(seq);
+                }
+            }
+        })
+        .abort_handle();
+        Self {
+            wanted,
+            written: written_rx,
+            task,
+        }
+    }
+
+    fn want(&self, wanted: Vec<Wanted>) {
+        self.wanted.send_modify(|(seq, w)| {
+            *seq += 1;
+            *w = wanted;
+        });
+    }
+
+    /// Waits (at most `limit`) until the latest wish is written: a stopping agent's last word.
+    pub(super) async fn flush(&mut self, limit: Duration) {
+        let seq = self.wanted.borrow().0;
+        let caught_up = self.written.wait_for(|w| *w >= seq);
+        if tokio::time::timeout(limit, caught_up).await.is_err() {
+            debug!("the last status report was not written within {limit:?}");
+        }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Applies this node's entry of `status.nodes` (or removes it, with `None`).
+async fn patch_entry(client: &Client, manager: &str, w: &Wanted) -> kube::Result<()> {
+    let api: Api<LvsService> = Api::namespaced(client.clone(), &w.namespace);
+    let nodes: Vec<NodeStatus> = w.entry.iter().cloned().collect();
+    let patch = serde_json::json!({
+        "apiVersion": "lvs-operator.io/v1alpha1",
+        "kind": "LvsService",
+        "metadata": {"name": w.name},
+        "status": {"nodes": nodes},
+    });
+    api.patch_status(
+        &w.name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
 impl Agent {
-    /// Writes this node's entry of every object whose entry changed, and removes the entries of
-    /// objects it no longer has a part in (only once its state there is really gone: the
-    /// controller's finalizer waits for that).
-    pub(super) async fn report(
-        &mut self,
+    /// Hands the writer this node's entry of every object, and no entry for the objects it no
+    /// longer has a part in (only once its state there is really gone: the controller's finalizer
+    /// waits for that).
+    pub(super) fn report(
+        &self,
         objects: &[Object],
         roles: &[Roles],
         r: &Resynced,
         macs: &BTreeMap<IpAddr, String>,
         foreign: &BTreeMap<IpAddr, Vec<String>>,
     ) {
+        let mut wanted = Vec::with_capacity(objects.len());
         for (o, role) in objects.iter().zip(roles) {
             let vip = o.service.as_ref().map(|s| s.vip);
             let holds = vip.is_some_and(|v| self.ha.holds(v));
@@ -66,57 +196,24 @@ impl Agent {
                     .unwrap_or_default(),
             };
             let entry = node_status(&o.object, &self.opts.node, *role, r, director, selfcheck);
-            let id = crate::api::validate::object_ref(&o.object);
             let present = o
                 .object
                 .status
                 .iter()
                 .flat_map(|s| &s.nodes)
                 .any(|n| n.node == self.opts.node);
-            if self.reported.get(&id) == Some(&entry) && (entry.is_some() == present) {
+            if entry.is_none() && present && !r.converged.failed.is_empty() {
+                // Not gone yet: keep the entry until the removal succeeds.
                 continue;
             }
-            if entry.is_none() && !present {
-                self.reported.insert(id, None);
-                continue;
-            }
-            if entry.is_none() && !r.converged.failed.is_empty() {
-                continue;
-            }
-            match self.patch_entry(&o.object, entry.clone()).await {
-                Ok(()) => {
-                    debug!(object = %id, "reported {entry:?}");
-                    self.reported.insert(id, entry);
-                }
-                Err(e) => {
-                    warn!(object = %id, "reporting status: {e}");
-                    self.metrics.error("report");
-                }
-            }
+            wanted.push(Wanted {
+                id: crate::api::validate::object_ref(&o.object),
+                namespace: o.object.namespace().unwrap_or_default(),
+                name: o.object.name_any(),
+                present,
+                entry,
+            });
         }
-    }
-
-    /// Applies this node's entry of `status.nodes` (or removes it, with `None`).
-    pub(super) async fn patch_entry(
-        &self,
-        obj: &LvsService,
-        entry: Option<NodeStatus>,
-    ) -> kube::Result<()> {
-        let api: Api<LvsService> =
-            Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
-        let nodes: Vec<NodeStatus> = entry.into_iter().collect();
-        let patch = serde_json::json!({
-            "apiVersion": "lvs-operator.io/v1alpha1",
-            "kind": "LvsService",
-            "metadata": {"name": obj.name_any()},
-            "status": {"nodes": nodes},
-        });
-        api.patch_status(
-            &obj.name_any(),
-            &PatchParams::apply(&self.manager).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        Ok(())
+        self.reporter.want(wanted);
     }
 }

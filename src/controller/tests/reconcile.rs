@@ -462,3 +462,83 @@ async fn a_successful_reconcile_resets_the_objects_backoff() {
         Action::requeue(Duration::from_secs(1))
     );
 }
+
+#[tokio::test]
+async fn a_vip_no_pool_admits_is_refused_naming_the_pools() {
+    let web = finalized(lvs("web", "10.0.0.100"));
+    let lan = crate::api::LvsAddressPool::new(
+        "lan",
+        crate::api::LvsAddressPoolSpec {
+            addresses: vec!["10.0.0.64/28".into()],
+            ..Default::default()
+        },
+    );
+    let world = World {
+        services: vec![web.clone()],
+        pools: vec![lan],
+        ..World::two_directors_one_backend()
+    };
+    let (_, bodies) = scenario(
+        world,
+        &web,
+        vec![Call::ApplyStatus, Call::Event("VIPNotAllowed")],
+    )
+    .await;
+    let s = applied_status(&bodies[0]);
+    assert_eq!(cond(&s, ACCEPTED), pair("False", "VIPNotAllowed"));
+    assert_eq!(
+        find(&s, ACCEPTED).unwrap().message,
+        "spec.vip 10.0.0.100 is in no LvsAddressPool (pools: lan): use an address from one that admits namespace default"
+    );
+    assert!(
+        s.backends.is_empty(),
+        "no backends resolved: {:?}",
+        s.backends
+    );
+}
+
+#[tokio::test]
+async fn an_object_without_vip_gets_the_first_free_address_and_keeps_it() {
+    let taken = finalized(created_at(lvs("taken", "10.0.0.65"), 100));
+    let mut auto = finalized(created_at(lvs("auto", "10.0.0.1"), 200));
+    auto.spec.vip = None;
+    let lan = crate::api::LvsAddressPool::new(
+        "lan",
+        crate::api::LvsAddressPoolSpec {
+            addresses: vec!["10.0.0.64/29".into()],
+            ..Default::default()
+        },
+    );
+    let world = |auto: &LvsService| World {
+        services: vec![taken.clone(), auto.clone()],
+        pools: vec![lan.clone()],
+        ..World::two_directors_one_backend()
+    };
+    let (_, bodies) = scenario(
+        world(&auto),
+        &auto,
+        vec![Call::ApplyStatus, Call::Event("Accepted")],
+    )
+    .await;
+    let s = applied_status(&bodies[0]);
+    assert_eq!(
+        s.vip.as_deref(),
+        Some("10.0.0.66"),
+        ".64 is the network, .65 taken"
+    );
+    assert_eq!(cond(&s, ACCEPTED), pair("True", "Accepted"));
+
+    // With .66 in its status (as the API server now has it), a new controller keeps it even
+    // though .66 is no longer the first free address.
+    auto.status = Some(LvsServiceStatus {
+        vip: Some("10.0.0.67".into()),
+        ..Default::default()
+    });
+    let (_, bodies) = scenario(
+        world(&auto),
+        &auto,
+        vec![Call::ApplyStatus, Call::Event("Accepted")],
+    )
+    .await;
+    assert_eq!(applied_status(&bodies[0]).vip.as_deref(), Some("10.0.0.67"));
+}
