@@ -54,11 +54,13 @@ release: ## Release binary (what the VM and the benchmark run).
 crds: build ## Regenerate crds/ from the Rust types, and the chart's copy and deploy/ from them.
 	$(BIN) crd lvsservice > crds/lvsservice.yaml
 	$(BIN) crd lvsaddresspool > crds/lvsaddresspool.yaml
+	$(BIN) crd lvsnodereport > crds/lvsnodereport.yaml
 	bash tests/e2e/chart.sh render
 
 check-crds: build ## Fail when crds/ or deploy/ differ from what the code and the chart generate.
 	@$(BIN) crd lvsservice | diff -u crds/lvsservice.yaml - && \
-		$(BIN) crd lvsaddresspool | diff -u crds/lvsaddresspool.yaml - && echo "crds/ matches the code"
+		$(BIN) crd lvsaddresspool | diff -u crds/lvsaddresspool.yaml - && \
+		$(BIN) crd lvsnodereport | diff -u crds/lvsnodereport.yaml - && echo "crds/ matches the code"
 	bash tests/e2e/chart.sh check
 
 helm-lint: ## helm lint the chart.

@@ -11,7 +11,7 @@ use kube::CustomResourceExt;
 
 use lvs_operator::agent::checks::HealthChecks;
 use lvs_operator::agent::{cluster, kernel::Kernel, ledger, metrics::AgentMetrics, standalone};
-use lvs_operator::api::{LvsAddressPool, LvsService};
+use lvs_operator::api::{LvsAddressPool, LvsNodeReport, LvsService};
 use lvs_operator::controller;
 use lvs_operator::http::{Health, serve};
 
@@ -43,6 +43,7 @@ enum LogFormat {
 enum CrdKind {
     Lvsservice,
     Lvsaddresspool,
+    Lvsnodereport,
 }
 
 #[derive(Subcommand)]
@@ -51,7 +52,7 @@ enum Command {
     /// it is a real server.
     Agent(AgentArgs),
     /// Print the CustomResourceDefinitions as YAML (`lvs-operator crd | kubectl apply -f -`):
-    /// LvsService and LvsAddressPool, or the one named.
+    /// LvsService, LvsAddressPool and LvsNodeReport, or the one named.
     Crd {
         #[arg(value_enum)]
         kind: Option<CrdKind>,
@@ -355,10 +356,12 @@ fn crd_yaml(kind: Option<CrdKind>) -> String {
     match kind {
         Some(CrdKind::Lvsservice) => yaml(LvsService::crd()),
         Some(CrdKind::Lvsaddresspool) => yaml(LvsAddressPool::crd()),
+        Some(CrdKind::Lvsnodereport) => yaml(LvsNodeReport::crd()),
         None => format!(
-            "{}---\n{}",
+            "{}---\n{}---\n{}",
             yaml(LvsService::crd()),
-            yaml(LvsAddressPool::crd())
+            yaml(LvsAddressPool::crd()),
+            yaml(LvsNodeReport::crd())
         ),
     }
 }

@@ -8,19 +8,20 @@
 //! CEL `x-kubernetes-validations`, enforced by the API server) and [`validate`] (enforced by the
 //! agent, which in standalone mode has no API server in front of it).
 //!
-//! ## Status and its several writers
-//! The controller and every agent write into the same status, so each owns a disjoint part of it
-//! through server-side apply with its own field manager:
-//! - the controller (manager `lvs-operator-controller`) owns `conditions`, `observedGeneration`,
-//!   `director`, `backends` and `backendSummary`;
-//! - the agent of node N (manager `lvs-operator-agent-N`) owns the single entry of `nodes` whose
-//!   key `node` is N. `nodes` is a list-map keyed by `node`, so one agent's apply never replaces
-//!   another's entry, and the controller's apply (which omits `nodes`) never removes them.
+//! ## Who writes what
+//! - The controller (manager `lvs-operator-controller`) alone writes LvsService status:
+//!   `conditions`, `observedGeneration`, `vip`, `director`, `directors`, `backends`, `ports` and
+//!   `backendSummary`.
+//! - The agent of node N writes one object, the `LvsNodeReport` named N ([`report`]): an entry
+//!   per LvsService N has a part in. The controller aggregates the reports into the status.
+//! - Administrators write the `LvsAddressPool`s ([`pool`]) that say which VIPs may be claimed.
 //!
-//! The controller aggregates `nodes` into the conditions users see.
+//! `status.nodes` is no longer written (the reports replaced it) and is ignored where an older
+//! agent left it.
 
 pub mod manifest;
 pub mod pool;
+pub mod report;
 pub mod selector;
 mod spec;
 mod status;
@@ -28,6 +29,7 @@ mod unknown_fields;
 pub mod validate;
 
 pub use pool::{LvsAddressPool, LvsAddressPoolSpec, Pools};
+pub use report::{LvsNodeReport, LvsNodeReportSpec, ServiceReport};
 pub use spec::*;
 pub use status::*;
 pub use validate::{FieldError, InvalidObject, validate};

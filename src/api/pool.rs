@@ -43,14 +43,16 @@ use super::selector::parse_selector;
 pub struct LvsAddressPoolSpec {
     /// The addresses: CIDRs (`10.10.24.80/28`), ranges (`10.10.24.80-10.10.24.95`) or single
     /// addresses, IPv4 or IPv6.
-    #[schemars(length(min = 1, max = 64))]
+    // maxLength on each item keeps the rule's estimated cost within the API server's budget: the
+    // longest form is an IPv6 range, 79 characters.
+    #[schemars(length(min = 1, max = 64), inner(length(max = 90)))]
     #[x_kube(validation = Rule::new("self.all(a, isCIDR(a) || isIP(a) || (a.split('-').size() == 2 && isIP(a.split('-')[0]) && isIP(a.split('-')[1])))").message("each address must be a CIDR (10.10.24.80/28), a range (10.10.24.80-10.10.24.95) or an address"))]
     pub addresses: Vec<PoolAddress>,
 
     /// The namespaces whose LvsServices may use the pool. With neither this nor
     /// `namespaceSelector`, every namespace may.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(max = 63)))]
     pub namespaces: Vec<NamespaceName>,
 
     /// The namespaces, by label, whose LvsServices may use the pool (besides `namespaces`).

@@ -50,7 +50,9 @@ pub struct LvsServiceStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["node".into()]))]
     pub directors: Vec<DirectorStatus>,
 
-    /// One entry per node that has a role for this service, each written by that node's agent.
+    /// Not written any more: each node's agent reports in its LvsNodeReport, and the controller
+    /// reads the entries naming this object from there (an entry an older agent left here is
+    /// ignored).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["node".into()]))]
     pub nodes: Vec<NodeStatus>,

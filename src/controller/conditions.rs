@@ -732,6 +732,7 @@ pub fn differs(old: &LvsServiceStatus, new: &LvsServiceStatus) -> bool {
             .collect()
     }
     old.observed_generation != new.observed_generation
+        || old.vip != new.vip
         || old.director != new.director
         || old.ports != new.ports
         || old.backend_summary != new.backend_summary

@@ -29,8 +29,8 @@ use super::backends::SERVICE_NAME_LABEL;
 use super::metrics::Metrics;
 use super::reconcile::{Context, FIELD_MANAGER, FINALIZER, Settings, Stores};
 use crate::api::{
-    Backend, LvsAddressPool, LvsAddressPoolSpec, LvsService, LvsServiceSpec, LvsServiceStatus,
-    NodeRole, NodeStatus, ServicePort,
+    Backend, LvsAddressPool, LvsAddressPoolSpec, LvsNodeReport, LvsNodeReportSpec, LvsService,
+    LvsServiceSpec, LvsServiceStatus, NodeRole, NodeStatus, ServicePort, ServiceReport,
 };
 
 /// `default/<name>` on `vip`, port 80/TCP, one explicit backend 10.0.0.11.
@@ -220,6 +220,30 @@ pub struct World {
     /// The agents' heartbeat Leases.
     pub heartbeats: Vec<Lease>,
     pub pools: Vec<LvsAddressPool>,
+    /// The agents' reports (see [`reports_of`]).
+    pub reports: Vec<LvsNodeReport>,
+}
+
+/// The reports the agents would write for the `status.nodes` entries the fixtures put in these
+/// objects: one per node, an entry per object.
+pub fn reports_of(objects: &[&LvsService]) -> Vec<LvsNodeReport> {
+    let mut by_node: std::collections::BTreeMap<String, Vec<ServiceReport>> = Default::default();
+    for o in objects {
+        for n in o.status.iter().flat_map(|s| &s.nodes) {
+            by_node
+                .entry(n.node.clone())
+                .or_default()
+                .push(ServiceReport {
+                    object: crate::api::validate::object_ref(o),
+                    uid: o.metadata.uid.clone().unwrap_or_default(),
+                    status: n.clone(),
+                });
+        }
+    }
+    by_node
+        .into_iter()
+        .map(|(node, services)| LvsNodeReport::new(&node, LvsNodeReportSpec { services }))
+        .collect()
 }
 
 /// A pool admitting every namespace to every address.
@@ -259,6 +283,7 @@ impl World {
             k8s_services: Vec::new(),
             heartbeats: ["d1", "d2", "n1"].into_iter().map(heartbeat).collect(),
             pools: vec![open_pool()],
+            reports: Vec::new(),
         }
     }
 }
@@ -282,6 +307,7 @@ pub fn test_context(world: World, settings: Settings) -> (Arc<Context>, ApiServe
         heartbeats: store(world.heartbeats),
         pools: store(world.pools),
         namespaces: store(Vec::new()),
+        reports: store(world.reports),
     };
     let ctx = Context::new(client, recorder, Metrics::default(), stores, settings);
     (Arc::new(ctx), ApiServerVerifier(handle))

@@ -8,8 +8,10 @@
 //! wakes which object), [`metrics`] and [`http`], [`leader`] (only the Lease holder runs).
 //!
 //! [`run`] wires it: a kube-runtime Controller on LvsServices in all namespaces, with reflected
-//! watches on Nodes and EndpointSlices (read by the reconciler from their caches), an HTTP server
-//! for metrics and probes, and leader election around the Controller.
+//! watches on Nodes, EndpointSlices, the agents' LvsNodeReports and heartbeat Leases, the
+//! LvsAddressPools and Namespaces (read by the reconciler from their caches), an HTTP server for
+//! metrics and probes, and leader election around the Controller. The reports are aggregated into
+//! each object's status ([`reconcile::with_reports`]); the pools admit VIPs and allocate them.
 
 pub mod backends;
 pub mod conditions;
@@ -43,12 +45,12 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use tracing::{debug, info, warn};
 
-use crate::api::{LvsAddressPool, LvsService};
+use crate::api::{LvsAddressPool, LvsNodeReport, LvsService};
 use backends::SERVICE_NAME_LABEL;
 use reconcile::{Context, FIELD_MANAGER, Settings, Stores, error_policy};
 use triggers::{
-    HeartbeatChanges, NodeChanges, VipSiblings, all_services, services_for_service,
-    services_for_slice,
+    HeartbeatChanges, NodeChanges, ReportedObjects, VipSiblings, all_services,
+    services_for_service, services_for_slice,
 };
 
 use crate::watch;
@@ -237,6 +239,17 @@ pub async fn run_controller(
         )
     });
 
+    // A report wakes the objects it names now or named before.
+    let (reports, report_writer) = reflector::store::<LvsNodeReport>();
+    let report_refs = ReportedObjects::default();
+    let report_triggers = watch::resilient(
+        Api::<LvsNodeReport>::all(client.clone()),
+        watcher::Config::default(),
+        "LvsNodeReports",
+    )
+    .reflect(report_writer)
+    .touched_objects();
+
     // Pools and namespaces change rarely, and a change may admit or refuse any object.
     let (pools, pool_writer) = reflector::store::<LvsAddressPool>();
     let pool_triggers = watch::resilient(
@@ -281,6 +294,7 @@ pub async fn run_controller(
             heartbeats,
             pools,
             namespaces,
+            reports,
         },
         settings,
     ));
@@ -305,6 +319,7 @@ pub async fn run_controller(
         .watches_stream(heartbeat_triggers, move |_lease| {
             all_services(&for_heartbeats)
         })
+        .watches_stream(report_triggers, move |report| report_refs.objects(&report))
         .watches_stream(pool_triggers, move |_pool| all_services(&for_pools))
         .watches_stream(namespace_triggers, move |_ns| all_services(&for_namespaces))
         .run(reconcile, error_policy, ctx)

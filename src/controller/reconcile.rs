@@ -35,7 +35,8 @@ use super::error::{Error, Result};
 use super::events::transitions;
 use super::metrics::Metrics;
 use crate::api::{
-    LvsAddressPool, LvsService, LvsServiceStatus, Pools, pool, validate, validate::object_ref,
+    LvsAddressPool, LvsNodeReport, LvsService, LvsServiceStatus, NodeStatus, Pools, pool, validate,
+    validate::object_ref,
 };
 
 /// The finalizer that holds a deleted LvsService until the agents have cleaned their kernels.
@@ -64,6 +65,8 @@ pub struct Stores {
     pub k8s_services: Store<PartialObjectMeta<Service>>,
     /// The agents' heartbeat Leases.
     pub heartbeats: Store<Lease>,
+    /// The agents' reports, one per node.
+    pub reports: Store<LvsNodeReport>,
     /// The address pools, and the namespaces (metadata only: their labels) they admit.
     pub pools: Store<LvsAddressPool>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
@@ -208,6 +211,15 @@ pub async fn reconcile(object: Arc<LvsService>, ctx: Arc<Context>) -> Result<Act
         None => Api::all(ctx.client.clone()),
     };
 
+    ctx.stores
+        .reports
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::StoreNotReady {
+            name: name.clone(),
+            store: "LvsNodeReport",
+        })?;
+    let object = Arc::new(with_reports(&object, &ctx.stores.reports.state()));
     if let Some(wait) = cleanup_wait(&object, Timestamp::now(), ctx.settings.cleanup_timeout) {
         debug!(object = %name, "waiting for the agents to remove their state");
         ctx.succeeded(&key);
@@ -224,6 +236,27 @@ pub async fn reconcile(object: Arc<LvsService>, ctx: Arc<Context>) -> Result<Act
     .map_err(|e| Error::from_finalizer(name, e))?;
     ctx.succeeded(&key);
     Ok(action)
+}
+
+/// `object` with `status.nodes` made of the reports' entries naming it (what an agent may have
+/// left in the stored `status.nodes` is dropped): each entry under the name of the node whose
+/// report holds it, whatever the entry says, since only that node's agent can write it.
+pub fn with_reports(object: &LvsService, reports: &[Arc<LvsNodeReport>]) -> LvsService {
+    let id = object_ref(object);
+    let uid = object.metadata.uid.clone().unwrap_or_default();
+    let nodes: Vec<NodeStatus> = reports
+        .iter()
+        .filter_map(|r| {
+            let mut entry = r.entry(&id, &uid)?.clone();
+            entry.node = r.name_any();
+            Some(entry)
+        })
+        .collect();
+    let mut object = object.clone();
+    if object.status.is_some() || !nodes.is_empty() {
+        object.status.get_or_insert_with(Default::default).nodes = nodes;
+    }
+    object
 }
 
 /// When `object` is being deleted, holds our finalizer, and agents still report state: how long
@@ -283,6 +316,7 @@ async fn apply(object: &LvsService, ctx: &Context, api: &Api<LvsService>) -> Res
     };
     // Without spec.vip: the address allocated before (status.vip), or a new one; the status
     // written below keeps it.
+    let stored_vip = object.status.as_ref().and_then(|s| s.vip.clone());
     let with_vip;
     let object = match object.effective_vip() {
         Some(_) => object,
@@ -317,7 +351,7 @@ async fn apply(object: &LvsService, ctx: &Context, api: &Api<LvsService>) -> Res
     };
     let (new, issues) = compute(object, &input);
     let old = object.status.clone().unwrap_or_default();
-    if differs(&old, &new) {
+    if differs(&old, &new) || stored_vip != new.vip {
         info!(object = %name, summary = ?new.backend_summary, director = ?new.director, "applying status");
         patch_status(api, object, &new).await?;
         for event in transitions(&old, &new, &issues) {

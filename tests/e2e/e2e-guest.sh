@@ -25,7 +25,7 @@ start_controller() {
 }
 
 start_agent() {
-	$IP netns exec "$1" lvs-operator agent --node-name "$1" --kubeconfig /lvs/agent.kubeconfig \
+	$IP netns exec "$1" lvs-operator agent --node-name "$1" --kubeconfig "/lvs/agent-$1.kubeconfig" \
 		--lease-namespace lvs-operator --state-dir "/run/state/$1" --resync-period 2s \
 		--heartbeat-period ${HEARTBEAT}s \
 		--metrics-addr 0.0.0.0:9090 >>"/run/logs/$1.log" 2>&1 &
@@ -51,7 +51,7 @@ show_logs() {
 
 echo "=== the API server from the VM"
 check "kubectl reaches the API server at 10.0.2.2 from the router" $K get --raw /readyz
-check "agents' namespaces reach it too (masquerade)" in_ns director kubectl --kubeconfig /lvs/agent.kubeconfig auth whoami
+check "agents' namespaces reach it too (masquerade)" in_ns director kubectl --kubeconfig /lvs/agent-director.kubeconfig auth whoami
 
 echo "=== start the controller and one agent per node"
 start_controller

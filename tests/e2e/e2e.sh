@@ -71,11 +71,29 @@ grep -q "IPVS scheduling algorithm" "$work/explain" &&
   pass "kubectl explain lvsservice.spec.scheduler: $(grep -m1 'IPVS scheduling' "$work/explain" | sed 's/^ *//')" ||
   { cat "$work/explain"; fail "kubectl explain"; }
 
+step "nodes of the reference topology: director, director2 and rs1..rs3 with their InternalIPs"
+create_reference_nodes
+kubectl get nodes -o wide | cut -c1-100
+
 step "identities: the chart's ServiceAccounts, and what the API server refuses them"
 ca=$(base64 -w0 <"$E2E_STATE/pki/ca.crt")
-kubeconfig_for() { # SA SERVER
+NODES="director director2 rs1 rs2 rs3"
+# Each agent runs with the token of a Pod of its own on its node, as the DaemonSet's pods do (no
+# kubelet runs them: the API server binds the token to the Pod and names its node in the token).
+for n in $NODES; do
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: lvs-agent-$n, namespace: lvs-operator}
+spec:
+  nodeName: $n
+  serviceAccountName: lvs-operator-agent
+  containers: [{name: agent, image: "lvs-operator:e2e"}]
+YAML
+done
+kubeconfig_for() { # SA SERVER [POD]
   local token
-  token=$(kubectl create token "$1" -n lvs-operator --duration=2h)
+  token=$(kubectl create token "$1" -n lvs-operator --duration=2h ${3:+--bound-object-kind Pod --bound-object-name "$3"})
   cat <<YAML
 apiVersion: v1
 kind: Config
@@ -85,13 +103,56 @@ contexts: [{name: e2e, context: {cluster: e2e, user: $1}}]
 current-context: e2e
 YAML
 }
-for sa in controller agent; do
-  kubeconfig_for "lvs-operator-$sa" https://127.0.0.1:16443 >"$work/$sa-host.kubeconfig"
-  kubeconfig_for "lvs-operator-$sa" https://10.0.2.2:16443 >"$work/$sa.kubeconfig"
+kubeconfig_for lvs-operator-controller https://127.0.0.1:16443 >"$work/controller-host.kubeconfig"
+kubeconfig_for lvs-operator-controller https://10.0.2.2:16443 >"$work/controller.kubeconfig"
+kubeconfig_for lvs-operator-agent https://127.0.0.1:16443 lvs-agent-rs1 >"$work/agent-host.kubeconfig"
+kubeconfig_for lvs-operator-agent https://127.0.0.1:16443 >"$work/agent-unbound-host.kubeconfig"
+vm_agents=()
+for n in $NODES; do
+  kubeconfig_for lvs-operator-agent https://10.0.2.2:16443 "lvs-agent-$n" >"$work/agent-$n.kubeconfig"
+  vm_agents+=(--add "$work/agent-$n.kubeconfig:/lvs/agent-$n.kubeconfig")
 done
-who=$(kubectl --kubeconfig "$work/agent-host.kubeconfig" auth whoami -o jsonpath='{.status.userInfo.username}')
-[[ $who == system:serviceaccount:lvs-operator:lvs-operator-agent ]] && pass "the agent runs as $who" || fail "agent identity: $who"
+who=$(kubectl --kubeconfig "$work/agent-host.kubeconfig" auth whoami -o jsonpath='{.status.userInfo.username} {.status.userInfo.extra.authentication\.kubernetes\.io/node-name}')
+[[ $who == "system:serviceaccount:lvs-operator:lvs-operator-agent [\"rs1\"]" ]] && pass "rs1's agent runs as $who" || fail "agent identity: $who"
+# refused DESC TEXT CMD...: the API server must refuse CMD saying TEXT; its message is quoted.
+refused() {
+  local desc=$1 text=$2; shift 2
+  if "$@" >"$work/out" 2>&1; then
+    fail "$desc was allowed"
+  elif grep -qF -- "$text" "$work/out"; then
+    pass "$desc is refused: $(tr '\n' ' ' <"$work/out" | sed 's/^Error from server[^:]*: //' | cut -c1-260)"
+  else
+    fail "$desc: expected \"$text\" in: $(cat "$work/out")"
+  fi
+}
+for n in rs1 rs2; do
+  printf '%s\n' 'apiVersion: lvs-operator.io/v1alpha1' 'kind: LvsNodeReport' "metadata: {name: $n}" \
+    'spec: {services: []}' >"$work/report-$n.yaml"
+done
+printf '%s\n' 'apiVersion: coordination.k8s.io/v1' 'kind: Lease' \
+  'metadata: {name: lvs-agent-rs2, namespace: lvs-operator}' 'spec: {holderIdentity: rs2}' >"$work/lease-rs2.yaml"
+printf '%s\n' 'apiVersion: coordination.k8s.io/v1' 'kind: Lease' \
+  'metadata: {name: lvs-operator-controller, namespace: lvs-operator}' 'spec: {holderIdentity: vm-controller}' |
+  kubectl apply -f - >/dev/null
 kubectl apply -f "$ROOT/tests/valid/reference.yaml" >/dev/null
+as_rs1() { kubectl --kubeconfig "$work/agent-host.kubeconfig" "$@"; }
+if as_rs1 apply --server-side --field-manager=lvs-operator-agent -f "$work/report-rs1.yaml" >"$work/out" 2>&1; then
+  pass "rs1's agent writes its own LvsNodeReport: $(cat "$work/out")"
+else
+  fail "rs1's agent writing its own report: $(cat "$work/out")"
+fi
+refused "rs1's agent writing rs2's LvsNodeReport" "may write only its own LvsNodeReport (rs1), not rs2" \
+  as_rs1 apply --server-side --field-manager=lvs-operator-agent -f "$work/report-rs2.yaml"
+refused "rs1's agent writing an LvsService's status" Forbidden \
+  as_rs1 patch lvs web --subresource=status --type=merge -p '{"status":{"backends":[{"address":"10.10.24.99"}]}}'
+refused "rs1's agent taking the controller's leader Lease" "may write only its heartbeat Lease lvs-agent-rs1" \
+  as_rs1 -n lvs-operator patch lease lvs-operator-controller --type=merge -p '{"spec":{"holderIdentity":"rs1"}}'
+refused "rs1's agent writing rs2's heartbeat Lease" "not lvs-agent-rs2" as_rs1 apply -f "$work/lease-rs2.yaml"
+refused "rs1's agent reading a Secret" Forbidden as_rs1 -n lvs-operator get secrets
+refused "an agent token bound to no Pod writing a report" "names no node" \
+  kubectl --kubeconfig "$work/agent-unbound-host.kubeconfig" apply --server-side --field-manager=lvs-operator-agent -f "$work/report-rs1.yaml"
+kubectl -n lvs-operator delete lease lvs-operator-controller >/dev/null 2>&1 || true
+kubectl delete lvsnodereport rs1 >/dev/null 2>&1 || true
 if kubectl --kubeconfig "$work/agent-host.kubeconfig" delete lvs web >"$work/out" 2>&1; then
   fail "the agent deleted an LvsService"
 else
@@ -111,10 +172,6 @@ kubectl delete lvs web --wait=false >/dev/null
 # Nobody runs the controller yet, so nothing removes its finalizer: clear it by hand.
 kubectl patch lvs web --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
 
-step "nodes of the reference topology: director, director2 and rs1..rs3 with their InternalIPs"
-create_reference_nodes
-kubectl get nodes -o wide | cut -c1-100
-
 step "the VM: controller and agents with those identities, the scenario driven with kubectl"
 # socat: the echo service and the long-lived connection of the failover tests.
 command -v socat >/dev/null || { apt-get update -qq && apt-get install -y -qq socat >/dev/null; }
@@ -130,7 +187,7 @@ bash "$ROOT/tests/vm/run.sh" --net-user --timeout "${LVS_VM_TIMEOUT:-1500}" \
   --add "$BIN:/usr/local/bin/lvs-operator" \
   --add "$ROOT/.tools/bin/kubectl:/usr/local/bin/kubectl" \
   --add "$work/controller.kubeconfig:/lvs/controller.kubeconfig" \
-  --add "$work/agent.kubeconfig:/lvs/agent.kubeconfig" \
+  "${vm_agents[@]}" \
   --add "$work/admin.kubeconfig:/lvs/admin.kubeconfig" \
   --add "$ROOT/tests/valid/reference.yaml:/lvs/reference.yaml" \
   --add "$HERE/latency.sh:/lvs/latency.sh" \

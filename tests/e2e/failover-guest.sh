@@ -28,7 +28,9 @@ expected_directors() {
 status_director_is() { [ "$(jsonpath web '{.status.director}')" = "$1" ]; }
 degraded_message_has() { jsonpath web '{.status.conditions[?(@.type=="Degraded")].message}' | grep -qF "$1"; }
 degraded_is() { [ "$(condition web Degraded)" = "$1" ]; }
-takeover_reported() { [ -n "$(jsonpath web '{.status.nodes[?(@.active==true)].takeover.from}')" ]; }
+takeover_reported() {
+	[ -n "$($K get lvsnodereport "$(holders)" -o 'jsonpath={.spec.services[?(@.object=="default/web")].status.takeover.from}')" ]
+}
 
 # failover_trials N LABEL: N unplanned failovers; prints the outage percentiles.
 failover_trials() {
@@ -109,7 +111,8 @@ expect_eq "the sync daemons in status: master on $active, backup on $standby" "m
 $K describe lvs web | sed -n '/^Events:/,$p' | grep -E "Failover|DirectorChanged" | tail -n 3
 check "kubectl describe shows a Failover event naming both directors and the silence" \
 	sh -c "$K describe lvs web | grep -E 'Failover .* took the VIP over from .*heartbeats stopped \\([0-9]+ ms without one\\)'"
-wait_until "the active director's takeover is in its status entry" 10 takeover_reported
+wait_until "the active director's takeover is in its LvsNodeReport" 10 takeover_reported
+$K get lvsnodereport "$(holders)" -o yaml | sed -n '/^spec:/,$p' | head -n 30
 
 echo "=== failover: a second holder of the VIP"
 mac=$(in_ns $standby cat /sys/class/net/eth0/address)

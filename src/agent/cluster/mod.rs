@@ -1,10 +1,9 @@
 //! In-cluster mode: `lvs-operator agent --node-name NODE`.
 //!
-//! The objects come from the API server (a reflector on every LvsService and one on this node's
-//! Node object) instead of files, and the results go back into each object's status: this agent
-//! owns exactly one entry of `status.nodes`, the one keyed by its node, written with server-side
-//! apply under the field manager `lvs-operator-agent-NODE` (see `crate::api`). The data plane is
-//! the same code as standalone mode.
+//! The objects come from the API server (a reflector on every LvsService, the address pools, and
+//! this node's Node object) instead of files, and the results go into one object: this node's
+//! `LvsNodeReport` (`crate::api::report`), which the controller aggregates into each LvsService's
+//! status. The data plane is the same code as standalone mode.
 //!
 //! Roles per object come from `roles` (a director by selector, a real server by address). Among
 //! the directors of a VIP, the failover (`crate::ha`) decides which holds it: the directors find
@@ -17,9 +16,10 @@
 //! through the kernel's sync daemons.
 //!
 //! The agent programs every valid object the controller has not rejected (Accepted=False at the
-//! current generation) in age order, so two objects claiming one port resolve the same way here
-//! as in the controller: the older keeps it. An object being deleted has its state removed, then
-//! the agent removes its status entry, which is what the controller's finalizer waits for.
+//! current generation) and an address pool admits, in age order, so two objects claiming one port
+//! resolve the same way here as in the controller: the older keeps it. An object being deleted has
+//! its state removed, then the agent removes its entry from the report, which is what the
+//! controller's finalizer waits for.
 //!
 //! Losing the API server changes nothing: the reflectors keep the last objects they saw, resyncs
 //! go on repairing drift, the directors go on hearing each other, and the watches retry with
@@ -209,7 +209,7 @@ struct Agent {
     synced: Arc<std::sync::atomic::AtomicBool>,
     metrics: AgentMetrics,
     health: crate::http::Health,
-    /// Writes this node's entries in `status.nodes`, in its own task.
+    /// Writes this node's LvsNodeReport, in its own task.
     reporter: report::Reporter,
     problems: ProblemLog,
     /// The heartbeat Lease's renewals, each in its own task.
@@ -404,7 +404,8 @@ impl Agent {
         Ok(Self {
             reporter: report::Reporter::start(
                 client.clone(),
-                format!("lvs-operator-agent-{}", opts.node),
+                opts.node.clone(),
+                "lvs-operator-agent".to_string(),
                 metrics.clone(),
             ),
             client,

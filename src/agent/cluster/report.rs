@@ -1,17 +1,20 @@
-//! What the in-cluster agent reports: its node's entry of each object's `status.nodes`, written
-//! with server-side apply under its own field manager, only when it changed.
+//! What the in-cluster agent reports: its node's `LvsNodeReport` (one object, named after the
+//! node, with an entry per LvsService it has a part in), written with server-side apply only
+//! when it changed. The controller aggregates the reports into each object's status; the agent
+//! writes nothing else.
 //!
 //! The writes run in their own task ([`Reporter`]): the resync loop hands it what each object's
 //! entry should be and goes on, so a slow or absent API server never delays the data plane (a
-//! takeover waits for no status write). The task writes the latest wish, skips what it already
-//! wrote, and retries every second while the API server refuses.
+//! takeover waits for no status write). The task writes the latest wish (a burst of changes is
+//! one write), skips what it already wrote, and retries every second while the API server
+//! refuses.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
@@ -20,22 +23,21 @@ use super::{Agent, Object};
 use crate::agent::converge::Resynced;
 use crate::agent::metrics::AgentMetrics;
 use crate::agent::roles::{DirectorReport, Roles, node_status};
-use crate::api::{LvsService, NodeStatus, TakeoverStatus};
+use crate::api::{LvsNodeReport, NodeStatus, ServiceReport, TakeoverStatus};
 use crate::core::selfcheck;
 
-/// One object's entry of this node, as the last resync wants it.
+/// One object's entry of this node's report, as the last resync wants it.
 #[derive(Clone, PartialEq)]
 pub(super) struct Wanted {
     id: String,
-    namespace: String,
-    name: String,
-    /// Whether the object, as last listed, has an entry for this node.
-    present: bool,
-    /// `None`: no entry (removed once the node's state for it is gone).
+    uid: String,
+    /// Keep whatever was written last (the node's state for the object is not gone yet).
+    keep: bool,
+    /// `None`: no entry.
     entry: Option<NodeStatus>,
 }
 
-/// The task that writes this node's entries.
+/// The task that writes this node's report.
 pub(super) struct Reporter {
     /// The latest wish, numbered.
     wanted: watch::Sender<(u64, Vec<Wanted>)>,
@@ -48,11 +50,18 @@ pub(super) struct Reporter {
 const RETRY: Duration = Duration::from_secs(1);
 
 impl Reporter {
-    pub(super) fn start(client: Client, manager: String, metrics: AgentMetrics) -> Self {
+    pub(super) fn start(
+        client: Client,
+        node: String,
+        manager: String,
+        metrics: AgentMetrics,
+    ) -> Self {
         let (wanted, mut rx) = watch::channel((0, Vec::<Wanted>::new()));
         let (done, written_rx) = watch::channel(0);
         let task = tokio::spawn(async move {
-            let mut written: HashMap<String, Option<NodeStatus>> = HashMap::new();
+            // What the report holds, as this run last wrote it (nothing yet: the first wish is
+            // written whatever an earlier run left).
+            let mut written: Option<Vec<ServiceReport>> = None;
             let mut failing = false;
             loop {
                 tokio::select! {
@@ -60,34 +69,41 @@ impl Reporter {
                     () = tokio::time::sleep(RETRY), if failing => {}
                 }
                 let (seq, now) = rx.borrow_and_update().clone();
-                let mut failed = None;
-                for w in now {
-                    if written.get(&w.id) == Some(&w.entry) && w.entry.is_some() == w.present {
-                        continue;
-                    }
-                    if w.entry.is_none() && !w.present {
-                        written.insert(w.id, None);
-                        continue;
-                    }
-                    match patch_entry(&client, &manager, &w).await {
+                let services: Vec<ServiceReport> = now
+                    .into_iter()
+                    .filter_map(|w| {
+                        let status = if w.keep {
+                            let mut last = written.iter().flatten();
+                            last.find(|s| s.object == w.id).map(|s| s.status.clone())
+                        } else {
+                            w.entry
+                        }?;
+                        Some(ServiceReport {
+                            object: w.id,
+                            uid: w.uid,
+                            status,
+                        })
+                    })
+                    .collect();
+                if written.as_ref() != Some(&services) {
+                    match apply(&client, &node, &manager, &services).await {
                         Ok(()) => {
-                            debug!(object = %w.id, "reported {:?}", w.entry);
-                            written.insert(w.id, w.entry);
+                            debug!("reported {} entries", services.len());
+                            if failing {
+                                info!("reporting status works again");
+                            }
+                            failing = false;
+                            written = Some(services);
                         }
                         Err(e) => {
                             metrics.error("report");
-                            failed.get_or_insert((w.id, e));
+                            if !failing {
+                                warn!("writing the LvsNodeReport {node}: {e}; retrying every {RETRY:?}");
+                            }
+                            failing = true;
                         }
                     }
                 }
-                match (&failed, failing) {
-                    (Some((id, e)), false) => {
-                        warn!(object = %id, "reporting status: {e}; retrying every {RETRY:?}");
-                    }
-                    (None, true) => info!("reporting status works again"),
-                    _ => {}
-                }
-                failing = failed.is_some();
                 if !failing {
                     done.send_replace(seq);
                 }
@@ -124,18 +140,22 @@ impl Drop for Reporter {
     }
 }
 
-/// Applies this node's entry of `status.nodes` (or removes it, with `None`).
-async fn patch_entry(client: &Client, manager: &str, w: &Wanted) -> kube::Result<()> {
-    let api: Api<LvsService> = Api::namespaced(client.clone(), &w.namespace);
-    let nodes: Vec<NodeStatus> = w.entry.iter().cloned().collect();
+/// Applies this node's report: every entry, under the agent's field manager.
+async fn apply(
+    client: &Client,
+    node: &str,
+    manager: &str,
+    services: &[ServiceReport],
+) -> kube::Result<()> {
+    let api: Api<LvsNodeReport> = Api::all(client.clone());
     let patch = serde_json::json!({
         "apiVersion": "lvs-operator.io/v1alpha1",
-        "kind": "LvsService",
-        "metadata": {"name": w.name},
-        "status": {"nodes": nodes},
+        "kind": "LvsNodeReport",
+        "metadata": {"name": node},
+        "spec": {"services": services},
     });
-    api.patch_status(
-        &w.name,
+    api.patch(
+        node,
         &PatchParams::apply(manager).force(),
         &Patch::Apply(&patch),
     )
@@ -196,21 +216,12 @@ impl Agent {
                     .unwrap_or_default(),
             };
             let entry = node_status(&o.object, &self.opts.node, *role, r, director, selfcheck);
-            let present = o
-                .object
-                .status
-                .iter()
-                .flat_map(|s| &s.nodes)
-                .any(|n| n.node == self.opts.node);
-            if entry.is_none() && present && !r.converged.failed.is_empty() {
-                // Not gone yet: keep the entry until the removal succeeds.
-                continue;
-            }
+            // Not gone yet: keep the entry until the removal succeeds.
+            let keep = entry.is_none() && !r.converged.failed.is_empty();
             wanted.push(Wanted {
                 id: crate::api::validate::object_ref(&o.object),
-                namespace: o.object.namespace().unwrap_or_default(),
-                name: o.object.name_any(),
-                present,
+                uid: o.object.metadata.uid.clone().unwrap_or_default(),
+                keep,
                 entry,
             });
         }

@@ -20,6 +20,8 @@ async fn scenario(
     object: &LvsService,
     calls: Vec<Call>,
 ) -> (Result<Action, Error>, Bodies) {
+    let mut world = world;
+    world.reports = reports_of(&[object]);
     let (ctx, server) = test_context(world, Settings::default());
     let handle = server.run(object, calls);
     let result = tokio::time::timeout(
@@ -541,4 +543,54 @@ async fn an_object_without_vip_gets_the_first_free_address_and_keeps_it() {
     )
     .await;
     assert_eq!(applied_status(&bodies[0]).vip.as_deref(), Some("10.0.0.67"));
+}
+
+#[test]
+fn an_objects_nodes_come_from_the_reports_each_under_its_reports_node() {
+    use crate::api::{LvsNodeReport, LvsNodeReportSpec, NodeStatus, ServiceReport};
+    use crate::controller::reconcile::with_reports;
+    let mut web = lvs("web", "10.0.0.100");
+    web.metadata.uid = Some("u1".into());
+    // What an agent of old left in the status counts for nothing.
+    web.status = Some(LvsServiceStatus {
+        nodes: vec![NodeStatus {
+            node: "stale".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let entry = |object: &str, uid: &str, claims: &str| ServiceReport {
+        object: object.into(),
+        uid: uid.into(),
+        status: NodeStatus {
+            node: claims.into(),
+            programmed: true,
+            ..Default::default()
+        },
+    };
+    let reports = [
+        // rs1's agent claims to speak for rs2: its entry is rs1's all the same.
+        LvsNodeReport::new(
+            "rs1",
+            LvsNodeReportSpec {
+                services: vec![entry("default/web", "u1", "rs2")],
+            },
+        ),
+        // An entry for an earlier object of the same name.
+        LvsNodeReport::new(
+            "rs3",
+            LvsNodeReportSpec {
+                services: vec![entry("default/web", "u0", "rs3")],
+            },
+        ),
+    ]
+    .map(Arc::new);
+    let derived = with_reports(&web, &reports);
+    let nodes: Vec<&str> = derived
+        .status
+        .iter()
+        .flat_map(|s| &s.nodes)
+        .map(|n| n.node.as_str())
+        .collect();
+    assert_eq!(nodes, vec!["rs1"]);
 }
