@@ -18,7 +18,7 @@ ifneq ($(shell cat $(CHECKOUT_STAMP) 2>/dev/null),$(CURDIR))
 $(shell find $(CURDIR)/src $(CURDIR)/tests $(CURDIR)/examples -name '*.rs' -exec touch {} + 2>/dev/null; touch $(CURDIR)/Cargo.toml; mkdir -p $(CARGO_TARGET_DIR) && echo '$(CURDIR)' >$(CHECKOUT_STAMP))
 endif
 
-.PHONY: help test unit unit-root fuzz lint fmt crds check-crds helm-lint build release e2e-dataplane e2e-sync e2e tools demo bench bench-health
+.PHONY: help test unit unit-root fuzz lint fmt crds check-crds helm-lint build release e2e-dataplane e2e-sync e2e tools demo bench bench-health bench-cluster
 
 help: ## This list.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -85,6 +85,9 @@ demo: release ## The seed scenario end to end, narrated.
 bench: release ## IPVS programming speed and memory against ipvsadm, in the VM; then the health checks at scale.
 	bash tests/vm/bench.sh
 	cargo run --release --example health_bench
+
+bench-cluster: release ## 50 agents (in-memory data plane) and the controller, 1,000 LvsServices, a real kube-apiserver: time to Ready, writes, sizes, RSS.
+	bash tests/e2e/bench-cluster.sh
 
 bench-health: ## Health checks at scale over loopback: 1,000 real servers, 100,000 destinations.
 	cargo run --release --example health_bench

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use kube::CustomResourceExt;
 
 use lvs_operator::agent::checks::HealthChecks;
+use lvs_operator::agent::memory::MemoryDataPlane;
 use lvs_operator::agent::{cluster, kernel::Kernel, ledger, metrics::AgentMetrics, standalone};
 use lvs_operator::api::{LvsAddressPool, LvsNodeReport, LvsService};
 use lvs_operator::controller;
@@ -50,7 +51,7 @@ enum CrdKind {
 enum Command {
     /// Program this node: IPVS and the VIP where it is a director, VIP on lo and ARP sysctls where
     /// it is a real server.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Print the CustomResourceDefinitions as YAML (`lvs-operator crd | kubectl apply -f -`):
     /// LvsService, LvsAddressPool and LvsNodeReport, or the one named.
     Crd {
@@ -117,6 +118,13 @@ struct AgentArgs {
     /// cluster 0.0.0.0:9090; standalone serves them only when this is given.
     #[arg(long, env = "LVS_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// In a cluster only (standalone has no API server to ask: its /metrics is plain HTTP).
+    #[command(flatten)]
+    metrics_security: lvs_operator::http::secure::MetricsSecurity,
+    /// Benchmarks only (`make bench-cluster`): keep this node's state in memory, with one
+    /// interface address `IF=ADDR/PREFIX` and a listener on port 80, and touch no kernel.
+    #[arg(long, hide = true, conflicts_with = "standalone")]
+    memory_data_plane: Option<String>,
     #[command(flatten)]
     failover: FailoverArgs,
 }
@@ -192,7 +200,7 @@ fn main() -> ExitCode {
             println!("lvs-operator {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Agent(args) => run_agent(args),
+        Command::Agent(args) => run_agent(*args),
     }
 }
 
@@ -226,9 +234,9 @@ fn run_agent(args: AgentArgs) -> ExitCode {
         .expect("tokio runtime");
     let store = ledger::LedgerStore::new(&args.state_dir);
     let result = runtime.block_on(async {
-        let mut kernel = Kernel::connect(args.dry_run)?;
         match args.standalone.as_deref() {
             Some(path) => {
+                let mut kernel = Kernel::connect(args.dry_run)?;
                 let opts = standalone::Options {
                     path,
                     role: args.role.expect("clap requires --role with --standalone"),
@@ -277,7 +285,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                     beside.announcer = start_announcer(f.garp_refresh);
                 }
                 if let Some(addr) = args.metrics_addr {
-                    serve(addr, metrics.clone(), Health::default()).await?;
+                    serve(addr, metrics.clone(), Health::default(), None).await?;
                 }
                 let ok = standalone::run(
                     &mut kernel,
@@ -301,6 +309,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                     metrics_addr: args
                         .metrics_addr
                         .unwrap_or_else(|| ([0, 0, 0, 0], 9090).into()),
+                    metrics_security: args.metrics_security.clone(),
                     interface: args.interface.clone(),
                     heartbeat_period: args.heartbeat_period,
                     marks: args.health_check_marks,
@@ -313,9 +322,17 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                         garp_refresh: args.failover.garp_refresh,
                     },
                 };
-                cluster::run(client, &mut kernel, &store, opts)
-                    .await
-                    .map(|()| true)
+                match &args.memory_data_plane {
+                    Some(spec) => {
+                        let mut memory = MemoryDataPlane::with_interface(spec, &[80])?;
+                        cluster::run(client, &mut memory, &store, opts).await
+                    }
+                    None => {
+                        let mut kernel = Kernel::connect(args.dry_run)?;
+                        cluster::run(client, &mut kernel, &store, opts).await
+                    }
+                }
+                .map(|()| true)
             }
         }
     });

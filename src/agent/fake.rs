@@ -1,53 +1,15 @@
-//! An in-memory [`DataPlane`] and the tests of the agent's loop that need no kernel.
+//! The tests of the agent's loop that need no kernel (on the in-memory data plane).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::core::{HostAddress, NodeState, Op, fake::apply_op};
+use crate::core::HostAddress;
 
-use super::converge::{DataPlane, Scope, expand_sysctls};
 use super::ledger::LedgerStore;
 use super::standalone::{Beside, Options, Role, resync};
 
-#[derive(Default)]
-pub struct FakeKernel {
-    pub state: NodeState,
-    /// Every batch `apply` was given, to count writes.
-    pub batches: Vec<Vec<Op>>,
-}
-
-impl DataPlane for FakeKernel {
-    async fn observe(&mut self, scope: &Scope) -> anyhow::Result<NodeState> {
-        let mut s = self.state.clone();
-        for (key, svc) in s.services.iter_mut() {
-            if !scope.dests_of.contains(key) {
-                svc.dests.clear();
-            }
-        }
-        for (key, mark) in s.marks.iter_mut() {
-            if !scope.marks_of.contains(key) {
-                mark.dests.clear();
-            }
-        }
-        let interfaces: Vec<String> = s.addresses.iter().map(|a| a.ifname.clone()).collect();
-        let names = expand_sysctls(&scope.sysctls, interfaces.iter().map(String::as_str));
-        s.sysctls.retain(|k, _| names.contains(k));
-        if !scope.listeners {
-            s.listeners.clear();
-        }
-        Ok(s)
-    }
-
-    async fn apply(&mut self, ops: &[Op]) -> Vec<anyhow::Result<()>> {
-        self.batches.push(ops.to_vec());
-        ops.iter()
-            .map(|op| {
-                apply_op(&mut self.state, op);
-                Ok(())
-            })
-            .collect()
-    }
-}
+/// The in-memory data plane, under the name the tests knew it by.
+pub type FakeKernel = super::memory::MemoryDataPlane;
 
 struct Scratch {
     dir: PathBuf,

@@ -12,6 +12,7 @@ pub mod converge;
 mod fake;
 pub mod kernel;
 pub mod ledger;
+pub mod memory;
 pub mod metrics;
 pub mod roles;
 pub mod standalone;

@@ -68,6 +68,9 @@ pub struct Options {
     #[arg(long, env = "LVS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
 
+    #[command(flatten)]
+    pub metrics_security: crate::http::secure::MetricsSecurity,
+
     /// Run the controller only while holding the Lease, so several replicas can run
     /// (`--leader-election=false` to run it unconditionally, e.g. one replica on a host).
     #[arg(long, env = "LVS_LEADER_ELECTION", default_value_t = true,
@@ -119,7 +122,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let identity = opts.identity();
     let metrics = metrics::Metrics::default();
     let health = crate::http::Health::default();
-    crate::http::serve(opts.metrics_addr, metrics.clone(), health.clone())
+    let secure = opts.metrics_security.secure(&client, &identity)?;
+    crate::http::serve(opts.metrics_addr, metrics.clone(), health.clone(), secure)
         .await
         .with_context(|| format!("binding the metrics address {}", opts.metrics_addr))?;
 

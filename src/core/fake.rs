@@ -1,4 +1,5 @@
-//! An in-memory kernel for tests: what an operation does to a [`NodeState`].
+//! An in-memory kernel (the agent's `--memory-data-plane`, and the tests): what an operation
+//! does to a [`NodeState`].
 
 use super::model::*;
 use super::plan::Op;

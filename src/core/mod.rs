@@ -27,7 +27,6 @@ pub use model::*;
 pub use plan::{Blocked, Op, Plan, covers, plan};
 pub use service::{HealthSpec, Port, Probe, RealServer, VirtualService};
 
-#[cfg(test)]
 pub(crate) mod fake;
 #[cfg(test)]
 mod tests;

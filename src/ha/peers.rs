@@ -61,6 +61,24 @@ pub struct Peer {
     pub rtt: Option<Duration>,
     /// How long it had been silent when it was declared dead.
     pub silent_for: Option<Duration>,
+    /// Heartbeats heard in a row since it was first heard or came back.
+    pub streak: u32,
+}
+
+/// A peer heard fewer heartbeats than this since it appeared is judged on [`JOINING_GRACE`]
+/// times `dead_after`: right after a link comes back, or an agent restarts, the path is still
+/// settling (neighbour caches, a starved CPU), and a false death there takes a VIP from a live
+/// director. A peer that has been heard steadily is judged on `dead_after` alone.
+const JOINING_STREAK: u32 = 5;
+const JOINING_GRACE: u32 = 3;
+
+/// How long `peer` may be silent before it counts as dead.
+fn dead_limit(peer: &Peer, dead_after: Duration) -> Duration {
+    if peer.streak < JOINING_STREAK {
+        dead_after * JOINING_GRACE
+    } else {
+        dead_after
+    }
 }
 
 struct State {
@@ -289,7 +307,9 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
                     !peer.alive || peer.last.vips != hb.vips || peer.last.priority != hb.priority;
                 if !peer.alive {
                     info!("director {node} ({from}) is back");
+                    peer.streak = 0;
                 }
+                peer.streak = peer.streak.saturating_add(1);
                 peer.addr = from;
                 peer.last = hb;
                 peer.heard = now;
@@ -311,6 +331,7 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
                         alive: true,
                         rtt,
                         silent_for: None,
+                        streak: 1,
                     },
                 );
                 true
@@ -344,7 +365,7 @@ async fn watchdog(shared: Arc<Shared>) {
             let mut state = shared.state.lock().expect("peers lock");
             for (node, peer) in &mut state.peers {
                 let silent = now - peer.heard;
-                if peer.alive && silent >= shared.settings.dead_after {
+                if peer.alive && silent >= dead_limit(peer, shared.settings.dead_after) {
                     peer.alive = false;
                     peer.silent_for = Some(silent);
                     warn!(

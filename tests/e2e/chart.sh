@@ -96,7 +96,7 @@ cmd_lint() {
   "$helm" lint --strict "$CHART" --namespace "$NAMESPACE" \
     --set metrics.serviceMonitor.enabled=true \
     --set-json 'metrics.serviceMonitor.labels={"release":"prometheus"}' \
-    --set-json 'agent.livenessProbe={"httpGet":{"path":"/healthz","port":"metrics"}}' \
+    --set-json 'agent.livenessProbe={"httpGet":{"path":"/healthz","port":"metrics","scheme":"HTTPS"}}' \
     --set controller.priorityClassName=system-cluster-critical \
     --set-json 'imagePullSecrets=[{"name":"regcred"}]'
 }

@@ -19,7 +19,8 @@ mkdir -p /run/logs /run/state
 
 start_controller() {
 	lvs-operator controller --kubeconfig /lvs/controller.kubeconfig --lease-namespace lvs-operator \
-		--identity vm-controller --metrics-addr 127.0.0.1:8080 --node-report-timeout ${REPORT_TIMEOUT}s \
+		--identity vm-controller --metrics-addr 127.0.0.1:8080 --metrics-secure=false \
+		--node-report-timeout ${REPORT_TIMEOUT}s \
 		>>/run/logs/controller.log 2>&1 &
 	echo $! >/run/controller.pid
 }
@@ -28,7 +29,7 @@ start_agent() {
 	$IP netns exec "$1" lvs-operator agent --node-name "$1" --kubeconfig "/lvs/agent-$1.kubeconfig" \
 		--lease-namespace lvs-operator --state-dir "/run/state/$1" --resync-period 2s \
 		--heartbeat-period ${HEARTBEAT}s \
-		--metrics-addr 0.0.0.0:9090 >>"/run/logs/$1.log" 2>&1 &
+		--metrics-addr 0.0.0.0:9090 --metrics-secure=false >>"/run/logs/$1.log" 2>&1 &
 	echo $! >"/run/$1.pid"
 }
 

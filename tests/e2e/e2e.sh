@@ -172,6 +172,36 @@ kubectl delete lvs web --wait=false >/dev/null
 # Nobody runs the controller yet, so nothing removes its finalizer: clear it by hand.
 kubectl patch lvs web --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
 
+step "metrics: HTTPS, and only for tokens allowed to get /metrics (the controller on this host)"
+# The controller's /metrics with the chart's defaults (--metrics-secure): a TokenReview and a
+# SubjectAccessReview per new token, with its own ServiceAccount's rights.
+"$BIN" controller --kubeconfig "$work/controller-host.kubeconfig" --leader-election=false \
+  --lease-namespace lvs-operator --identity host-controller --metrics-addr 127.0.0.1:18443 \
+  >"$work/controller-host.log" 2>&1 &
+host_controller=$!
+kubectl -n lvs-operator create serviceaccount prometheus >/dev/null
+kubectl create clusterrolebinding lvs-e2e-prometheus --clusterrole=lvs-operator-metrics-reader \
+  --serviceaccount=lvs-operator:prometheus >/dev/null
+scrape() { # TOKEN -> HTTP code, body in $work/scrape
+  curl -sk --max-time 10 -o "$work/scrape" -w '%{http_code}' ${1:+-H "Authorization: Bearer $1"} \
+    https://127.0.0.1:18443/metrics
+}
+for _ in $(seq 50); do [[ $(curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1:18443/healthz) == 200 ]] && break; sleep 0.2; done
+code=$(curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1:18443/healthz)
+[[ $code == 200 ]] && pass "/healthz over HTTPS needs no token (the kubelet's probes): $code" || fail "/healthz: $code"
+code=$(scrape "")
+[[ $code == 401 ]] && pass "an unauthenticated scrape is refused: $code $(cat "$work/scrape")" || fail "no token: $code $(cat "$work/scrape")"
+code=$(scrape "$(kubectl create token lvs-operator-agent -n lvs-operator --duration=10m)")
+[[ $code == 403 ]] && pass "a token not allowed to get /metrics is refused: $code $(cat "$work/scrape")" || fail "agent token: $code $(cat "$work/scrape")"
+code=$(scrape "$(kubectl create token prometheus -n lvs-operator --duration=10m)")
+if [[ $code == 200 ]] && grep -q lvs_operator_controller_reconciles_total "$work/scrape"; then
+  pass "a token bound to the chart's metrics-reader ClusterRole scrapes: $code, $(wc -l <"$work/scrape") lines"
+else
+  fail "prometheus token: $code $(head -c 300 "$work/scrape")"
+fi
+kill "$host_controller" 2>/dev/null; wait "$host_controller" 2>/dev/null || true
+kubectl delete clusterrolebinding lvs-e2e-prometheus >/dev/null
+
 step "the VM: controller and agents with those identities, the scenario driven with kubectl"
 # socat: the echo service and the long-lived connection of the failover tests.
 command -v socat >/dev/null || { apt-get update -qq && apt-get install -y -qq socat >/dev/null; }

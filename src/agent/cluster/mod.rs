@@ -65,8 +65,9 @@ pub struct Options {
     pub lease_namespace: String,
     pub resync_period: Duration,
     pub drain_timeout: Duration,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, and how.
     pub metrics_addr: std::net::SocketAddr,
+    pub metrics_security: crate::http::secure::MetricsSecurity,
     /// Interface for director VIPs, overriding `spec.directors.interface` (`--interface`).
     pub interface: Option<String>,
     /// How often the heartbeat Lease is renewed.
@@ -349,7 +350,8 @@ impl Agent {
                     .ok()
             });
         let health = crate::http::Health::default();
-        crate::http::serve(opts.metrics_addr, metrics.clone(), health.clone()).await?;
+        let secure = opts.metrics_security.secure(&client, &opts.node)?;
+        crate::http::serve(opts.metrics_addr, metrics.clone(), health.clone(), secure).await?;
         let objects = reflect(
             Api::<LvsService>::all(client.clone()),
             watcher::Config::default(),

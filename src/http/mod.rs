@@ -19,6 +19,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tracing::{debug, info};
 
+pub mod secure;
+pub use secure::{Authorizer, Secure, Verdict};
+
 /// Whatever renders the `/metrics` page.
 pub trait Metrics: Clone + Send + Sync + 'static {
     /// The whole exposition, ending with `# EOF`.
@@ -41,36 +44,96 @@ impl Health {
     }
 }
 
-/// Binds `addr` now (so a taken port fails the start) and serves in a background task.
+/// Binds `addr` now (so a taken port fails the start) and serves in a background task: plain
+/// HTTP, or with `secure` HTTPS and `/metrics` only for tokens allowed to get it.
 pub async fn serve<M: Metrics>(
     addr: SocketAddr,
     metrics: M,
     health: Health,
+    secure: Option<Secure>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    info!(%local, "serving /metrics, /healthz and /readyz");
+    let acceptor = secure
+        .as_ref()
+        .map(|s| tokio_rustls::TlsAcceptor::from(s.tls.clone()));
+    let auth = secure.map(|s| s.auth);
+    if auth.is_some() {
+        info!(%local, "serving /healthz, /readyz and, to tokens allowed to get it, /metrics over HTTPS");
+    } else {
+        info!(%local, "serving /metrics, /healthz and /readyz over plain HTTP");
+    }
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let (metrics, health) = (metrics.clone(), health.clone());
+            let (auth, acceptor) = (auth.clone(), acceptor.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let response = route(&req, &metrics, &health);
-                    async move { Ok::<_, Infallible>(response) }
+                    let (metrics, health, auth) = (metrics.clone(), health.clone(), auth.clone());
+                    async move {
+                        let response = respond(req, &metrics, &health, auth.as_deref()).await;
+                        Ok::<_, Infallible>(response)
+                    }
                 });
-                if let Err(e) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
+                let served = match acceptor {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(tls) => {
+                            http1::Builder::new()
+                                .serve_connection(TokioIo::new(tls), service)
+                                .await
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    },
+                    None => {
+                        http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                };
+                if let Err(e) = served {
                     debug!(error = %e, "http connection ended with an error");
                 }
             });
         }
     });
     Ok(local)
+}
+
+/// `/metrics` asks `auth` first, when there is one.
+async fn respond<M: Metrics>(
+    req: Request<Incoming>,
+    metrics: &M,
+    health: &Health,
+    auth: Option<&Authorizer>,
+) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/metrics"
+        && let Some(auth) = auth
+    {
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match auth.check(header).await {
+            Verdict::Allowed => {}
+            Verdict::Unauthenticated(why) => return refusal(StatusCode::UNAUTHORIZED, why),
+            Verdict::Forbidden(why) => return refusal(StatusCode::FORBIDDEN, why),
+        }
+    }
+    route(&req, metrics, health)
+}
+
+fn refusal(status: StatusCode, why: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(format!("{why}\n"))))
+        .expect("a plain response is valid")
 }
 
 fn route<M: Metrics>(
@@ -123,9 +186,14 @@ mod tests {
         let metrics = crate::controller::metrics::Metrics::default();
         metrics.reconciles.inc();
         let health = Health::default();
-        let addr = serve("127.0.0.1:0".parse().unwrap(), metrics, health.clone())
-            .await
-            .unwrap();
+        let addr = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            metrics,
+            health.clone(),
+            None,
+        )
+        .await
+        .unwrap();
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         health.set_ready(true);
