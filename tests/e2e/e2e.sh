@@ -22,7 +22,8 @@ step() { echo; echo "=== $*"; }
 
 bash "$HERE/tools.sh" >/dev/null
 export PATH="$ROOT/.tools/bin:$PATH"
-bash "$HERE/cluster.sh" start >/dev/null
+# restart: a fresh etcd even when an earlier run left its cluster up.
+bash "$HERE/cluster.sh" restart >/dev/null
 trap 'bash "$HERE/cluster.sh" stop >/dev/null 2>&1 || true' EXIT
 export KUBECONFIG=$E2E_STATE/admin.kubeconfig
 work=$(mktemp -d)
