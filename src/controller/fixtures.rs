@@ -242,7 +242,15 @@ pub fn reports_of(objects: &[&LvsService]) -> Vec<LvsNodeReport> {
     }
     by_node
         .into_iter()
-        .map(|(node, services)| LvsNodeReport::new(&node, LvsNodeReportSpec { services }))
+        .map(|(node, services)| {
+            LvsNodeReport::new(
+                &node,
+                LvsNodeReportSpec {
+                    services,
+                    ..Default::default()
+                },
+            )
+        })
         .collect()
 }
 

@@ -244,14 +244,7 @@ pub async fn reconcile(object: Arc<LvsService>, ctx: Arc<Context>) -> Result<Act
 pub fn with_reports(object: &LvsService, reports: &[Arc<LvsNodeReport>]) -> LvsService {
     let id = object_ref(object);
     let uid = object.metadata.uid.clone().unwrap_or_default();
-    let nodes: Vec<NodeStatus> = reports
-        .iter()
-        .filter_map(|r| {
-            let mut entry = r.entry(&id, &uid)?.clone();
-            entry.node = r.name_any();
-            Some(entry)
-        })
-        .collect();
+    let nodes: Vec<NodeStatus> = reports.iter().filter_map(|r| r.entry(&id, &uid)).collect();
     let mut object = object.clone();
     if object.status.is_some() || !nodes.is_empty() {
         object.status.get_or_insert_with(Default::default).nodes = nodes;

@@ -27,7 +27,7 @@ bash "$HERE/cluster.sh" restart >/dev/null
 trap 'bash "$HERE/cluster.sh" stop >/dev/null 2>&1 || true' EXIT
 export KUBECONFIG=$E2E_STATE/admin.kubeconfig
 work=$(mktemp -d)
-trap 'bash "$HERE/cluster.sh" stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+trap 'bash "$HERE/cluster.sh" stop >/dev/null 2>&1 || true; rm -rf "$work" || true' EXIT
 
 step "install: helm install, then the rendered chart with a server-side dry run"
 # The pool: the reference LAN's VIPs and one in no director's subnet (truth 3), for namespace default.
@@ -212,7 +212,7 @@ control_port=${E2E_CONTROL_PORT:-16480}
 echo "$control_port" >"$work/control.port"
 python3 "$HERE/control.py" "$control_port" 2>"$work/control.log" &
 control_pid=$!
-trap 'kill $control_pid 2>/dev/null; bash "$HERE/cluster.sh" stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+trap 'kill $control_pid 2>/dev/null || true; bash "$HERE/cluster.sh" stop >/dev/null 2>&1 || true; rm -rf "$work" || true' EXIT
 set +e
 bash "$ROOT/tests/vm/run.sh" --net-user --timeout "${LVS_VM_TIMEOUT:-1500}" \
   --add "$BIN:/usr/local/bin/lvs-operator" \

@@ -23,7 +23,7 @@ use super::{Agent, Object};
 use crate::agent::converge::Resynced;
 use crate::agent::metrics::AgentMetrics;
 use crate::agent::roles::{DirectorReport, Roles, node_status};
-use crate::api::{LvsNodeReport, NodeStatus, ServiceReport, TakeoverStatus};
+use crate::api::{LvsNodeReport, NodeStatus, ServiceReport, TakeoverStatus, compact};
 use crate::core::selfcheck;
 
 /// One object's entry of this node's report, as the last resync wants it.
@@ -148,11 +148,20 @@ async fn apply(
     services: &[ServiceReport],
 ) -> kube::Result<()> {
     let api: Api<LvsNodeReport> = Api::all(client.clone());
+    // A real server with everything in place is one short string; the rest in full.
+    let mut full = Vec::new();
+    let mut real_servers = Vec::new();
+    for s in services {
+        match compact(&s.object, &s.uid, &s.status) {
+            Some(short) => real_servers.push(short),
+            None => full.push(s),
+        }
+    }
     let patch = serde_json::json!({
         "apiVersion": "lvs-operator.io/v1alpha1",
         "kind": "LvsNodeReport",
         "metadata": {"name": node},
-        "spec": {"services": services},
+        "spec": {"services": full, "realServers": real_servers},
     });
     api.patch(
         node,

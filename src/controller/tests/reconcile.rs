@@ -574,6 +574,7 @@ fn an_objects_nodes_come_from_the_reports_each_under_its_reports_node() {
             "rs1",
             LvsNodeReportSpec {
                 services: vec![entry("default/web", "u1", "rs2")],
+                ..Default::default()
             },
         ),
         // An entry for an earlier object of the same name.
@@ -581,6 +582,7 @@ fn an_objects_nodes_come_from_the_reports_each_under_its_reports_node() {
             "rs3",
             LvsNodeReportSpec {
                 services: vec![entry("default/web", "u0", "rs3")],
+                ..Default::default()
             },
         ),
     ]
