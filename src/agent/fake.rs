@@ -180,6 +180,7 @@ async fn a_restarted_agent_adopts_its_own_state_from_the_ledger() {
     let mut k2 = FakeKernel {
         state: k.state.clone(),
         batches: vec![],
+        every_sysctl: false,
     };
     s.remove("web.yaml");
     resync(&mut k2, &s.store(), &o, &mut Beside::default())

@@ -13,6 +13,8 @@ pub struct MemoryDataPlane {
     pub state: NodeState,
     /// Every batch `apply` was given, to count writes.
     pub batches: Vec<Vec<Op>>,
+    /// Every sysctl reads 0 until set (as on a kernel); otherwise only those in `state` exist.
+    pub every_sysctl: bool,
 }
 
 impl MemoryDataPlane {
@@ -38,6 +40,7 @@ impl MemoryDataPlane {
         Ok(Self {
             state,
             batches: Vec::new(),
+            every_sysctl: true,
         })
     }
 }
@@ -58,6 +61,12 @@ impl DataPlane for MemoryDataPlane {
         let interfaces: Vec<String> = s.addresses.iter().map(|a| a.ifname.clone()).collect();
         let names = expand_sysctls(&scope.sysctls, interfaces.iter().map(String::as_str));
         s.sysctls.retain(|k, _| names.contains(k));
+        if self.every_sysctl {
+            // Like a kernel: every sysctl asked for exists, 0 until set.
+            for name in names {
+                s.sysctls.entry(name).or_insert_with(|| "0".to_string());
+            }
+        }
         if !scope.listeners {
             s.listeners.clear();
         }

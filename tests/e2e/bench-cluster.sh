@@ -100,8 +100,8 @@ apiVersion: lvs-operator.io/v1alpha1
 kind: LvsService
 metadata: {name: web-$i, namespace: default}
 spec:
-  vip: 10.30.0.$((i % 250 + 1))
-  ports: [{port: $((8000 + i / 250))}]
+  vip: 10.30.$((100 + i / 250)).$((i % 250 + 1))
+  ports: [{port: 80}]
   scheduler: rr
   backendNodeSelector: {matchLabels: {role: web}}
   healthCheck: {type: None}

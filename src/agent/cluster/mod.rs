@@ -205,6 +205,7 @@ struct Agent {
     /// list again, as a running agent goes on from its reflectors' last view.
     remembered: Option<Remembered>,
     remembered_file: std::path::PathBuf,
+    remembered_at: Option<Instant>,
     /// Set once the LvsServices, the Node and the Leases have been listed: before that an empty
     /// store means "not known yet", not "nothing to do", and a resync would remove everything.
     synced: Arc<std::sync::atomic::AtomicBool>,
@@ -233,6 +234,9 @@ struct Renewal {
     peer: Option<std::net::SocketAddr>,
     failing: bool,
 }
+
+/// How often at most the objects are copied beside the ledger (`objects.json`).
+const REMEMBER_EVERY: Duration = Duration::from_secs(10);
 
 /// How long a stopping agent waits for its last status report to be written.
 const LAST_REPORT: Duration = Duration::from_secs(2);
@@ -426,6 +430,7 @@ impl Agent {
             peers_file: std::path::PathBuf::new(),
             remembered: None,
             remembered_file: std::path::PathBuf::new(),
+            remembered_at: None,
             synced,
             metrics,
             health,
@@ -585,8 +590,17 @@ impl Agent {
             })
     }
 
-    /// Keeps the listed objects and Node beside the ledger when they changed.
+    /// Keeps the listed objects and Node beside the ledger when they changed, at most every
+    /// [`REMEMBER_EVERY`]: with a thousand objects changing, a copy at every resync would cost more
+    /// than the resync, and a restart without the API server can do with one a few seconds old.
     fn remember(&mut self) {
+        if self
+            .remembered_at
+            .is_some_and(|at| at.elapsed() < REMEMBER_EVERY)
+        {
+            return;
+        }
+        self.remembered_at = Some(Instant::now());
         let now = Remembered {
             node: self.node_info(),
             objects: self.objects.state().iter().map(|o| (**o).clone()).collect(),
