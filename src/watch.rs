@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt, TryStreamExt, future};
-use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, ExponentialBackoff};
+use kube::{Api, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
@@ -37,7 +37,10 @@ pub fn resilient<K>(
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    recovering(watcher::watcher(api, config), what.into())
+    // managedFields are never read here, and on an object many managers write (the controller,
+    // kubectl) they can outweigh the rest: keep them out of every cache.
+    let stream = watcher::watcher(api, config).modify(|o| o.managed_fields_mut().clear());
+    recovering(stream, what.into())
 }
 
 fn recovering<T>(
