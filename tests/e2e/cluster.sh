@@ -161,10 +161,16 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # launch NAME ARGS... : detached (own session, no stdin) so the process
 # outlives this script and the caller's terminal; stdout+stderr to logs/.
+# The pid file is written by the process itself (a shell that then execs the binary): setsid
+# forks when it happens to lead its process group, and then $! would name a process long gone.
 launch() {
   local name="$1"; shift
-  setsid "$BIN_DIR/$name" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
-  echo $! > "$RUN/$name.pid"
+  rm -f "$RUN/$name.pid"
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN/$name.pid" "$BIN_DIR/$name" "$@" \
+    </dev/null >>"$LOGS/$name.log" 2>&1 &
+  local i
+  for ((i = 0; i < 50; i++)); do [[ -s "$RUN/$name.pid" ]] && return 0; sleep 0.1; done
+  die "$name did not start"
 }
 
 curl_api() {
