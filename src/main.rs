@@ -282,7 +282,8 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                             tracing::warn!("cannot probe for a second holder of the VIPs: {e:#}")
                         }
                     }
-                    beside.announcer = start_announcer(f.garp_refresh);
+                    beside.announcer =
+                        lvs_operator::ha::announcer::Announcer::every(f.garp_refresh);
                 }
                 if let Some(addr) = args.metrics_addr {
                     serve(addr, metrics.clone(), Health::default(), None).await?;
@@ -381,16 +382,6 @@ fn crd_yaml(kind: Option<CrdKind>) -> String {
             yaml(LvsNodeReport::crd())
         ),
     }
-}
-
-/// The periodic VIP announcements, unless `every` is zero.
-fn start_announcer(every: Duration) -> Option<lvs_operator::ha::announcer::Announcer> {
-    if every.is_zero() {
-        return None;
-    }
-    lvs_operator::ha::announcer::Announcer::start(every)
-        .map_err(|e| tracing::warn!("cannot announce the VIPs periodically: {e:#}"))
-        .ok()
 }
 
 /// This machine's name, a standalone director's name in its heartbeats unless --node-name says.

@@ -170,9 +170,7 @@ pub async fn resync<D: DataPlane>(
         );
         ha.record_sync(&resynced.after.daemons.keys().copied().collect());
         if let Some(announcer) = &beside.announcer {
-            let held = resynced.desired.state.addresses.iter();
-            let vips = held.filter(|a| a.ifname != "lo" && ha.holds(a.addr));
-            announcer.hold(vips.map(|a| (a.addr, a.ifname.clone())).collect());
+            announcer.hold(&resynced.desired.state.addresses, |vip| ha.holds(vip));
         }
     }
     let mut unready = Vec::new();

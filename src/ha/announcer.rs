@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::task::AbortHandle;
 use tracing::debug;
 
+use crate::core::HostAddress;
 use crate::netdev::{Addresses, announce};
 
 pub struct Announcer {
@@ -21,6 +22,17 @@ pub struct Announcer {
 }
 
 impl Announcer {
+    /// The announcer of both modes: none when `every` is zero, and none (with a warning) when
+    /// rtnetlink cannot be reached.
+    pub fn every(every: Duration) -> Option<Self> {
+        if every.is_zero() {
+            return None;
+        }
+        Self::start(every)
+            .map_err(|e| tracing::warn!("cannot announce the VIPs periodically: {e:#}"))
+            .ok()
+    }
+
     /// Announces every `every` the VIPs last given to [`Announcer::hold`].
     pub fn start(every: Duration) -> anyhow::Result<Self> {
         let addrs = Addresses::connect()?;
@@ -44,8 +56,18 @@ impl Announcer {
         Ok(Self { held, task })
     }
 
-    /// The VIPs this director holds now, with their interfaces.
-    pub fn hold(&self, vips: Vec<(IpAddr, String)>) {
+    /// The VIPs this director holds now: those of the node's desired `addresses` (not on `lo`)
+    /// that `holds` says it holds, each on its interface.
+    pub fn hold<'a>(
+        &self,
+        addresses: impl IntoIterator<Item = &'a HostAddress>,
+        holds: impl Fn(IpAddr) -> bool,
+    ) {
+        let vips = addresses
+            .into_iter()
+            .filter(|a| a.ifname != "lo" && holds(a.addr))
+            .map(|a| (a.addr, a.ifname.clone()))
+            .collect();
         *self.held.lock().expect("announcer lock") = vips;
     }
 }

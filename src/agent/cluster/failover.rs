@@ -155,9 +155,7 @@ impl Agent {
         let mac = macs.values().next().cloned();
         self.ha.after_resync(ready, mac);
         if let Some(announcer) = &self.announcer {
-            let held = r.desired.state.addresses.iter();
-            let vips = held.filter(|a| a.ifname != "lo" && self.ha.holds(a.addr));
-            announcer.hold(vips.map(|a| (a.addr, a.ifname.clone())).collect());
+            announcer.hold(&r.desired.state.addresses, |vip| self.ha.holds(vip));
         }
         self.ha
             .record_sync(&r.after.daemons.keys().copied().collect());

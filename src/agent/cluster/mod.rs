@@ -347,12 +347,7 @@ impl Agent {
         let holders = Holders::start(Duration::from_secs(2), Duration::from_millis(300))
             .map_err(|e| warn!("cannot probe for a second holder of the VIPs: {e:#}"))
             .ok();
-        let announcer = (!f.garp_refresh.is_zero())
-            .then(|| Announcer::start(f.garp_refresh))
-            .and_then(|a| {
-                a.map_err(|e| warn!("cannot announce the VIPs periodically: {e:#}"))
-                    .ok()
-            });
+        let announcer = Announcer::every(f.garp_refresh);
         let health = crate::http::Health::default();
         let secure = opts.metrics_security.secure(&client, &opts.node)?;
         crate::http::serve(opts.metrics_addr, metrics.clone(), health.clone(), secure).await?;
