@@ -29,7 +29,7 @@ mod unknown_fields;
 pub mod validate;
 
 pub use pool::{LvsAddressPool, LvsAddressPoolSpec, Pools};
-pub use report::{LvsNodeReport, LvsNodeReportSpec, ServiceReport, compact};
+pub use report::{LvsNodeReport, LvsNodeReportSpec, ServiceReport};
 pub use spec::*;
 pub use status::*;
 pub use validate::{FieldError, InvalidObject, validate};

@@ -12,7 +12,7 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::NodeStatus;
+use super::{NodeRole, NodeStatus, TakeoverStatus};
 
 /// One node's account of every LvsService it has a part in, written by that node's agent only.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -27,8 +27,9 @@ use super::NodeStatus;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LvsNodeReportSpec {
-    /// One entry per LvsService this node has a part in and something to say about: a director,
-    /// or a real server with an error. The rest are in `realServers`.
+    /// One entry per LvsService this node has a part in and something to say about beyond the
+    /// short forms of `realServers` and `directors`: an error, a failing check, a takeover, a
+    /// node that is both director and real server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10000))]
     pub services: Vec<ServiceReport>,
@@ -40,27 +41,88 @@ pub struct LvsNodeReportSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10000))]
     pub real_servers: Vec<String>,
+
+    /// The LvsServices this node directs with everything in place (programmed, no failing check),
+    /// one short string each: `namespace/name@generation#uid-prefix`, then ` active MAC` on the
+    /// director holding the VIP (MAC: its interface's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10000))]
+    pub directors: Vec<String>,
+
+    /// The connection-sync daemons this node runs (`master eth0 syncid 0`, ...): the same for
+    /// every object it directs, so said once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync: Vec<String>,
+
+    /// The takeovers the active entries of `directors` name (` tN`: the Nth here), each said
+    /// once however many VIPs it moved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10000))]
+    pub takeovers: Vec<TakeoverStatus>,
 }
 
-/// How many characters of an object's uid a `realServers` entry carries: enough to tell an object
-/// from an earlier one of the same name.
+/// How many characters of an object's uid a short entry carries: enough to tell an object from
+/// an earlier one of the same name.
 const UID_PREFIX: usize = 8;
 
-/// A real server's entry with everything in place, as `realServers` holds it; `None` for an entry
-/// with more to say.
-pub fn compact(object: &str, uid: &str, status: &NodeStatus) -> Option<String> {
-    let plain = NodeStatus {
-        node: status.node.clone(),
-        roles: vec![super::NodeRole::Backend],
-        observed_generation: status.observed_generation,
-        programmed: true,
-        arp_verified: true,
-        ..Default::default()
-    };
-    (*status == plain).then(|| {
-        let uid: String = uid.chars().take(UID_PREFIX).collect();
-        format!("{object}@{}#{uid}", status.observed_generation)
-    })
+impl LvsNodeReportSpec {
+    /// The report of `services` (one node's entries): each in its short form where it has one, the
+    /// sync daemons said once.
+    pub fn of(services: Vec<ServiceReport>) -> Self {
+        let mut spec = Self::default();
+        for mut s in services {
+            if s.status.roles.contains(&NodeRole::Director) {
+                let sync = std::mem::take(&mut s.status.sync);
+                if spec.sync.is_empty() {
+                    spec.sync = sync;
+                }
+            }
+            let short = |uid: &str| {
+                let uid: String = uid.chars().take(UID_PREFIX).collect();
+                format!("{}@{}#{uid}", s.object, s.status.observed_generation)
+            };
+            let plain = NodeStatus {
+                node: s.status.node.clone(),
+                observed_generation: s.status.observed_generation,
+                programmed: true,
+                ..Default::default()
+            };
+            let real_server = NodeStatus {
+                roles: vec![NodeRole::Backend],
+                arp_verified: true,
+                ..plain.clone()
+            };
+            let director = NodeStatus {
+                roles: vec![NodeRole::Director],
+                active: s.status.active,
+                mac: s.status.mac.clone().filter(|_| s.status.active),
+                takeover: s.status.takeover.clone().filter(|_| s.status.active),
+                ..plain
+            };
+            if s.status == real_server {
+                spec.real_servers.push(short(&s.uid));
+            } else if s.status == director && (!director.active || director.mac.is_some()) {
+                let mut entry = short(&s.uid);
+                if let Some(mac) = &director.mac {
+                    entry = format!("{entry} active {mac}");
+                }
+                if let Some(takeover) = director.takeover {
+                    let n = match spec.takeovers.iter().position(|t| *t == takeover) {
+                        Some(n) => n,
+                        None => {
+                            spec.takeovers.push(takeover);
+                            spec.takeovers.len() - 1
+                        }
+                    };
+                    entry = format!("{entry} t{n}");
+                }
+                spec.directors.push(entry);
+            } else {
+                spec.services.push(s);
+            }
+        }
+        spec
+    }
 }
 
 /// This node's part in one LvsService.
@@ -75,72 +137,179 @@ pub struct ServiceReport {
     pub status: NodeStatus,
 }
 
-impl LvsNodeReport {
-    /// The entry for the object `object` (`namespace/name`) with `uid`, under this node's name.
-    pub fn entry(&self, object: &str, uid: &str) -> Option<NodeStatus> {
-        let node = self.metadata.name.clone().unwrap_or_default();
-        if let Some(s) = self
-            .spec
-            .services
-            .iter()
-            .find(|s| s.object == object && s.uid == uid)
-        {
-            return Some(NodeStatus {
-                node,
-                ..s.status.clone()
-            });
-        }
-        let short: String = uid.chars().take(UID_PREFIX).collect();
-        self.spec.real_servers.iter().find_map(|e| {
-            let (id, rest) = e.rsplit_once('@')?;
-            let (generation, entry_uid) = rest.split_once('#')?;
-            if id != object || entry_uid != short {
-                return None;
+/// One entry of a report as read back, whichever form it was written in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// The LvsService, `namespace/name`.
+    pub object: String,
+    /// Its uid, or the first characters of it in a short entry.
+    uid: String,
+    short: bool,
+    pub status: NodeStatus,
+}
+
+impl Entry {
+    /// Whether this entry is about the object `object` with `uid`.
+    pub fn names(&self, object: &str, uid: &str) -> bool {
+        self.object == object
+            && if self.short {
+                uid.starts_with(&self.uid)
+            } else {
+                self.uid == uid
             }
-            Some(NodeStatus {
-                node: node.clone(),
-                roles: vec![super::NodeRole::Backend],
-                observed_generation: generation.parse().ok()?,
-                programmed: true,
-                arp_verified: true,
-                ..Default::default()
-            })
+    }
+
+    /// A short entry, `namespace/name@generation#uid-prefix` and what follows (` active MAC`,
+    /// then ` tN`: the Nth of `takeovers`).
+    fn parse(
+        text: &str,
+        node: &str,
+        status: NodeStatus,
+        takeovers: &[TakeoverStatus],
+    ) -> Option<Self> {
+        let mut words = text.split(' ');
+        let (object, rest) = words.next()?.rsplit_once('@')?;
+        let (generation, uid) = rest.split_once('#')?;
+        let mut status = NodeStatus {
+            node: node.to_string(),
+            observed_generation: generation.parse().ok()?,
+            programmed: true,
+            ..status
+        };
+        if words.next() == Some("active") {
+            status.active = true;
+            status.mac = words.next().map(str::to_string);
+            let n = words
+                .next()
+                .and_then(|t| t.strip_prefix('t')?.parse::<usize>().ok());
+            status.takeover = n.and_then(|n| takeovers.get(n).cloned());
+        }
+        Some(Self {
+            object: object.to_string(),
+            uid: uid.to_string(),
+            short: true,
+            status,
         })
+    }
+}
+
+impl LvsNodeReport {
+    /// Every entry, with this report's node as each one's `node`.
+    pub fn entries(&self) -> Vec<Entry> {
+        let node = self.metadata.name.clone().unwrap_or_default();
+        let sync = |status: &mut NodeStatus| {
+            if status.roles.contains(&NodeRole::Director) && status.sync.is_empty() {
+                status.sync.clone_from(&self.spec.sync);
+            }
+        };
+        let full = self.spec.services.iter().map(|s| {
+            let mut status = NodeStatus {
+                node: node.clone(),
+                ..s.status.clone()
+            };
+            sync(&mut status);
+            Entry {
+                object: s.object.clone(),
+                uid: s.uid.clone(),
+                short: false,
+                status,
+            }
+        });
+        let real_server = NodeStatus {
+            roles: vec![NodeRole::Backend],
+            arp_verified: true,
+            ..Default::default()
+        };
+        let mut director = NodeStatus {
+            roles: vec![NodeRole::Director],
+            ..Default::default()
+        };
+        sync(&mut director);
+        let real_servers = (self.spec.real_servers.iter())
+            .filter_map(|e| Entry::parse(e, &node, real_server.clone(), &[]));
+        let directors = (self.spec.directors.iter())
+            .filter_map(|e| Entry::parse(e, &node, director.clone(), &self.spec.takeovers));
+        full.chain(real_servers).chain(directors).collect()
+    }
+
+    /// The entry for the object `object` (`namespace/name`) with `uid`.
+    pub fn entry(&self, object: &str, uid: &str) -> Option<NodeStatus> {
+        let mut entries = self.entries().into_iter();
+        entries.find(|e| e.names(object, uid)).map(|e| e.status)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::NodeRole;
+
+    const UID: &str = "8c6f1a2b-0000-4000-8000-000000000000";
+
+    fn report(entries: &[NodeStatus]) -> LvsNodeReport {
+        let services = entries.iter().enumerate().map(|(i, status)| ServiceReport {
+            object: format!("default/web-{i}"),
+            uid: UID.into(),
+            status: status.clone(),
+        });
+        LvsNodeReport::new("n1", LvsNodeReportSpec::of(services.collect()))
+    }
 
     #[test]
-    fn a_real_server_with_everything_in_place_is_one_short_string_and_reads_back_the_same() {
-        let ok = NodeStatus {
-            node: "rs1".into(),
+    fn entries_with_everything_in_place_are_short_strings_and_read_back_the_same() {
+        let real_server = NodeStatus {
+            node: "n1".into(),
             roles: vec![NodeRole::Backend],
             observed_generation: 3,
             programmed: true,
             arp_verified: true,
             ..Default::default()
         };
-        let uid = "8c6f1a2b-0000-4000-8000-000000000000";
-        let short = compact("default/web", uid, &ok).unwrap();
-        assert_eq!(short, "default/web@3#8c6f1a2b");
-        let report = LvsNodeReport::new(
-            "rs1",
-            LvsNodeReportSpec {
-                real_servers: vec![short],
-                ..Default::default()
-            },
-        );
-        assert_eq!(report.entry("default/web", uid), Some(ok.clone()));
-        assert_eq!(report.entry("default/web", "another-uid"), None);
+        let sync = vec!["master eth0 syncid 0".to_string()];
+        let standby = NodeStatus {
+            roles: vec![NodeRole::Director],
+            arp_verified: false,
+            sync: sync.clone(),
+            ..real_server.clone()
+        };
+        let active = NodeStatus {
+            active: true,
+            mac: Some("52:54:00:12:34:56".into()),
+            takeover: Some(TakeoverStatus {
+                from: Some("director-2".into()),
+                silent_ms: Some(350),
+                at: "2026-11-26T20:34:36Z".into(),
+            }),
+            ..standby.clone()
+        };
         let failing = NodeStatus {
             arp_verified: false,
             error: Some("VIP not on lo".into()),
-            ..ok
+            ..real_server.clone()
         };
-        assert_eq!(compact("default/web", uid, &failing), None);
+        let all = [real_server, standby, active, failing];
+        let r = report(&all);
+        assert_eq!(r.spec.real_servers, ["default/web-0@3#8c6f1a2b"]);
+        assert_eq!(
+            r.spec.directors,
+            [
+                "default/web-1@3#8c6f1a2b",
+                "default/web-2@3#8c6f1a2b active 52:54:00:12:34:56 t0"
+            ]
+        );
+        assert_eq!(r.spec.sync, sync);
+        assert_eq!(r.spec.takeovers.len(), 1);
+        assert_eq!(r.spec.services.len(), 1, "the failing one in full");
+        assert!(r.spec.services[0].status.sync.is_empty());
+        for (i, status) in all.iter().enumerate() {
+            let object = format!("default/web-{i}");
+            assert_eq!(r.entry(&object, UID).as_ref(), Some(status), "{object}");
+            let by_prefix = r.entry(&object, "8c6f1a2b-but-another-uid");
+            assert_eq!(
+                by_prefix.is_some(),
+                i < 3,
+                "short entries match by uid prefix"
+            );
+            assert_eq!(r.entry(&object, "another-uid"), None);
+        }
     }
 }

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub duration: Histogram,
     /// 1 while this replica holds the lease and runs the controller.
     pub leader: Gauge,
+    /// Events not published because the controller's event budget was spent.
+    pub events_dropped: Counter,
     registry: Arc<Registry>,
 }
 
@@ -38,6 +40,7 @@ impl Default for Metrics {
         // 1 ms .. ~4 s: a reconcile is a few cache reads and at most one patch.
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 13));
         let leader = Gauge::default();
+        let events_dropped = Counter::default();
         let mut registry = Registry::with_prefix("lvs_operator_controller");
         registry.register(
             "reconciles",
@@ -59,11 +62,17 @@ impl Default for Metrics {
             "1 while this replica is the leader and runs the controller",
             leader.clone(),
         );
+        registry.register(
+            "events_dropped",
+            "Events not published because more were due than the API server should take (burst 100, then 10 per second)",
+            events_dropped.clone(),
+        );
         Self {
             reconciles,
             errors,
             duration,
             leader,
+            events_dropped,
             registry: Arc::new(registry),
         }
     }

@@ -21,6 +21,7 @@ pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod reports;
 pub mod triggers;
 
 #[cfg(test)]
@@ -49,8 +50,8 @@ use crate::api::{LvsAddressPool, LvsNodeReport, LvsService};
 use backends::SERVICE_NAME_LABEL;
 use reconcile::{Context, FIELD_MANAGER, Settings, Stores, error_policy};
 use triggers::{
-    HeartbeatChanges, NodeChanges, ReportedObjects, VipSiblings, all_services,
-    services_for_service, services_for_slice,
+    HeartbeatChanges, NodeChanges, VipSiblings, all_services, services_for_service,
+    services_for_slice,
 };
 
 use crate::watch;
@@ -192,8 +193,15 @@ pub async fn run_controller(
     .applied_objects();
     let controller = Controller::for_stream(main, services.clone())
         // Agents report one after another; a short debounce folds a burst into one reconcile and
-        // lets the caches catch up with the event that triggered it.
-        .with_config(controller::Config::default().debounce(Duration::from_millis(500)));
+        // lets the caches catch up with the event that triggered it. At most 8 reconciles at
+        // once: a thousand objects whose nodes all just reported would otherwise send a thousand
+        // status writes at the API server together; queued, an object's later triggers fold
+        // into the one reconcile it is waiting for.
+        .with_config(
+            controller::Config::default()
+                .debounce(Duration::from_millis(500))
+                .concurrency(8),
+        );
 
     let (nodes, node_writer) = reflector::store::<Node>();
     let mut node_changes = NodeChanges::default();
@@ -245,7 +253,6 @@ pub async fn run_controller(
 
     // A report wakes the objects it names now or named before.
     let (reports, report_writer) = reflector::store::<LvsNodeReport>();
-    let report_refs = ReportedObjects::default();
     let report_triggers = watch::resilient(
         Api::<LvsNodeReport>::all(client.clone()),
         watcher::Config::default(),
@@ -303,6 +310,7 @@ pub async fn run_controller(
         settings,
     ));
 
+    let report_index = ctx.reports.clone();
     let (for_nodes, for_slices, for_siblings) =
         (services.clone(), services.clone(), services.clone());
     let (for_k8s_services, for_heartbeats) = (services.clone(), services.clone());
@@ -323,7 +331,7 @@ pub async fn run_controller(
         .watches_stream(heartbeat_triggers, move |_lease| {
             all_services(&for_heartbeats)
         })
-        .watches_stream(report_triggers, move |report| report_refs.objects(&report))
+        .watches_stream(report_triggers, move |report| report_index.changed(&report))
         .watches_stream(pool_triggers, move |_pool| all_services(&for_pools))
         .watches_stream(namespace_triggers, move |_ns| all_services(&for_namespaces))
         .run(reconcile, error_policy, ctx)

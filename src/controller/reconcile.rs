@@ -34,8 +34,9 @@ use super::conflicts::find_conflict;
 use super::error::{Error, Result};
 use super::events::transitions;
 use super::metrics::Metrics;
+use super::reports::ReportIndex;
 use crate::api::{
-    LvsAddressPool, LvsNodeReport, LvsService, LvsServiceStatus, NodeStatus, Pools, pool, validate,
+    LvsAddressPool, LvsNodeReport, LvsService, LvsServiceStatus, Pools, pool, validate,
     validate::object_ref,
 };
 
@@ -107,6 +108,42 @@ pub struct Context {
     /// The VIPs this controller allocated, until the object is gone: two objects reconciled at
     /// once never get the same address, even before either status shows it.
     allocations: Mutex<HashMap<ObjectRef<LvsService>, IpAddr>>,
+    /// The agents' reports, parsed once per version; shared with the trigger they wake by.
+    pub reports: Arc<ReportIndex>,
+    /// Events across all objects: a node going silent under a thousand objects is a thousand
+    /// transitions, and the API server should not take a thousand events for it at once.
+    events: Mutex<TokenBucket>,
+}
+
+/// At most `BURST` at once, refilled at `RATE` per second.
+struct TokenBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    const BURST: f64 = 100.0;
+    const RATE: f64 = 10.0;
+
+    fn full() -> Self {
+        Self {
+            tokens: Self::BURST,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token when there is one.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * Self::RATE;
+        self.tokens = (self.tokens + refill).min(Self::BURST);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
 }
 
 impl Context {
@@ -126,6 +163,8 @@ impl Context {
             failures: Mutex::default(),
             warnings: Mutex::default(),
             allocations: Mutex::default(),
+            reports: Arc::default(),
+            events: Mutex::new(TokenBucket::full()),
         }
     }
 
@@ -219,7 +258,11 @@ pub async fn reconcile(object: Arc<LvsService>, ctx: Arc<Context>) -> Result<Act
             name: name.clone(),
             store: "LvsNodeReport",
         })?;
-    let object = Arc::new(with_reports(&object, &ctx.stores.reports.state()));
+    let object = Arc::new(with_reports(
+        &object,
+        &ctx.stores.reports.state(),
+        &ctx.reports,
+    ));
     if let Some(wait) = cleanup_wait(&object, Timestamp::now(), ctx.settings.cleanup_timeout) {
         debug!(object = %name, "waiting for the agents to remove their state");
         ctx.succeeded(&key);
@@ -241,10 +284,14 @@ pub async fn reconcile(object: Arc<LvsService>, ctx: Arc<Context>) -> Result<Act
 /// `object` with `status.nodes` made of the reports' entries naming it (what an agent may have
 /// left in the stored `status.nodes` is dropped): each entry under the name of the node whose
 /// report holds it, whatever the entry says, since only that node's agent can write it.
-pub fn with_reports(object: &LvsService, reports: &[Arc<LvsNodeReport>]) -> LvsService {
+pub fn with_reports(
+    object: &LvsService,
+    reports: &[Arc<LvsNodeReport>],
+    index: &ReportIndex,
+) -> LvsService {
     let id = object_ref(object);
     let uid = object.metadata.uid.clone().unwrap_or_default();
-    let nodes: Vec<NodeStatus> = reports.iter().filter_map(|r| r.entry(&id, &uid)).collect();
+    let nodes = index.nodes(reports, &id, &uid);
     let mut object = object.clone();
     if object.status.is_some() || !nodes.is_empty() {
         object.status.get_or_insert_with(Default::default).nodes = nodes;
@@ -349,8 +396,13 @@ async fn apply(object: &LvsService, ctx: &Context, api: &Api<LvsService>) -> Res
         patch_status(api, object, &new).await?;
         for event in transitions(&old, &new, &issues) {
             let note = event.note.clone().unwrap_or_default();
-            if event.type_ == EventType::Normal || ctx.warning_due(object, &event.reason, &note) {
+            let due =
+                event.type_ == EventType::Normal || ctx.warning_due(object, &event.reason, &note);
+            if due && ctx.events.lock().expect("never poisoned").take() {
                 publish(ctx, object, &event).await;
+            } else if due {
+                ctx.metrics.events_dropped.inc();
+                debug!(object = %name, reason = %event.reason, "event dropped: over the event budget");
             }
         }
     }

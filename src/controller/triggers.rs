@@ -34,7 +34,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
 use super::backends::SERVICE_NAME_LABEL;
-use crate::api::{LvsNodeReport, LvsService};
+use crate::api::LvsService;
 
 /// A hash of what backend and director resolution reads from a Node.
 pub fn node_fingerprint(node: &Node) -> u64 {
@@ -149,44 +149,6 @@ impl HeartbeatChanges {
             }
             watcher::Event::Init | watcher::Event::InitDone => None,
         }
-    }
-}
-
-/// Remembers which objects each node's report named, so a report wakes the objects it names now
-/// and those it stopped naming (an entry removed is what a deleted object's finalizer waits for).
-#[derive(Default)]
-pub struct ReportedObjects {
-    last: Mutex<HashMap<String, Vec<String>>>,
-}
-
-impl ReportedObjects {
-    pub fn objects(&self, report: &LvsNodeReport) -> Vec<ObjectRef<LvsService>> {
-        let now: Vec<String> = report
-            .spec
-            .services
-            .iter()
-            .map(|s| s.object.clone())
-            .collect();
-        let before = {
-            let mut last = self.last.lock().expect("never poisoned");
-            if report.metadata.deletion_timestamp.is_some() {
-                last.remove(&report.name_any())
-            } else {
-                last.insert(report.name_any(), now.clone())
-            }
-        };
-        let mut all: Vec<String> = now
-            .into_iter()
-            .chain(before.into_iter().flatten())
-            .collect();
-        all.sort();
-        all.dedup();
-        all.iter()
-            .filter_map(|id| {
-                let (ns, name) = id.split_once('/')?;
-                Some(ObjectRef::new(name).within(ns))
-            })
-            .collect()
     }
 }
 

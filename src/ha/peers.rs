@@ -220,6 +220,8 @@ impl Drop for Peers {
 async fn send(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
     let mut ticks = tokio::time::interval(shared.settings.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether the last heartbeat was too long to send: said once, not ten times a second.
+    let mut too_long = false;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -227,6 +229,9 @@ async fn send(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
         }
         let (bytes, targets) = {
             let mut state = shared.state.lock().expect("peers lock");
+            if state.targets.is_empty() {
+                continue;
+            }
             state.seq += 1;
             let now = Instant::now();
             let seq = state.seq;
@@ -255,12 +260,20 @@ async fn send(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
             (hb.encode(), state.targets.clone())
         };
         if bytes.len() > MAX_DATAGRAM {
-            warn!(
-                "a heartbeat of {} bytes is too long to send; directing fewer VIPs would fit",
-                bytes.len()
-            );
+            if !too_long {
+                warn!(
+                    "a heartbeat of {} bytes is too long to send ({} VIPs); the peers take this director for dead: direct fewer VIPs from it",
+                    bytes.len(),
+                    shared.state.lock().expect("peers lock").claims.vips.len()
+                );
+            }
+            too_long = true;
             continue;
         }
+        if too_long {
+            info!("heartbeats fit again and are sent");
+        }
+        too_long = false;
         for target in targets {
             if let Err(e) = socket.send_to(&bytes, target).await {
                 debug!("heartbeat to {target}: {e}");

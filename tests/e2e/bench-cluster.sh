@@ -138,12 +138,13 @@ sleep 5
 report_writes=$(( $(writes lvsnodereports) - reports_before ))
 status_writes=$(( $(writes lvsservices) - status_before - OBJECTS ))
 
-largest() { # KIND -> bytes of the largest object as compact JSON, and its name
+largest() { # KIND -> bytes of the largest object as compact JSON, and its name (kept in $work)
   kubectl get "$1" -A -o json | python3 -c '
 import json, sys
 items = json.load(sys.stdin)["items"]
-size, name = max((len(json.dumps(o, separators=(",", ":"))), o["metadata"]["name"]) for o in items)
-print(size, name)'
+size, name, o = max((len(json.dumps(o, separators=(",", ":"))), o["metadata"]["name"], o) for o in items)
+json.dump(o, open(sys.argv[1], "w"), indent=1)
+print(size, name)' "$work/largest-$1.json"
 }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 agent_rss=$(for p in "${agent_pids[@]}"; do rss_kib "$p"; done | sort -n)

@@ -36,7 +36,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -103,16 +103,88 @@ where
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    reflect_some(api, config, what, notify, |_| None)
+}
+
+/// [`reflect`], waking the resync loop only when `what_matters` of an object changed (every
+/// change when it says `None`), or the object was deleted.
+fn reflect_some<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    what: &str,
+    notify: Arc<Notify>,
+    what_matters: fn(&K) -> Option<u64>,
+) -> Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let (reader, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, crate::watch::resilient(api, config, what)).touched_objects();
+    let stream = reflector::reflector(writer, crate::watch::resilient(api, config, what));
     tokio::spawn(async move {
         futures::pin_mut!(stream);
-        while stream.next().await.is_some() {
-            notify.notify_one();
+        let mut last: HashMap<reflector::ObjectRef<K>, u64> = HashMap::new();
+        while let Some(event) = stream.next().await {
+            let wake = match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    match what_matters(&o) {
+                        Some(h) => last.insert(reflector::ObjectRef::from_obj(&o), h) != Some(h),
+                        None => true,
+                    }
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    last.remove(&reflector::ObjectRef::from_obj(&o));
+                    true
+                }
+                Ok(watcher::Event::InitDone) => true,
+                Ok(watcher::Event::Init) | Err(_) => false,
+            };
+            if wake {
+                notify.notify_one();
+            }
         }
     });
     reader
+}
+
+/// What of an LvsService the agent acts on: its generation (the spec), deletion, and what of
+/// the status the controller tells the agents (the allocated VIP, the real servers with their
+/// weights, whether the generation was refused). The rest of the status (counts, conditions,
+/// health) changes with every report and would make fifty agents resync for nothing.
+fn service_identity(o: &LvsService) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    o.metadata.uid.hash(&mut h);
+    o.metadata.generation.hash(&mut h);
+    o.metadata.deletion_timestamp.is_some().hash(&mut h);
+    if let Some(status) = &o.status {
+        status.vip.hash(&mut h);
+        for b in &status.backends {
+            (&b.address, &b.node, b.weight, b.draining).hash(&mut h);
+        }
+    }
+    super::roles::rejected(o).hash(&mut h);
+    Some(h.finish())
+}
+
+/// What of a Lease the agent acts on at once: its holder, labels and annotations (a heartbeat's
+/// peer address), not its renewals. That a peer's heartbeat went stale or fresh again is read at
+/// the next periodic resync; fifty agents renewing would otherwise make each agent resync five
+/// times a second.
+fn lease_identity(lease: &Lease) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    lease.labels().hash(&mut h);
+    lease.annotations().hash(&mut h);
+    let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.as_ref());
+    holder.hash(&mut h);
+    Some(h.finish())
 }
 
 /// What `objects.json` holds.
@@ -276,6 +348,8 @@ pub async fn run<D: DataPlane>(
     let mut wait = Duration::ZERO;
     // Set once SIGTERM came and VIPs are being handed over: when to give up waiting.
     let mut handing_over: Option<Instant> = None;
+    // How long the last resync took.
+    let mut took = Duration::ZERO;
     loop {
         if let Some(step) = agent.checks.next_ramp_step() {
             wait = wait.min(step);
@@ -283,8 +357,9 @@ pub async fn run<D: DataPlane>(
         if let Some(quiet) = agent.ha.next_wake() {
             wait = wait.min(quiet);
         }
+        let mut watched = false;
         tokio::select! {
-            _ = notify.notified() => {}
+            _ = notify.notified() => watched = true,
             () = agent.checks.changed() => {}
             () = agent.ha.changed() => {}
             _ = tokio::time::sleep(wait) => {}
@@ -297,9 +372,18 @@ pub async fn run<D: DataPlane>(
                 handing_over = Some(Instant::now() + crate::ha::director::HANDOVER_TIMEOUT);
             }
         }
-        // Coalesce a burst of watch events into one resync.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Coalesce a burst of watch events into one resync: wait as long as the last resync
+        // took (so resyncs take at most half the time while a thousand objects change one by
+        // one), 5 ms at least and 250 ms at most. A peer or a check changing waits 5 ms.
+        let coalesce = if watched {
+            took.clamp(Duration::from_millis(5), Duration::from_millis(250))
+        } else {
+            Duration::from_millis(5)
+        };
+        tokio::time::sleep(coalesce).await;
+        let started = Instant::now();
         let ok = agent.resync(dp, store).await;
+        took = started.elapsed();
         wait = retry.after(ok);
         agent.heartbeat_if_due();
         if let Some(deadline) = handing_over {
@@ -351,11 +435,12 @@ impl Agent {
         let health = crate::http::Health::default();
         let secure = opts.metrics_security.secure(&client, &opts.node)?;
         crate::http::serve(opts.metrics_addr, metrics.clone(), health.clone(), secure).await?;
-        let objects = reflect(
+        let objects = reflect_some(
             Api::<LvsService>::all(client.clone()),
             watcher::Config::default(),
             "LvsServices",
             notify.clone(),
+            service_identity,
         );
         let nodes = reflect(
             Api::<Node>::all(client.clone()),
@@ -363,11 +448,12 @@ impl Agent {
             &format!("Node {}", opts.node),
             notify.clone(),
         );
-        let leases = reflect(
+        let leases = reflect_some(
             Api::<Lease>::namespaced(client.clone(), &opts.lease_namespace),
             watcher::Config::default(),
             "Leases",
             notify.clone(),
+            lease_identity,
         );
         let pools = reflect(
             Api::<LvsAddressPool>::all(client.clone()),

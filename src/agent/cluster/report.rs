@@ -5,9 +5,10 @@
 //!
 //! The writes run in their own task ([`Reporter`]): the resync loop hands it what each object's
 //! entry should be and goes on, so a slow or absent API server never delays the data plane (a
-//! takeover waits for no status write). The task writes the latest wish (a burst of changes is
-//! one write), skips what it already wrote, and retries every second while the API server
-//! refuses.
+//! takeover waits for no status write). The task writes the latest wish, skips what it already
+//! wrote, and retries every second while the API server refuses. A change after a quiet spell
+//! is written at once; a burst (a thousand objects applied together) is written when it pauses
+//! for half a second, so it costs a node two writes, not one per object.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -17,13 +18,14 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Agent, Object};
 use crate::agent::converge::Resynced;
 use crate::agent::metrics::AgentMetrics;
 use crate::agent::roles::{DirectorReport, Roles, node_status};
-use crate::api::{LvsNodeReport, NodeStatus, ServiceReport, TakeoverStatus, compact};
+use crate::api::{LvsNodeReport, LvsNodeReportSpec, NodeStatus, ServiceReport, TakeoverStatus};
 use crate::core::selfcheck;
 
 /// One object's entry of this node's report, as the last resync wants it.
@@ -49,6 +51,27 @@ pub(super) struct Reporter {
 /// How long the writer waits before trying again after the API server refused a write.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// How long a burst of changes must pause before it is written: a thousand objects applied at
+/// once make one write per node, not one per object.
+const QUIET: Duration = Duration::from_millis(500);
+
+/// The longest a change waits while a burst goes on.
+const BURST: Duration = Duration::from_secs(10);
+
+/// Waits for the wishes to pause for [`QUIET`], or [`BURST`] at most. False when the agent is
+/// gone.
+async fn settle(rx: &mut watch::Receiver<(u64, Vec<Wanted>)>) -> bool {
+    let give_up = Instant::now() + BURST;
+    loop {
+        match tokio::time::timeout(QUIET, rx.changed()).await {
+            Err(_quiet) => return true,
+            Ok(Err(_gone)) => return false,
+            Ok(Ok(())) if Instant::now() >= give_up => return true,
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
 impl Reporter {
     pub(super) fn start(
         client: Client,
@@ -63,10 +86,18 @@ impl Reporter {
             // written whatever an earlier run left).
             let mut written: Option<Vec<ServiceReport>> = None;
             let mut failing = false;
+            let mut last_write: Option<Instant> = None;
             loop {
                 tokio::select! {
                     changed = rx.changed() => if changed.is_err() { return },
                     () = tokio::time::sleep(RETRY), if failing => {}
+                }
+                // A change after a quiet spell is written at once; one close behind a write
+                // starts a burst, written when it ends.
+                if last_write.is_some_and(|at| at.elapsed() < QUIET)
+                    && !settle(&mut rx).await
+                {
+                    return;
                 }
                 let (seq, now) = rx.borrow_and_update().clone();
                 let services: Vec<ServiceReport> = now
@@ -94,6 +125,7 @@ impl Reporter {
                             }
                             failing = false;
                             written = Some(services);
+                            last_write = Some(Instant::now());
                         }
                         Err(e) => {
                             metrics.error("report");
@@ -148,20 +180,11 @@ async fn apply(
     services: &[ServiceReport],
 ) -> kube::Result<()> {
     let api: Api<LvsNodeReport> = Api::all(client.clone());
-    // A real server with everything in place is one short string; the rest in full.
-    let mut full = Vec::new();
-    let mut real_servers = Vec::new();
-    for s in services {
-        match compact(&s.object, &s.uid, &s.status) {
-            Some(short) => real_servers.push(short),
-            None => full.push(s),
-        }
-    }
     let patch = serde_json::json!({
         "apiVersion": "lvs-operator.io/v1alpha1",
         "kind": "LvsNodeReport",
         "metadata": {"name": node},
-        "spec": {"services": full, "realServers": real_servers},
+        "spec": LvsNodeReportSpec::of(services.to_vec()),
     });
     api.patch(
         node,
@@ -194,7 +217,9 @@ impl Agent {
                 .filter(|_| role.real_server)
                 .and_then(|s| selfcheck::verify(s, &r.after, &r.after.listeners));
             let checks = match &o.service {
-                Some(s) if role.director => self.checks.reports(&s.id),
+                Some(s) if role.director => {
+                    passing_on_nodes_dropped(&o.object, self.checks.reports(&s.id))
+                }
                 _ => Vec::new(),
             };
             let director = DirectorReport {
@@ -236,4 +261,22 @@ impl Agent {
         }
         self.reporter.want(wanted);
     }
+}
+
+/// The checks worth reporting: a passing check of a real server on a node says nothing the
+/// controller does not take for granted (its node's own verification stands), and a thousand
+/// objects with fifty real servers each would make a report of megabytes.
+fn passing_on_nodes_dropped(
+    object: &crate::api::LvsService,
+    checks: Vec<crate::api::RealServerCheck>,
+) -> Vec<crate::api::RealServerCheck> {
+    let on_nodes: std::collections::HashSet<&str> = (object.status.iter())
+        .flat_map(|s| &s.backends)
+        .filter(|b| b.node.is_some())
+        .map(|b| b.address.as_str())
+        .collect();
+    checks
+        .into_iter()
+        .filter(|c| !c.healthy || !on_nodes.contains(c.address.as_str()))
+        .collect()
 }

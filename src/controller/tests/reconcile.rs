@@ -587,7 +587,7 @@ fn an_objects_nodes_come_from_the_reports_each_under_its_reports_node() {
         ),
     ]
     .map(Arc::new);
-    let derived = with_reports(&web, &reports);
+    let derived = with_reports(&web, &reports, &Default::default());
     let nodes: Vec<&str> = derived
         .status
         .iter()
