@@ -29,8 +29,9 @@ use super::{NodeRole, NodeStatus, TakeoverStatus};
 pub struct LvsNodeReportSpec {
     /// One entry per LvsService this node has a part in and something to say about beyond the
     /// short forms of `realServers` and `directors`: an error, a failing check, a takeover, a
-    /// node that is both director and real server.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// node that is both director and real server. Always written, empty or not: server-side
+    /// apply takes an empty `spec` for none at all, which the schema refuses.
+    #[serde(default)]
     #[schemars(length(max = 10000))]
     pub services: Vec<ServiceReport>,
 
@@ -242,6 +243,12 @@ impl LvsNodeReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_report_still_has_a_spec_server_side_apply_keeps() {
+        let empty = serde_json::to_value(LvsNodeReportSpec::of(Vec::new())).unwrap();
+        assert_eq!(empty, serde_json::json!({"services": []}));
+    }
 
     const UID: &str = "8c6f1a2b-0000-4000-8000-000000000000";
 
