@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use crate::core::{
     Assignment, CHECKED_DIRECTOR_SYSCTLS, Desired, Intent, Ledger, MarkKey, NodeState, Op, Plan,
-    REAL_SERVER_SYSCTLS, ServiceKey, assign_marks, desired, hold_ejected, interface_for, plan,
-    sync_daemons, wanted_marks, wanted_services,
+    REAL_SERVER_SYSCTLS, ServiceKey, assign_marks, desired, hold_ejected, interface_for, linger,
+    plan, sync_daemons, wanted_marks, wanted_services,
 };
 
 use super::ledger::LedgerStore;
@@ -121,6 +121,26 @@ pub async fn resync<D: DataPlane>(
         );
     }
     let before = ledger.clone();
+    let lingering = linger(
+        &mut desired,
+        &mut ledger,
+        &observed,
+        settings.now,
+        settings.drain_timeout,
+    );
+    if lingering != before.lingering.keys().copied().collect::<Vec<_>>() {
+        if lingering.is_empty() {
+            tracing::info!(
+                "no VIP lingers on lo any more: their clients are done, or the drain timeout passed"
+            );
+        } else {
+            tracing::info!(
+                "keeping {} on lo while clients are still connected (at most {} s)",
+                list_addrs(&lingering),
+                settings.drain_timeout
+            );
+        }
+    }
     ledger.settle(&observed, &desired.state);
     let plan = plan(
         &desired.state,
@@ -168,7 +188,9 @@ fn what_to_observe(ledger: &Ledger, assignments: &[Assignment<'_>], sync: Option
         dests_of: wanted_services(assignments),
         marks_of: ledger.marks.clone(),
         sysctls: ledger.sysctls.keys().cloned().collect(),
-        listeners: assignments.iter().any(|a| a.real_server),
+        // A VIP on lo lingers while clients are connected to it: read the connections.
+        listeners: assignments.iter().any(|a| a.real_server)
+            || ledger.addresses.iter().any(|a| a.ifname == "lo"),
         daemons: sync.is_some() || !ledger.daemons.is_empty(),
     };
     scope.dests_of.extend(ledger.services.iter().copied());
@@ -369,6 +391,12 @@ pub fn failure_category(e: &anyhow::Error) -> &'static str {
         Some(crate::ipvs::IpvsError::Timeout(_)) => "kernel_timeout",
         _ => "resync",
     }
+}
+
+/// `a, b, c`: the VIPs that linger.
+fn list_addrs(addrs: &[IpAddr]) -> String {
+    let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    addrs.join(", ")
 }
 
 #[cfg(test)]

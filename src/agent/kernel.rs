@@ -231,6 +231,7 @@ impl DataPlane for Kernel {
         let names = expand_sysctls(&scope.sysctls, interfaces.iter().copied());
         if scope.listeners {
             state.listeners = listeners();
+            state.connected = connected();
         }
         for name in &names {
             match self.sysctls.read(name) {
@@ -321,6 +322,19 @@ fn listeners() -> BTreeSet<crate::core::selfcheck::Listener> {
     ] {
         match std::fs::read_to_string(file) {
             Ok(table) => out.extend(parse_proc_net(protocol, &table)),
+            Err(e) => debug!("reading {file}: {e}"),
+        }
+    }
+    out
+}
+
+/// The local addresses of this namespace's established TCP connections, from /proc/net.
+fn connected() -> BTreeSet<IpAddr> {
+    use crate::core::selfcheck::parse_proc_net_established;
+    let mut out = BTreeSet::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        match std::fs::read_to_string(file) {
+            Ok(table) => out.extend(parse_proc_net_established(&table)),
             Err(e) => debug!("reading {file}: {e}"),
         }
     }

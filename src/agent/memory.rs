@@ -69,6 +69,7 @@ impl DataPlane for MemoryDataPlane {
         }
         if !scope.listeners {
             s.listeners.clear();
+            s.connected.clear();
         }
         Ok(s)
     }

@@ -274,3 +274,39 @@ pub fn hold_ejected(desired: &mut Desired, assignments: &[Assignment<'_>], obser
         }
     }
 }
+
+/// Keeps the real-server VIPs on `lo` that no object wants any more but that clients still use
+/// (an established connection to the VIP): the address and the ARP sysctls stay until those
+/// connections end or `timeout` seconds pass, so a node that leaves a selector drains as a
+/// director's removed real server does (weight 0, then gone) instead of cutting its clients off.
+/// Returns the addresses kept; `ledger.lingering` says since when.
+pub fn linger(
+    desired: &mut Desired,
+    ledger: &mut super::Ledger,
+    observed: &NodeState,
+    now: u64,
+    timeout: u64,
+) -> Vec<IpAddr> {
+    let mut since = BTreeMap::new();
+    for a in ledger.addresses.iter().filter(|a| a.ifname == "lo") {
+        let in_use = observed.connected.contains(&a.addr) && observed.addresses.contains(a);
+        if desired.state.addresses.contains(a) || !in_use {
+            continue;
+        }
+        let start = ledger.lingering.get(&a.addr).copied().unwrap_or(now);
+        if now.saturating_sub(start) >= timeout {
+            continue;
+        }
+        since.insert(a.addr, start);
+        desired.state.addresses.insert(a.clone());
+    }
+    if !since.is_empty() {
+        for (name, value) in REAL_SERVER_SYSCTLS {
+            (desired.state.sysctls)
+                .entry(name.to_string())
+                .or_insert_with(|| value.to_string());
+        }
+    }
+    ledger.lingering = since;
+    ledger.lingering.keys().copied().collect()
+}

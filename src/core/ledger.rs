@@ -14,6 +14,7 @@
 //! Deletions need no intent: one the kernel carried out is simply gone at the next settle.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,10 @@ pub struct Ledger {
     /// Destinations being drained and since when (seconds since the Unix epoch).
     #[serde(default)]
     pub draining: Vec<Drain>,
+    /// Real-server VIPs on `lo` no object wants any more, kept while clients still have
+    /// connections to them, and since when (seconds since the Unix epoch).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lingering: BTreeMap<IpAddr, u64>,
     /// The connection-sync daemons we started.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub daemons: BTreeSet<SyncRole>,

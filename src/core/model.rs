@@ -96,6 +96,9 @@ pub struct NodeState {
     pub stats: BTreeMap<ServiceKey, ServiceStats>,
     /// Observed only, on real servers: the listening sockets, for their self-check.
     pub listeners: BTreeSet<Listener>,
+    /// Observed only, with the listeners: the local addresses of established TCP connections,
+    /// so a VIP on `lo` that clients still use lingers until they are done.
+    pub connected: BTreeSet<IpAddr>,
     /// IPVS connection-sync daemons (`ipvsadm --start-daemon`): on directors with peers, a master
     /// where the node holds a VIP and a backup where it stands by.
     pub daemons: BTreeMap<SyncRole, SyncDaemon>,

@@ -102,6 +102,21 @@ pub fn parse_proc_net(protocol: Protocol, table: &str) -> Vec<Listener> {
         .collect()
 }
 
+/// The local addresses of the established connections of a `/proc/net/tcp` or `tcp6` table.
+pub fn parse_proc_net_established(table: &str) -> Vec<IpAddr> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let _remote = fields.next()?;
+            (fields.next()? == "01").then_some(())?;
+            proc_addr(local.split_once(':')?.0)
+        })
+        .collect()
+}
+
 /// `/proc/net` addresses are the kernel's `__be32` words printed as host-order hex: 8 digits for
 /// IPv4, four such words for IPv6.
 fn proc_addr(hex: &str) -> Option<IpAddr> {
@@ -219,6 +234,11 @@ mod tests {
                 (Protocol::Tcp, "10.24.24.88:8080".parse().unwrap()),
             ],
             "the established connection is not a listener"
+        );
+        assert_eq!(
+            parse_proc_net_established(tcp),
+            vec!["10.24.24.21".parse::<IpAddr>().unwrap()],
+            "only the established connection, by its local address"
         );
         let tcp6 = "  sl  local_address                         remote_address                        st\n   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0\n";
         assert_eq!(

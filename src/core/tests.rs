@@ -1025,3 +1025,39 @@ fn a_daemon_started_by_a_killed_run_is_adopted_from_the_written_ahead_intent() {
         ["ipvsadm --stop-daemon master"]
     );
 }
+
+#[test]
+fn a_vip_on_lo_that_clients_still_use_lingers_until_they_are_done_or_the_drain_timeout() {
+    let want = real_server(&[reference()]);
+    let (mut observed, mut ledger) = programmed(&want);
+    let vip = ip("10.10.24.88");
+    observed.connected.insert(vip);
+    // No object wants it any more, and a client is still connected to it.
+    let mut desired = Desired::default();
+    assert_eq!(
+        linger(&mut desired, &mut ledger, &observed, NOW, DRAIN),
+        vec![vip]
+    );
+    assert_eq!(ledger.lingering.get(&vip), Some(&NOW));
+    let kept = plan(&desired.state, &observed, &ledger, NOW, DRAIN);
+    assert_eq!(
+        commands(&kept),
+        Vec::<String>::new(),
+        "the VIP and the ARP sysctls stay"
+    );
+    // Past the drain timeout it goes, connection or not.
+    let later = NOW + DRAIN;
+    let mut desired = Desired::default();
+    assert!(linger(&mut desired, &mut ledger, &observed, later, DRAIN).is_empty());
+    let gone = plan(&desired.state, &observed, &ledger, later, DRAIN);
+    assert!(
+        commands(&gone).contains(&"ip addr del 10.10.24.88/32 dev lo".to_string()),
+        "{:?}",
+        commands(&gone)
+    );
+    // Once the client is done it goes at once.
+    let (observed, mut ledger) = programmed(&want);
+    let mut desired = Desired::default();
+    assert!(linger(&mut desired, &mut ledger, &observed, NOW, DRAIN).is_empty());
+    assert!(ledger.lingering.is_empty());
+}

@@ -157,6 +157,8 @@ echo "latency targets (p50 < 200 ms, p99 < 1 s) met: $met"
 
 . /lvs/failover-guest.sh
 
+. /lvs/backends-guest.sh
+
 echo "=== delete: the finalizer removes every node's state first"
 $K delete lvs web --wait=false >/dev/null
 gone() { ! $K get lvs web >/dev/null 2>&1; }

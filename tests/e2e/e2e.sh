@@ -72,13 +72,13 @@ grep -q "IPVS scheduling algorithm" "$work/explain" &&
   pass "kubectl explain lvsservice.spec.scheduler: $(grep -m1 'IPVS scheduling' "$work/explain" | sed 's/^ *//')" ||
   { cat "$work/explain"; fail "kubectl explain"; }
 
-step "nodes of the reference topology: director, director2 and rs1..rs3 with their InternalIPs"
+step "nodes of the reference topology: director, director2 and rs1..rs4 with their InternalIPs"
 create_reference_nodes
 kubectl get nodes -o wide | cut -c1-100
 
 step "identities: the chart's ServiceAccounts, and what the API server refuses them"
 ca=$(base64 -w0 <"$E2E_STATE/pki/ca.crt")
-NODES="director director2 rs1 rs2 rs3"
+NODES="director director2 rs1 rs2 rs3 rs4"
 # Each agent runs with the token of a Pod of its own on its node, as the DaemonSet's pods do (no
 # kubelet runs them: the API server binds the token to the Pod and names its node in the token).
 for n in $NODES; do
@@ -214,6 +214,7 @@ python3 "$HERE/control.py" "$control_port" 2>"$work/control.log" &
 control_pid=$!
 trap 'kill $control_pid 2>/dev/null || true; bash "$HERE/cluster.sh" stop >/dev/null 2>&1 || true; rm -rf "$work" || true' EXIT
 set +e
+# E2E_GUEST: another guest script in this directory (while working on one part of the scenario).
 bash "$ROOT/tests/vm/run.sh" --net-user --timeout "${LVS_VM_TIMEOUT:-1500}" \
   --add "$BIN:/usr/local/bin/lvs-operator" \
   --add "$ROOT/.tools/bin/kubectl:/usr/local/bin/kubectl" \
@@ -225,10 +226,11 @@ bash "$ROOT/tests/vm/run.sh" --net-user --timeout "${LVS_VM_TIMEOUT:-1500}" \
   --add "$HERE/truth-guest.sh:/lvs/truth-guest.sh" \
   --add "$HERE/checks-guest.sh:/lvs/checks-guest.sh" \
   --add "$HERE/failover-guest.sh:/lvs/failover-guest.sh" \
+  --add "$HERE/backends-guest.sh:/lvs/backends-guest.sh" \
   --add "$ROOT/tests/vm/failover-lib.sh:/lvs/failover-lib.sh" \
   --add "$(command -v socat):/usr/bin/socat" \
   --add "$work/control.port:/lvs/control.port" \
-  "$HERE/e2e-guest.sh" | tee "$work/vm.out"
+  "$HERE/${E2E_GUEST:-e2e-guest.sh}" | tee "$work/vm.out"
 vm=${PIPESTATUS[0]}
 set -e
 guest=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$work/vm.out" | tail -1)
