@@ -1,7 +1,7 @@
 //! `LvsNodeReport`: what one node's agent did, for every LvsService it has a part in.
 //!
-//! Each agent writes exactly one object, its node's report (named after the node), and nothing
-//! else: no LvsService status. A ValidatingAdmissionPolicy in the chart holds it to that (the
+//! Each agent writes exactly one object, its node's report (named after the node and owned by
+//! the Node, so that deleting the Node deletes it), and nothing else: no LvsService status. A ValidatingAdmissionPolicy in the chart holds it to that (the
 //! node comes from the agent's Pod-bound token, as NodeRestriction does for kubelets), so one
 //! compromised node cannot rewrite what the directors program from. The controller reads every
 //! report and aggregates the entries naming an object into that object's status: counts, the

@@ -50,6 +50,17 @@ pub struct LvsServiceStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["node".into()]))]
     pub directors: Vec<DirectorStatus>,
 
+    /// The nodes that lag or fail for this object, at most ten, by name: not reporting, not at
+    /// the current generation yet, or reporting an error. However many nodes a selector picks,
+    /// the status stays small; `laggingNodeCount` says how many there are in all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub lagging_nodes: Vec<String>,
+
+    /// How many nodes lag or fail (see `laggingNodes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lagging_node_count: Option<i32>,
+
     /// Not written any more: each node's agent reports in its LvsNodeReport, and the controller
     /// reads the entries naming this object from there (an entry an older agent left here is
     /// ignored).

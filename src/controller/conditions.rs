@@ -244,6 +244,19 @@ pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatu
         .filter(|n| input.reports(&n.node))
         .filter_map(|n| Some(format!("node {}: {}", n.node, n.error.as_deref()?)))
         .collect();
+    let erring = old
+        .nodes
+        .iter()
+        .filter(|n| {
+            input.reports(&n.node) && n.error.is_some() && expected.contains(&n.node.as_str())
+        })
+        .map(|n| n.node.as_str());
+    let lagging: BTreeSet<&str> = silent
+        .iter()
+        .chain(&pending)
+        .copied()
+        .chain(erring)
+        .collect();
 
     let mut conditions = Vec::new();
     let mut set = |type_: &str, status: bool, reason: &str, message: String| {
@@ -304,6 +317,9 @@ pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatu
         backend_summary: Some(format!("{serving}/{}", backends.len())),
         backends,
         directors: directors.clone(),
+        lagging_nodes: lagging.iter().take(LISTED).map(|n| n.to_string()).collect(),
+        lagging_node_count: (!lagging.is_empty())
+            .then(|| i32::try_from(lagging.len()).unwrap_or(i32::MAX)),
         nodes: Vec::new(),
     };
 
@@ -500,7 +516,10 @@ pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatu
     match issues.first() {
         None => set(DEGRADED, false, "AsExpected", "nothing is failing".into()),
         Some(first) => {
-            let message = join(issues.iter().map(|i| &i.message));
+            let mut message = join(issues.iter().take(LISTED).map(|i| &i.message));
+            if issues.len() > LISTED {
+                message.push_str(&format!("; and {} more", issues.len() - LISTED));
+            }
             set(DEGRADED, true, first.reason, message);
         }
     }
@@ -751,11 +770,20 @@ pub fn is_true(status: &LvsServiceStatus, type_: &str) -> bool {
     find(status, type_).is_some_and(|c| c.status == "True")
 }
 
+/// How many nodes, or problems, a message or a list names; the rest are counted. A selector over
+/// five hundred nodes must not make an object of five hundred names.
+const LISTED: usize = 10;
+
 fn list(names: &[&str]) -> String {
     let unique: BTreeSet<&str> = names.iter().copied().collect();
     let names: Vec<&str> = unique.into_iter().collect();
     match names.len() {
         1 => format!("node {}", names[0]),
+        n if n > LISTED => format!(
+            "nodes {} and {} more",
+            names[..LISTED].join(", "),
+            n - LISTED
+        ),
         _ => format!("nodes {}", names.join(", ")),
     }
 }

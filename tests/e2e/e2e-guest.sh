@@ -67,6 +67,8 @@ set -- $line
 expect_eq "kubectl get lvs: VIP PORTS SCHEDULER DIRECTOR BACKENDS READY" \
 	"web 10.10.24.88 80/TCP rr director 3/3 True" "$1 $2 $3 $4 $5 $6 $7"
 ipvs -Ln
+expect_eq "rs1's LvsNodeReport is owned by its Node (deleting the Node deletes the report)" "Node/rs1" \
+	"$($K get lvsreport rs1 -o jsonpath='{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}')"
 got=$(requests 6)
 echo "6 requests through the VIP -> $got"
 expect_eq "rs1, rs2 and rs3 answer through the VIP" 3 "$(distinct "$got")"

@@ -28,8 +28,12 @@ expected_directors() {
 status_director_is() { [ "$(jsonpath web '{.status.director}')" = "$1" ]; }
 degraded_message_has() { jsonpath web '{.status.conditions[?(@.type=="Degraded")].message}' | grep -qF "$1"; }
 degraded_is() { [ "$(condition web Degraded)" = "$1" ]; }
+# takeover_reported: the holder's report names who it took default/web over from: in a full entry,
+# or in its short directors entry (`default/web@GEN#UID active MAC tN`: the Nth of spec.takeovers).
 takeover_reported() {
-	[ -n "$($K get lvsnodereport "$(holders)" -o 'jsonpath={.spec.services[?(@.object=="default/web")].status.takeover.from}')" ]
+	_report=$($K get lvsnodereport "$(holders)" -o 'jsonpath={.spec.services[?(@.object=="default/web")].status.takeover.from}|{.spec.directors[*]}|{.spec.takeovers[*].from}')
+	[ -n "${_report%%|*}" ] && return 0
+	echo "$_report" | grep -qE '\|.*default/web@[^ ]+ active [^ ]+ t[0-9]+.*\|.+$'
 }
 
 # failover_trials N LABEL: N unplanned failovers; prints the outage percentiles.

@@ -35,6 +35,8 @@ echo "=== truth 1a. the director's agent stops: nothing may read healthy"
 stop_pidfile director
 wait_until "Degraded NodeNotReporting names the director" $((REPORT_TIMEOUT + 15)) is_reason web Degraded NodeNotReporting
 check "the message says the director has not reported" has_message web Degraded "node director has not reported within ${REPORT_TIMEOUT}s"
+expect_eq "status.laggingNodes and laggingNodeCount: the director, 1" "director 1" \
+	"$(jsonpath web '{.status.laggingNodes[*]} {.status.laggingNodeCount}')"
 expect_eq "Ready False NoActiveDirector" "False NoActiveDirector" "$(condition web Ready) $(reason web Ready)"
 expect_eq "kubectl get lvs: no DIRECTOR, BACKENDS 0/3, READY False" "10.10.24.88 80/TCP <none> 0/3 False" "$(columns web)"
 wait_until "a Warning event NodeNotReporting" 10 warned web NodeNotReporting
@@ -124,7 +126,8 @@ spec:
   backends: [{address: 10.10.24.21}]
 YAML
 wait_until "a VIP in no subnet of the director: Ready False NoActiveDirector" 30 is_reason nosubnet Ready NoActiveDirector
-check "the message says which field to set" has_message nosubnet Ready "no interface has an address in the subnet of 10.99.0.1; set spec.directors.interface"
+# The director's error follows within a report (a node's report waits for a burst to pause).
+wait_until "the message says which field to set" 10 has_message nosubnet Ready "no interface has an address in the subnet of 10.99.0.1; set spec.directors.interface"
 sleep 3
 expect_eq "kubectl get lvs: every port, no DIRECTOR, BACKENDS 0/1" "10.99.0.1 80/TCP,8080/TCP <none> 0/1 False" "$(columns nosubnet)"
 check "no event claims the director holds the VIP" sh -c "! kubectl --kubeconfig /lvs/admin.kubeconfig get events --field-selector involvedObject.name=nosubnet -o jsonpath='{.items[*].note}' | grep -q 'holds the VIP now'"

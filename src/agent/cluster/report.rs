@@ -39,10 +39,18 @@ pub(super) struct Wanted {
     entry: Option<NodeStatus>,
 }
 
+/// What the last resync wants the report to say, numbered; with the Node's uid, its owner.
+#[derive(Clone, Default)]
+struct Wish {
+    seq: u64,
+    wanted: Vec<Wanted>,
+    node_uid: Option<String>,
+}
+
 /// The task that writes this node's report.
 pub(super) struct Reporter {
     /// The latest wish, numbered.
-    wanted: watch::Sender<(u64, Vec<Wanted>)>,
+    wanted: watch::Sender<Wish>,
     /// The number of the last wish written in full.
     written: watch::Receiver<u64>,
     task: AbortHandle,
@@ -60,7 +68,7 @@ const BURST: Duration = Duration::from_secs(10);
 
 /// Waits for the wishes to pause for [`QUIET`], or [`BURST`] at most. False when the agent is
 /// gone.
-async fn settle(rx: &mut watch::Receiver<(u64, Vec<Wanted>)>) -> bool {
+async fn settle(rx: &mut watch::Receiver<Wish>) -> bool {
     let give_up = Instant::now() + BURST;
     loop {
         match tokio::time::timeout(QUIET, rx.changed()).await {
@@ -79,12 +87,13 @@ impl Reporter {
         manager: String,
         metrics: AgentMetrics,
     ) -> Self {
-        let (wanted, mut rx) = watch::channel((0, Vec::<Wanted>::new()));
+        let (wanted, mut rx) = watch::channel(Wish::default());
         let (done, written_rx) = watch::channel(0);
         let task = tokio::spawn(async move {
             // What the report holds, as this run last wrote it (nothing yet: the first wish is
             // written whatever an earlier run left).
             let mut written: Option<Vec<ServiceReport>> = None;
+            let mut written_owner: Option<String> = None;
             let mut failing = false;
             let mut last_write: Option<Instant> = None;
             loop {
@@ -99,7 +108,7 @@ impl Reporter {
                 {
                     return;
                 }
-                let (seq, now) = rx.borrow_and_update().clone();
+                let Wish { seq, wanted: now, node_uid } = rx.borrow_and_update().clone();
                 let services: Vec<ServiceReport> = now
                     .into_iter()
                     .filter_map(|w| {
@@ -116,8 +125,8 @@ impl Reporter {
                         })
                     })
                     .collect();
-                if written.as_ref() != Some(&services) {
-                    match apply(&client, &node, &manager, &services).await {
+                if written.as_ref() != Some(&services) || written_owner != node_uid {
+                    match apply(&client, &node, node_uid.as_deref(), &manager, &services).await {
                         Ok(()) => {
                             debug!("reported {} entries", services.len());
                             if failing {
@@ -125,6 +134,7 @@ impl Reporter {
                             }
                             failing = false;
                             written = Some(services);
+                            written_owner = node_uid;
                             last_write = Some(Instant::now());
                         }
                         Err(e) => {
@@ -149,16 +159,17 @@ impl Reporter {
         }
     }
 
-    fn want(&self, wanted: Vec<Wanted>) {
-        self.wanted.send_modify(|(seq, w)| {
-            *seq += 1;
-            *w = wanted;
+    fn want(&self, wanted: Vec<Wanted>, node_uid: Option<String>) {
+        self.wanted.send_modify(|wish| {
+            wish.seq += 1;
+            wish.wanted = wanted;
+            wish.node_uid = node_uid;
         });
     }
 
     /// Waits (at most `limit`) until the latest wish is written: a stopping agent's last word.
     pub(super) async fn flush(&mut self, limit: Duration) {
-        let seq = self.wanted.borrow().0;
+        let seq = self.wanted.borrow().seq;
         let caught_up = self.written.wait_for(|w| *w >= seq);
         if tokio::time::timeout(limit, caught_up).await.is_err() {
             debug!("the last status report was not written within {limit:?}");
@@ -172,10 +183,12 @@ impl Drop for Reporter {
     }
 }
 
-/// Applies this node's report: every entry, under the agent's field manager.
+/// Applies this node's report: every entry, under the agent's field manager, owned by the Node
+/// (when its uid is known) so that deleting the Node deletes its report.
 async fn apply(
     client: &Client,
     node: &str,
+    node_uid: Option<&str>,
     manager: &str,
     services: &[ServiceReport],
 ) -> kube::Result<()> {
@@ -183,7 +196,12 @@ async fn apply(
     let patch = serde_json::json!({
         "apiVersion": "lvs-operator.io/v1alpha1",
         "kind": "LvsNodeReport",
-        "metadata": {"name": node},
+        "metadata": {
+            "name": node,
+            "ownerReferences": node_uid.map(|uid| vec![serde_json::json!({
+                "apiVersion": "v1", "kind": "Node", "name": node, "uid": uid,
+            })]).unwrap_or_default(),
+        },
         "spec": LvsNodeReportSpec::of(services.to_vec()),
     });
     api.patch(
@@ -259,7 +277,10 @@ impl Agent {
                 entry,
             });
         }
-        self.reporter.want(wanted);
+        let node_uid = (self.nodes)
+            .get(&kube::runtime::reflector::ObjectRef::new(&self.opts.node))
+            .and_then(|n| n.metadata.uid.clone());
+        self.reporter.want(wanted, node_uid);
     }
 }
 

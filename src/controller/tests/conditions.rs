@@ -585,3 +585,44 @@ fn when_every_real_server_fails_its_checks_the_object_has_no_healthy_backend() {
     );
     assert_eq!(s.backend_summary.as_deref(), Some("0/1"));
 }
+
+#[test]
+fn many_silent_real_servers_make_a_bounded_status() {
+    let o = object(healthy_reports());
+    let names: Vec<String> = (1..=25).map(|i| format!("n{i:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let backends: Vec<ResolvedBackend> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| backend(&format!("10.0.1.{}", i + 1), Some(n)))
+        .collect();
+    // Every real server's node is silent (no heartbeat at all).
+    let beats: BTreeMap<String, Timestamp> = fresh()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with('d'))
+        .collect();
+    let s = compute_status(
+        &o,
+        &StatusInput {
+            acceptance: &Acceptance::Accepted,
+            backends: &backends,
+            expected: &expected(&["d1", "d2"], &names),
+            source: None,
+            heartbeats: &beats,
+            report_timeout: TIMEOUT,
+            now: t0(),
+        },
+    );
+    assert_eq!(s.lagging_nodes, names[..10]);
+    assert_eq!(s.lagging_node_count, Some(25));
+    let programmed = find(&s, PROGRAMMED).unwrap().message.clone();
+    assert!(
+        programmed.starts_with(
+            "nodes n01, n02, n03, n04, n05, n06, n07, n08, n09, n10 and 15 more have not reported"
+        ),
+        "{programmed}"
+    );
+    let degraded = find(&s, DEGRADED).unwrap().message.clone();
+    assert!(degraded.ends_with("; and 40 more"), "{degraded}");
+    assert!(degraded.len() < 2000, "{} bytes", degraded.len());
+}
