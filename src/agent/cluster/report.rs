@@ -159,11 +159,19 @@ impl Reporter {
         }
     }
 
+    /// A new wish, when it differs from the last: every resync hands one over, and a director
+    /// resyncs at every change of its peers, so that identical wishes would keep a burst from
+    /// ever pausing.
     fn want(&self, wanted: Vec<Wanted>, node_uid: Option<String>) {
-        self.wanted.send_modify(|wish| {
+        self.wanted.send_if_modified(|wish| {
+            // The first is sent whatever it says: it replaces what an earlier run left.
+            if wish.seq > 0 && wish.wanted == wanted && wish.node_uid == node_uid {
+                return false;
+            }
             wish.seq += 1;
             wish.wanted = wanted;
             wish.node_uid = node_uid;
+            true
         });
     }
 
