@@ -139,7 +139,7 @@ pub struct ServiceReport {
 }
 
 /// One entry of a report as read back, whichever form it was written in.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Hash)]
 pub struct Entry {
     /// The LvsService, `namespace/name`.
     pub object: String,

@@ -128,7 +128,7 @@ pub enum NodeRole {
 }
 
 /// What one node's agent reports for one LvsService.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeStatus {
     /// Node name.
@@ -174,7 +174,7 @@ pub struct NodeStatus {
 }
 
 /// How the active director got the VIP.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct TakeoverStatus {
     /// The director that held it before, when there was one.
@@ -202,7 +202,7 @@ pub struct DirectorStatus {
 }
 
 /// A director's verdict on one real server (over every port it checks).
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct RealServerCheck {
     /// The real server's address.

@@ -25,6 +25,9 @@ pub fn find_conflict(
     let mut rivals: Vec<(&LvsService, VirtualService)> = all
         .iter()
         .map(Arc::as_ref)
+        // Only an object at the same VIP can be a rival: the others are not validated (a
+        // thousand objects at every reconcile would be).
+        .filter(|o| o.effective_vip().and_then(|v| v.parse().ok()) == Some(service.vip))
         .filter(|o| !same_object(o, target))
         .filter_map(|o| Some((o, validate(o).ok()?)))
         .filter(|(_, s)| s.vip == service.vip)

@@ -259,7 +259,22 @@ pub async fn run_controller(
         "LvsNodeReports",
     )
     .reflect(report_writer)
-    .touched_objects();
+    .filter_map(|event| {
+        // A deleted report reaches the index marked as deleted: every object it named wakes.
+        future::ready(match event {
+            Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => Some(Ok(r)),
+            Ok(watcher::Event::Delete(mut r)) => {
+                r.metadata.deletion_timestamp.get_or_insert_with(|| {
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::now(),
+                    )
+                });
+                Some(Ok(r))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        })
+    });
 
     // Pools and namespaces change rarely, and a change may admit or refuse any object.
     let (pools, pool_writer) = reflector::store::<LvsAddressPool>();

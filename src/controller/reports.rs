@@ -45,8 +45,9 @@ impl Parsed {
 pub struct ReportIndex {
     /// For reading: the reports as the store holds them.
     read: Mutex<HashMap<String, Parsed>>,
-    /// For waking: each report as its last event carried it.
-    seen: Mutex<HashMap<String, ByObject>>,
+    /// For waking: a digest of each object's entries in each report as its last event carried
+    /// it (the store may already hold a newer version than the event being handled).
+    seen: Mutex<HashMap<String, HashMap<String, u64>>>,
 }
 
 impl ReportIndex {
@@ -83,15 +84,20 @@ impl ReportIndex {
     }
 
     /// The objects whose entries `report` (a new version of it, or its deletion) changed.
+    /// A report deleted (its watch event) comes with `deletionTimestamp` set.
     pub fn changed(&self, report: &LvsNodeReport) -> Vec<ObjectRef<LvsService>> {
-        let now = if report.metadata.deletion_timestamp.is_some() {
-            Arc::new(HashMap::new())
+        let now: HashMap<String, u64> = if report.metadata.deletion_timestamp.is_some() {
+            HashMap::new()
         } else {
-            Parsed::of(report).by_object
+            let parsed = Parsed::of(report).by_object;
+            (parsed.iter())
+                .map(|(id, entries)| (id.clone(), digest(entries)))
+                .collect()
         };
-        let before = {
-            let mut seen = self.seen.lock().expect("never poisoned");
-            seen.insert(report.name_any(), now.clone())
+        let mut seen = self.seen.lock().expect("never poisoned");
+        let before = match now.is_empty() {
+            true => seen.remove(&report.name_any()),
+            false => seen.insert(report.name_any(), now.clone()),
         }
         .unwrap_or_default();
         let mut ids: Vec<&String> = (now.iter())
@@ -108,6 +114,13 @@ impl ReportIndex {
             })
             .collect()
     }
+}
+
+fn digest(entries: &[Entry]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    entries.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]

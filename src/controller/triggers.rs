@@ -177,11 +177,11 @@ impl VipSiblings {
         };
         services
             .iter()
-            .filter(|o| (o.namespace().unwrap_or_default(), o.name_any()) != key)
             .filter(|o| {
                 let vip = o.effective_vip();
                 vip.is_some() && (vip == changed.effective_vip() || vip == before.as_deref())
             })
+            .filter(|o| (o.namespace().unwrap_or_default(), o.name_any()) != key)
             .map(|o| ObjectRef::from_obj(o.as_ref()))
             .collect()
     }
