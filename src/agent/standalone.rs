@@ -193,8 +193,9 @@ pub async fn resync<D: DataPlane>(
     if opts.role == Role::Backend && !opts.dry_run {
         // What would keep this machine from answering clients through each VIP.
         let after = &resynced.after;
+        let selfcheck = selfcheck::SelfCheck::new(after, &after.listeners);
         unready.extend(services.iter().filter_map(|s| {
-            let problem = selfcheck::verify(s, after, &after.listeners)?;
+            let problem = selfcheck.verify(s)?;
             Some(format!(
                 "{}: this real server cannot serve the VIP: {problem}",
                 s.id

@@ -21,48 +21,85 @@ pub fn verify(
     observed: &NodeState,
     listeners: &BTreeSet<Listener>,
 ) -> Option<String> {
-    let vip = service.vip;
-    if !observed.addresses.contains(&HostAddress::vip("lo", vip)) {
-        return Some(format!("the VIP {vip} is not on lo"));
+    SelfCheck::new(observed, listeners).verify(service)
+}
+
+/// The self-check of one node state, for many services: what is node-wide (the ARP behaviour
+/// of every interface) is read once, not once per service (a node that serves a thousand VIPs
+/// has a thousand addresses on `lo`).
+pub struct SelfCheck<'a> {
+    observed: &'a NodeState,
+    listeners: &'a BTreeSet<Listener>,
+    /// What lets an interface answer ARP for an IPv4 VIP on `lo`.
+    arp: Option<String>,
+}
+
+impl<'a> SelfCheck<'a> {
+    pub fn new(observed: &'a NodeState, listeners: &'a BTreeSet<Listener>) -> Self {
+        Self {
+            observed,
+            listeners,
+            arp: arp_problem(observed),
+        }
     }
-    if vip.is_ipv4() {
-        let interfaces: BTreeSet<&str> = observed
+
+    /// What is wrong with this node as a real server of `service`, or `None` when nothing is.
+    pub fn verify(&self, service: &VirtualService) -> Option<String> {
+        let vip = service.vip;
+        if !self
+            .observed
             .addresses
+            .contains(&HostAddress::vip("lo", vip))
+        {
+            return Some(format!("the VIP {vip} is not on lo"));
+        }
+        if vip.is_ipv4()
+            && let Some(problem) = &self.arp
+        {
+            return Some(problem.clone());
+        }
+        let missing: Vec<String> = service
+            .ports
             .iter()
-            .map(|a| a.ifname.as_str())
-            .filter(|i| *i != "lo")
+            .filter(|p| p.protocol != Protocol::Sctp)
+            .filter(|p| !listens(self.listeners, p.protocol, vip, p.port))
+            .map(|p| format!("{}/{}", p.port, p.protocol))
             .collect();
-        for ifname in interfaces {
-            for (name, least) in [("arp_ignore", 1), ("arp_announce", 2)] {
-                let value = |i: &str| {
-                    observed
-                        .sysctls
-                        .get(&format!("net.ipv4.conf.{i}.{name}"))
-                        .and_then(|v| v.parse::<u32>().ok())
-                        .unwrap_or(0)
-                };
-                let effective = value("all").max(value(ifname));
-                if effective < least {
-                    return Some(format!(
-                        "{name} is {effective} on {ifname} (the higher of all and {ifname}); it must be at least {least}, or {ifname} answers ARP for the VIP"
-                    ));
-                }
+        (!missing.is_empty()).then(|| {
+            format!(
+                "nothing listens on {} on the VIP or on every address",
+                missing.join(", ")
+            )
+        })
+    }
+}
+
+/// The first interface (besides `lo`) that would answer ARP for a VIP on `lo`, in words.
+fn arp_problem(observed: &NodeState) -> Option<String> {
+    let interfaces: BTreeSet<&str> = observed
+        .addresses
+        .iter()
+        .map(|a| a.ifname.as_str())
+        .filter(|i| *i != "lo")
+        .collect();
+    for ifname in interfaces {
+        for (name, least) in [("arp_ignore", 1), ("arp_announce", 2)] {
+            let value = |i: &str| {
+                observed
+                    .sysctls
+                    .get(&format!("net.ipv4.conf.{i}.{name}"))
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .unwrap_or(0)
+            };
+            let effective = value("all").max(value(ifname));
+            if effective < least {
+                return Some(format!(
+                    "{name} is {effective} on {ifname} (the higher of all and {ifname}); it must be at least {least}, or {ifname} answers ARP for the VIP"
+                ));
             }
         }
     }
-    let missing: Vec<String> = service
-        .ports
-        .iter()
-        .filter(|p| p.protocol != Protocol::Sctp)
-        .filter(|p| !listens(listeners, p.protocol, vip, p.port))
-        .map(|p| format!("{}/{}", p.port, p.protocol))
-        .collect();
-    (!missing.is_empty()).then(|| {
-        format!(
-            "nothing listens on {} on the VIP or on every address",
-            missing.join(", ")
-        )
-    })
+    None
 }
 
 /// Whether a socket of `protocol` listens on `vip:port` or on the wildcard of its family (an
@@ -86,35 +123,28 @@ pub fn parse_proc_net(protocol: Protocol, table: &str) -> Vec<Listener> {
         Protocol::Udp => "07",
         Protocol::Sctp => return Vec::new(),
     };
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let local = fields.nth(1)?;
-            let _remote = fields.next()?;
-            let state = fields.next()?;
-            (state == wanted_state).then_some(())?;
-            let (addr, port) = local.split_once(':')?;
-            let port = u16::from_str_radix(port, 16).ok()?;
-            Some((protocol, SocketAddr::new(proc_addr(addr)?, port)))
-        })
+    sockets(table, wanted_state)
+        .map(|(addr, port)| (protocol, SocketAddr::new(addr, port)))
         .collect()
 }
 
 /// The local addresses of the established connections of a `/proc/net/tcp` or `tcp6` table.
 pub fn parse_proc_net_established(table: &str) -> Vec<IpAddr> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let local = fields.nth(1)?;
-            let _remote = fields.next()?;
-            (fields.next()? == "01").then_some(())?;
-            proc_addr(local.split_once(':')?.0)
-        })
-        .collect()
+    sockets(table, "01").map(|(addr, _)| addr).collect()
+}
+
+/// The local address and port of each socket of a `/proc/net` table in state `state` (the
+/// kernel's state number in hex: `0A` listening, `01` established, `07` an unconnected UDP
+/// socket).
+fn sockets<'a>(table: &'a str, state: &'a str) -> impl Iterator<Item = (IpAddr, u16)> + 'a {
+    table.lines().skip(1).filter_map(move |line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1)?;
+        let _remote = fields.next()?;
+        (fields.next()? == state).then_some(())?;
+        let (addr, port) = local.split_once(':')?;
+        Some((proc_addr(addr)?, u16::from_str_radix(port, 16).ok()?))
+    })
 }
 
 /// `/proc/net` addresses are the kernel's `__be32` words printed as host-order hex: 8 digits for
