@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
-use kube::core::SelectorExt;
+use kube::core::{Selector, SelectorExt};
 
 use crate::api::{
     BackendStatus, LvsService, NodeRole, NodeStatus, RealServerCheck, TakeoverStatus, selector,
@@ -56,21 +56,63 @@ pub struct Roles {
     pub real_server: bool,
 }
 
-/// Whether the node may be a director of `obj`, and whether it is one of its real servers.
-pub fn roles(obj: &LvsService, service: &VirtualService, node: &NodeInfo) -> Roles {
-    // A selector we cannot read selects no node; the controller reports it on the object.
-    let director = selector::director_selector(obj).is_ok_and(|s| s.matches(&node.labels));
-    let real_server = backends_of(obj, service)
-        .iter()
-        .any(|b| node.addresses.contains(&b.addr))
-        || obj
-            .status
-            .iter()
+/// What the agent reads of one version of an object, derived once: at every resync a thousand
+/// objects would otherwise each be validated, and their selectors and real servers parsed, again.
+pub struct Derived {
+    /// How users see the object: `namespace/name`.
+    pub id: String,
+    /// The object validated; `None` when it is not valid.
+    pub service: Option<Arc<VirtualService>>,
+    /// Its real servers and the weights a director gives them ([`backends_of`]); none when it is
+    /// not valid.
+    pub backends: Vec<RealServer>,
+    /// The controller said no to this generation ([`rejected`]).
+    pub rejected: bool,
+    /// Its director selector; `None` when it cannot be read (it then selects no node; the
+    /// controller reports it on the object).
+    director: Option<Selector>,
+    /// The nodes the controller named as its real servers' nodes.
+    backend_nodes: Vec<String>,
+}
+
+impl Derived {
+    pub fn of(obj: &LvsService) -> Self {
+        let service = validate(obj).ok().map(Arc::new);
+        let backends = service
+            .as_ref()
+            .map(|s| backends_of(obj, s))
+            .unwrap_or_default();
+        let backend_nodes = (obj.status.iter())
             .flat_map(|s| &s.backends)
-            .any(|b| b.node.as_deref() == Some(node.name.as_str()));
-    Roles {
-        director,
-        real_server,
+            .filter_map(|b| b.node.clone())
+            .collect();
+        Self {
+            id: validate::object_ref(obj),
+            service,
+            backends,
+            rejected: rejected(obj),
+            director: selector::director_selector(obj).ok(),
+            backend_nodes,
+        }
+    }
+
+    /// Whether `node` may be a director of the object, and whether it is one of its real
+    /// servers: one of its InternalIPs is a real server, or the controller named it as one's node.
+    pub fn roles(&self, node: &NodeInfo) -> Roles {
+        let director = self
+            .director
+            .as_ref()
+            .is_some_and(|s| s.matches(&node.labels));
+        let real_server = self.service.is_some()
+            && (self
+                .backends
+                .iter()
+                .any(|b| node.addresses.contains(&b.addr))
+                || self.backend_nodes.contains(&node.name));
+        Roles {
+            director,
+            real_server,
+        }
     }
 }
 
@@ -126,17 +168,18 @@ pub fn rejected(obj: &LvsService) -> bool {
 
 /// Age order, then namespace/name: the order in which objects claim ports.
 pub fn by_age(objects: &mut [Arc<LvsService>]) {
-    objects.sort_by(|a, b| {
-        let ts = |o: &LvsService| o.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        ts(a)
-            .cmp(&ts(b))
-            .then_with(|| validate::object_ref(a).cmp(&validate::object_ref(b)))
+    objects.sort_by_cached_key(|o| {
+        let ts = o.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        (ts, validate::object_ref(o))
     });
 }
 
+/// How every VIP Lease's name begins.
+pub const LEASE_PREFIX: &str = "lvs-vip-";
+
 /// The Lease deciding which director holds `vip`.
 pub fn lease_name(vip: IpAddr) -> String {
-    format!("lvs-vip-{}", vip.to_string().replace(['.', ':'], "-"))
+    format!("{LEASE_PREFIX}{}", vip.to_string().replace(['.', ':'], "-"))
 }
 
 /// What a director reports of an object besides what the resync shows.
@@ -264,29 +307,27 @@ mod tests {
     fn a_node_labelled_director_directs_and_a_node_holding_a_backend_address_serves() {
         let o = web();
         assert_eq!(
-            roles(
-                &o,
-                &validate(&o).unwrap(),
-                &node(&[("lvs-operator.io/director", "true")], "10.10.24.10")
-            ),
+            Derived::of(&o).roles(&node(
+                &[("lvs-operator.io/director", "true")],
+                "10.10.24.10"
+            )),
             Roles {
                 director: true,
                 real_server: false
             }
         );
         assert_eq!(
-            roles(&o, &validate(&o).unwrap(), &node(&[], "10.10.24.22")),
+            Derived::of(&o).roles(&node(&[], "10.10.24.22")),
             Roles {
                 director: false,
                 real_server: true
             }
         );
         assert_eq!(
-            roles(
-                &o,
-                &validate(&o).unwrap(),
-                &node(&[("lvs-operator.io/director", "false")], "10.10.24.9")
-            ),
+            Derived::of(&o).roles(&node(
+                &[("lvs-operator.io/director", "false")],
+                "10.10.24.9"
+            )),
             Roles::default()
         );
     }
@@ -329,7 +370,7 @@ mod tests {
         let mut w1 = node(&[], "192.168.0.1");
         w1.name = "w1".into();
         assert!(
-            roles(&o, &validate(&o).unwrap(), &w1).real_server,
+            Derived::of(&o).roles(&w1).real_server,
             "named as the backend's node"
         );
     }

@@ -17,7 +17,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
-use super::roles::lease_name;
+use super::roles::{LEASE_PREFIX, lease_name};
 
 /// The VIP a Lease is for.
 pub const VIP_ANNOTATION: &str = "lvs-operator.io/vip";
@@ -48,6 +48,10 @@ pub async fn claim(client: &Client, namespace: &str, vip: IpAddr, node: &str) ->
 /// The VIP of a VIP Lease and the director it names. Leases of older agents, written without
 /// the annotation, are recognised by their name.
 pub fn holder(lease: &Lease, vips: &[IpAddr]) -> Option<(IpAddr, String)> {
+    // Most Leases here are heartbeats: recognised by their name before any VIP is formatted.
+    if !lease.name_any().starts_with(LEASE_PREFIX) {
+        return None;
+    }
     let holder = lease.spec.as_ref()?.holder_identity.clone()?;
     let vip = match lease.annotations().get(VIP_ANNOTATION) {
         Some(text) => text.parse().ok()?,

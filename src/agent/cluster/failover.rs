@@ -24,9 +24,13 @@ impl Agent {
     /// Where the other directors are (their heartbeat Leases) and who the API server says holds
     /// each VIP (the VIP Leases); and what this node publishes for them.
     pub(super) fn follow_peers(&mut self, node: &NodeInfo, objects: &[Object], roles: &[Roles]) {
+        // The VIPs this node may direct: the VIP Leases of the others are none of its business
+        // (a real server of a thousand VIPs would read a thousand Leases at every resync).
         let vips: Vec<IpAddr> = objects
             .iter()
-            .filter_map(|o| o.service.as_ref().map(|s| s.vip))
+            .zip(roles)
+            .filter(|(_, r)| r.director)
+            .filter_map(|(o, _)| o.service().map(|s| s.vip))
             .collect();
         let leases = self.leases.state();
         // Agents alive by their heartbeat Lease (renewed within three periods).
@@ -47,7 +51,9 @@ impl Agent {
             {
                 targets.push(addr);
             }
-            if let Some((vip, holder)) = vip_leases::holder(lease, &vips) {
+            if !vips.is_empty()
+                && let Some((vip, holder)) = vip_leases::holder(lease, &vips)
+            {
                 let alive = live.contains(&holder);
                 self.ha.set_lease(vip, Some(holder), alive);
             }
@@ -85,7 +91,7 @@ impl Agent {
             .iter()
             .zip(roles)
             .filter(|(_, r)| r.director)
-            .filter_map(|(o, _)| o.service.as_ref().map(|s| s.vip))
+            .filter_map(|(o, _)| o.service().map(|s| s.vip))
             .collect();
         let held = self.ha.decide(&vips);
         self.claimed.retain(|vip, _| held.contains(vip));
@@ -138,7 +144,7 @@ impl Agent {
         let mut ready = BTreeSet::new();
         let mut macs = BTreeMap::new();
         for (o, role) in objects.iter().zip(roles) {
-            let Some(s) = o.service.as_ref().filter(|_| role.director) else {
+            let Some(s) = o.service().filter(|_| role.director) else {
                 continue;
             };
             if r.desired.parts.contains_key(&s.id) && r.converged.failed.is_empty() {
@@ -183,7 +189,7 @@ impl Agent {
         };
         let mut watches: Vec<Watch> = Vec::new();
         for (o, role) in objects.iter().zip(roles) {
-            let Some(s) = o.service.as_ref().filter(|_| role.director) else {
+            let Some(s) = o.service().filter(|_| role.director) else {
                 continue;
             };
             if watches.iter().any(|w| w.vip == s.vip) {

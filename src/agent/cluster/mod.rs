@@ -26,7 +26,7 @@
 //! backoff. SIGTERM hands each VIP a ready standby can take over to it (the one exception to
 //! "a restart keeps the data plane"); the rest stays as it is.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +41,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::api::{LvsAddressPool, LvsService, Pools, pool, validate};
+use crate::api::{LvsAddressPool, LvsService, Pools, pool};
 use crate::core::{Admission, Assignment, DirectorRole, VirtualService, claims};
 use crate::ha::announcer::Announcer;
 use crate::ha::holders::Holders;
@@ -51,13 +51,13 @@ use super::checks::HealthChecks;
 use super::converge::{self, DataPlane, ProblemLog};
 use super::ledger::LedgerStore;
 use super::metrics::AgentMetrics;
-use super::roles::{NodeInfo, Roles, backends_of, by_age, rejected, roles};
+use super::roles::{Derived, NodeInfo, Roles, by_age};
 
 mod failover;
 mod report;
 mod watches;
 
-use watches::{lease_identity, reflect, reflect_some, service_identity};
+use watches::{Directed, every_change, lease_identity, reflect, service_identity};
 
 /// Settings of the in-cluster agent.
 #[derive(Debug, Clone)]
@@ -97,11 +97,13 @@ pub struct Failover {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Remembered {
     node: NodeInfo,
-    objects: Vec<LvsService>,
+    /// The objects as the store holds them (a copy every few seconds would cost more than the
+    /// resyncs it serves).
+    objects: Vec<Arc<LvsService>>,
     /// The address pools and the namespaces' labels; absent in a file from before pools existed,
     /// where every object counts as admitted (as that run programmed it).
     #[serde(default)]
-    pools: Option<Vec<LvsAddressPool>>,
+    pools: Option<Vec<Arc<LvsAddressPool>>>,
     #[serde(default)]
     namespaces: Option<BTreeMap<String, BTreeMap<String, String>>>,
 }
@@ -146,7 +148,8 @@ impl Gate {
 /// whether it may be programmed at all.
 struct Object {
     object: Arc<LvsService>,
-    service: Option<VirtualService>,
+    /// What is read of this version of it, validated.
+    derived: Arc<Derived>,
     /// Whether the pools let this node be one of its real servers.
     real_server_allowed: bool,
     /// Valid, admitted by an address pool, not being deleted, not rejected by the controller,
@@ -154,6 +157,13 @@ struct Object {
     /// older object claims (the controller's rule, applied here too, so that the loser never
     /// touches a node even before the controller has spoken).
     live: bool,
+}
+
+impl Object {
+    /// The object validated; `None` when it is not valid.
+    fn service(&self) -> Option<&VirtualService> {
+        self.derived.service.as_deref()
+    }
 }
 
 /// The agent of one node: what it watches, elects and reports, between resyncs.
@@ -196,6 +206,10 @@ struct Agent {
     heartbeat: Heartbeat,
     /// The health checks of the real servers of the objects this node directs.
     checks: HealthChecks,
+    /// What was derived from each object (by uid) at its resourceVersion.
+    derived: HashMap<String, (String, Arc<Derived>)>,
+    /// The objects this node may direct, for the watch to tell which changes matter here.
+    directed: Directed,
 }
 
 /// The heartbeat Lease's last renewal and the one in flight.
@@ -215,6 +229,12 @@ struct Renewal {
 
 /// How often at most the objects are copied beside the ledger (`objects.json`).
 const REMEMBER_EVERY: Duration = Duration::from_secs(10);
+
+/// Watch events this close behind the end of the last resync they woke are a burst: the resync
+/// waits twice as long for more each time, up to [`STORM_WAIT`].
+const STORM_GAP: Duration = Duration::from_secs(1);
+/// The longest a resync waits for more changes in a burst.
+const STORM_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a stopping agent waits for its last status report to be written.
 const LAST_REPORT: Duration = Duration::from_secs(2);
@@ -256,6 +276,9 @@ pub async fn run<D: DataPlane>(
     let mut handing_over: Option<Instant> = None;
     // How long the last resync took.
     let mut took = Duration::ZERO;
+    // The last resync a watch woke, and how long it waited for more changes.
+    let mut last_watched: Option<Instant> = None;
+    let mut storm = Duration::ZERO;
     loop {
         if let Some(step) = agent.checks.next_ramp_step() {
             wait = wait.min(step);
@@ -278,11 +301,19 @@ pub async fn run<D: DataPlane>(
                 handing_over = Some(Instant::now() + crate::ha::director::HANDOVER_TIMEOUT);
             }
         }
-        // Coalesce a burst of watch events into one resync: wait as long as the last resync
-        // took (so resyncs take at most half the time while a thousand objects change one by
-        // one), 5 ms at least and 250 ms at most. A peer or a check changing waits 5 ms.
+        // Coalesce a burst of watch events into one resync. The first change after a quiet
+        // spell waits as long as the last resync took (5 ms at least, 250 ms at most); while
+        // changes keep coming, each wait doubles, up to a second: a thousand objects changing
+        // one by one cost each node tens of resyncs, not a thousand. A peer or a check changing
+        // waits 5 ms.
         let coalesce = if watched {
-            took.clamp(Duration::from_millis(5), Duration::from_millis(250))
+            let storming = last_watched.is_some_and(|at: Instant| at.elapsed() < STORM_GAP);
+            storm = if storming {
+                (storm * 2).min(STORM_WAIT)
+            } else {
+                took.clamp(Duration::from_millis(5), Duration::from_millis(250))
+            };
+            storm
         } else {
             Duration::from_millis(5)
         };
@@ -290,6 +321,9 @@ pub async fn run<D: DataPlane>(
         let started = Instant::now();
         let ok = agent.resync(dp, store).await;
         took = started.elapsed();
+        if watched {
+            last_watched = Some(Instant::now());
+        }
         wait = retry.after(ok);
         agent.heartbeat_if_due();
         if let Some(deadline) = handing_over {
@@ -341,20 +375,22 @@ impl Agent {
         let health = crate::http::Health::default();
         let secure = opts.metrics_security.secure(&client, &opts.node)?;
         crate::http::serve(opts.metrics_addr, metrics.clone(), health.clone(), secure).await?;
-        let objects = reflect_some(
+        let directed = Directed::default();
+        let objects = reflect(
             Api::<LvsService>::all(client.clone()),
             watcher::Config::default(),
             "LvsServices",
             notify.clone(),
-            service_identity,
+            service_identity(directed.clone()),
         );
         let nodes = reflect(
             Api::<Node>::all(client.clone()),
             watcher::Config::default().fields(&format!("metadata.name={}", opts.node)),
             &format!("Node {}", opts.node),
             notify.clone(),
+            every_change,
         );
-        let leases = reflect_some(
+        let leases = reflect(
             Api::<Lease>::namespaced(client.clone(), &opts.lease_namespace),
             watcher::Config::default(),
             "Leases",
@@ -366,12 +402,14 @@ impl Agent {
             watcher::Config::default(),
             "LvsAddressPools",
             notify.clone(),
+            every_change,
         );
         let namespaces = reflect(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             watcher::Config::default(),
             "Namespaces",
             notify.clone(),
+            every_change,
         );
         let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
         {
@@ -424,6 +462,8 @@ impl Agent {
             problems: ProblemLog::default(),
             heartbeat: Heartbeat::default(),
             checks,
+            derived: HashMap::new(),
+            directed,
         })
     }
 
@@ -499,13 +539,14 @@ impl Agent {
         let node = self.node_info();
         let objects = self.objects_by_age(&node);
         let mut roles: Vec<Roles> = objects.iter().map(|o| self.roles_of(o, &node)).collect();
+        self.note_directed(&objects, &roles);
         if synced {
             self.follow_peers(&node, &objects, &roles);
         }
         let held = self.elect(&objects, &roles);
         // A VIP being handed over stays directed here until its standby claims it.
         for (o, r) in objects.iter().zip(&mut roles) {
-            if o.service.as_ref().is_some_and(|s| held.contains(&s.vip)) {
+            if o.service().is_some_and(|s| held.contains(&s.vip)) {
                 r.director = true;
             }
         }
@@ -513,7 +554,7 @@ impl Agent {
             .iter()
             .zip(&roles)
             .filter(|(_, r)| r.director)
-            .filter_map(|(o, _)| o.service.as_ref())
+            .filter_map(|(o, _)| o.service())
             .map(|s| (s.id.clone(), self.checks.admissions(&s.id)))
             .collect();
         let assignments = self.assignments(&objects, &roles, health, &held);
@@ -558,6 +599,18 @@ impl Agent {
         true
     }
 
+    /// Tells the LvsService watch which objects this node may direct now.
+    fn note_directed(&self, objects: &[Object], roles: &[Roles]) {
+        let now: HashSet<String> = (objects.iter().zip(roles))
+            .filter(|(_, r)| r.director)
+            .filter_map(|(o, _)| o.object.metadata.uid.clone())
+            .collect();
+        let same = *self.directed.read().expect("never poisoned") == now;
+        if !same {
+            *self.directed.write().expect("never poisoned") = now;
+        }
+    }
+
     fn synced(&self) -> bool {
         self.synced.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -590,8 +643,8 @@ impl Agent {
         self.remembered_at = Some(Instant::now());
         let now = Remembered {
             node: self.node_info(),
-            objects: self.objects.state().iter().map(|o| (**o).clone()).collect(),
-            pools: Some(self.pools.state().iter().map(|p| (**p).clone()).collect()),
+            objects: self.objects.state(),
+            pools: Some(self.pools.state()),
             namespaces: Some(self.namespace_labels()),
         };
         let same = self.remembered.as_ref().is_some_and(|r| {
@@ -633,7 +686,7 @@ impl Agent {
     fn gate(&self) -> Gate {
         match &self.remembered {
             Some(r) if !self.synced() => Gate {
-                pools: r.pools.as_ref().map(Pools::new),
+                pools: (r.pools.as_ref()).map(|p| Pools::new(p.iter().map(AsRef::as_ref))),
                 namespaces: r.namespaces.clone().unwrap_or_default(),
             },
             _ => Gate {
@@ -645,26 +698,27 @@ impl Agent {
 
     /// Every object, oldest first (the order in which objects claim ports), each validated once,
     /// with the pools and the conflict rule applied.
-    fn objects_by_age(&self, node: &NodeInfo) -> Vec<Object> {
+    fn objects_by_age(&mut self, node: &NodeInfo) -> Vec<Object> {
         let mut all = match &self.remembered {
-            Some(r) if !self.synced() => r.objects.iter().cloned().map(Arc::new).collect(),
+            Some(r) if !self.synced() => r.objects.clone(),
             _ => self.objects.state(),
         };
         by_age(&mut all);
         let gate = self.gate();
+        let mut known = std::mem::take(&mut self.derived);
         let mut objects: Vec<Object> = all
             .into_iter()
             .map(|object| {
-                let service = validate(&object).ok();
-                let admitted = service.as_ref().is_some_and(|s| gate.admits(&object, s));
+                let derived = derive(&mut known, &mut self.derived, &object);
+                let service = derived.service.as_deref();
+                let admitted = service.is_some_and(|s| gate.admits(&object, s));
                 let live =
-                    admitted && object.metadata.deletion_timestamp.is_none() && !rejected(&object);
-                let real_server_allowed = service
-                    .as_ref()
-                    .is_some_and(|s| gate.allows_real_server(&object, s, node));
+                    admitted && object.metadata.deletion_timestamp.is_none() && !derived.rejected;
+                let real_server_allowed =
+                    service.is_some_and(|s| gate.allows_real_server(&object, s, node));
                 Object {
                     object,
-                    service,
+                    derived,
                     real_server_allowed,
                     live,
                 }
@@ -674,7 +728,7 @@ impl Agent {
             .iter()
             .enumerate()
             .filter(|(_, o)| o.live)
-            .filter_map(|(i, o)| Some((i, o.service.as_ref()?)))
+            .filter_map(|(i, o)| Some((i, o.service()?)))
             .collect();
         let services: Vec<&VirtualService> = claimants.iter().map(|(_, s)| *s).collect();
         let losers: Vec<usize> = claimants
@@ -690,14 +744,12 @@ impl Agent {
     }
 
     fn roles_of(&self, o: &Object, node: &NodeInfo) -> Roles {
-        match &o.service {
-            Some(service) if o.live => {
-                let mut r = roles(&o.object, service, node);
-                r.real_server &= o.real_server_allowed;
-                r
-            }
-            _ => Roles::default(),
+        if !o.live {
+            return Roles::default();
         }
+        let mut r = o.derived.roles(node);
+        r.real_server &= o.real_server_allowed;
+        r
     }
 
     fn assignments<'a>(
@@ -712,10 +764,10 @@ impl Agent {
             .zip(roles)
             .filter(|(_, r)| r.director || r.real_server)
             .filter_map(|(o, r)| {
-                let service = o.service.as_ref()?;
+                let service = o.service()?;
                 Some(Assignment {
                     service,
-                    backends: backends_of(&o.object, service),
+                    backends: o.derived.backends.clone(),
                     director: r.director.then(|| DirectorRole {
                         holds_vip: held.contains(&service.vip),
                         interface: self.opts.interface.clone(),
@@ -726,4 +778,23 @@ impl Agent {
             })
             .collect()
     }
+}
+
+/// What `known` derived from `object` at its resourceVersion, or derived now; kept in `kept` for
+/// the next resync (objects gone since are dropped with what is left of `known`).
+fn derive(
+    known: &mut HashMap<String, (String, Arc<Derived>)>,
+    kept: &mut HashMap<String, (String, Arc<Derived>)>,
+    object: &LvsService,
+) -> Arc<Derived> {
+    let (Some(uid), Some(version)) = (&object.metadata.uid, &object.metadata.resource_version)
+    else {
+        return Arc::new(Derived::of(object));
+    };
+    let derived = match known.remove(uid) {
+        Some((v, d)) if v == *version => d,
+        _ => Arc::new(Derived::of(object)),
+    };
+    kept.insert(uid.clone(), (version.clone(), derived.clone()));
+    derived
 }

@@ -8,7 +8,8 @@
 //! takeover waits for no status write). The task writes the latest wish, skips what it already
 //! wrote, and retries every second while the API server refuses. A change after a quiet spell
 //! is written at once; a burst (a thousand objects applied together) is written when it pauses
-//! for half a second, so it costs a node two writes, not one per object.
+//! for three seconds (or every thirty while it goes on), so it costs a node a few writes, not
+//! one per object.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -59,12 +60,17 @@ pub(super) struct Reporter {
 /// How long the writer waits before trying again after the API server refused a write.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// How long a burst of changes must pause before it is written: a thousand objects applied at
-/// once make one write per node, not one per object.
-const QUIET: Duration = Duration::from_millis(500);
+/// A change this soon after the last write is part of a burst, written when the burst pauses;
+/// a change after a longer quiet spell is written at once.
+const STORM: Duration = Duration::from_secs(10);
+
+/// How long a burst of changes must pause before it is written: longer than a resync waits for
+/// more changes while they keep coming (a second), so that a thousand objects changing over a
+/// minute cost a node a few writes, not one per resync.
+const QUIET: Duration = Duration::from_secs(3);
 
 /// The longest a change waits while a burst goes on.
-const BURST: Duration = Duration::from_secs(10);
+const BURST: Duration = Duration::from_secs(30);
 
 /// Waits for the wishes to pause for [`QUIET`], or [`BURST`] at most. False when the agent is
 /// gone.
@@ -102,8 +108,8 @@ impl Reporter {
                     () = tokio::time::sleep(RETRY), if failing => {}
                 }
                 // A change after a quiet spell is written at once; one close behind a write
-                // starts a burst, written when it ends.
-                if last_write.is_some_and(|at| at.elapsed() < QUIET)
+                // is part of a burst, written when it pauses.
+                if last_write.is_some_and(|at| at.elapsed() < STORM)
                     && !settle(&mut rx).await
                 {
                     return;
@@ -234,15 +240,15 @@ impl Agent {
         foreign: &BTreeMap<IpAddr, Vec<String>>,
     ) {
         let mut wanted = Vec::with_capacity(objects.len());
+        let own_setup = selfcheck::SelfCheck::new(&r.after, &r.after.listeners);
         for (o, role) in objects.iter().zip(roles) {
-            let vip = o.service.as_ref().map(|s| s.vip);
+            let vip = o.service().map(|s| s.vip);
             let holds = vip.is_some_and(|v| self.ha.holds(v));
             let selfcheck = o
-                .service
-                .as_ref()
+                .service()
                 .filter(|_| role.real_server)
-                .and_then(|s| selfcheck::verify(s, &r.after, &r.after.listeners));
-            let checks = match &o.service {
+                .and_then(|s| own_setup.verify(s));
+            let checks = match o.service() {
                 Some(s) if role.director => {
                     passing_on_nodes_dropped(&o.object, self.checks.reports(&s.id))
                 }
@@ -279,7 +285,7 @@ impl Agent {
             // Not gone yet: keep the entry until the removal succeeds.
             let keep = entry.is_none() && !r.converged.failed.is_empty();
             wanted.push(Wanted {
-                id: crate::api::validate::object_ref(&o.object),
+                id: o.derived.id.clone(),
                 uid: o.object.metadata.uid.clone().unwrap_or_default(),
                 keep,
                 entry,
