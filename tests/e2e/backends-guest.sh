@@ -141,14 +141,9 @@ wait_until "rs4's ARP sysctls are back to 0 0" 20 arp_back
 expect_eq "rs4: arp_ignore arp_announce" "0 0" "$(arp_of rs4)"
 
 echo "=== backends 2. a Service's EndpointSlices: backendService web"
-$K apply -f - >/dev/null <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  clusterIP: None
-  ports: [{name: http, port: 80}]
----
+# The EndpointSlice web-a: rs1 ready, rs3 with the conditions given.
+slice_web_a() {
+	$K apply -f - >/dev/null <<YAML
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: web-a, labels: {kubernetes.io/service-name: web}}
@@ -156,8 +151,18 @@ addressType: IPv4
 ports: [{name: http, port: 80}]
 endpoints:
   - {addresses: [10.10.24.21], conditions: {ready: true}, nodeName: rs1}
-  - {addresses: [10.10.24.23], conditions: {ready: true}, nodeName: rs3}
+  - {addresses: [10.10.24.23], conditions: {$1}, nodeName: rs3}
 YAML
+}
+$K apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  clusterIP: None
+  ports: [{name: http, port: 80}]
+YAML
+slice_web_a "ready: true"
 $K apply -f - >/dev/null <<YAML
 apiVersion: lvs-operator.io/v1alpha1
 kind: LvsService
@@ -194,16 +199,7 @@ expect_eq "rs1, rs3 and rs4 answer; rs2 does not" "rs1 rs3 rs4" "$(echo "$got" |
 
 echo "--- rs3's endpoint turns terminating while a client is connected to it"
 check "a connection through $SVC_VIP:7000 reaches rs3" hold $SVC_VIP rs3
-$K apply -f - >/dev/null <<YAML
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-a, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: 80}]
-endpoints:
-  - {addresses: [10.10.24.21], conditions: {ready: true}, nodeName: rs1}
-  - {addresses: [10.10.24.23], conditions: {ready: false, serving: true, terminating: true}, nodeName: rs3}
-YAML
+slice_web_a "ready: false, serving: true, terminating: true"
 draining_rs3() { [ "$(jsonpath svc '{.status.backends[?(@.address=="10.10.24.23")].draining}')" = true ]; }
 wait_until "status.backends says rs3 drains" 30 draining_rs3
 wait_until "the director gives rs3 weight 0" 20 has_text "-a -t $SVC_VIP:7000 -r 10.10.24.23:7000 -g -w 0" ipvs -Sn

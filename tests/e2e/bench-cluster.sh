@@ -109,6 +109,7 @@ spec:
 YAML
 done >"$work/objects.yaml"
 reports_before=$(writes lvsnodereports)
+status_before=$(writes lvsservices)
 t0=$(now)
 kubectl apply --server-side -f "$work/objects.yaml" >/dev/null
 applied=$(since "$t0")
@@ -120,6 +121,7 @@ for _ in $(seq 600); do
 done
 all_ready=$(since "$t0")
 reports_create=$(( $(writes lvsnodereports) - reports_before ))
+status_create=$(( $(writes lvsservices) - status_before - OBJECTS ))
 echo "applied $OBJECTS LvsServices in ${applied} s; $ready Ready after ${all_ready} s"
 
 # One change burst: every object's scheduler, in one kubectl apply.
@@ -147,6 +149,12 @@ json.dump(o, open(sys.argv[1], "w"), indent=1)
 print(size, name)' "$work/largest-$1.json"
 }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_s() { # PID... -> CPU seconds (user + system) they used so far
+  local ticks t=0 p
+  ticks=$(getconf CLK_TCK)
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  awk -v t="$t" -v k="$ticks" 'BEGIN {printf "%.0f", t / k}'
+}
 agent_rss=$(for p in "${agent_pids[@]}"; do rss_kib "$p"; done | sort -n)
 read -r lvs_size lvs_name <<<"$(largest lvs)"
 read -r report_size report_name <<<"$(largest lvsnodereports)"
@@ -157,6 +165,8 @@ printf '%-58s %s\n' "measure" "value (target)"
 printf '%-58s %s\n' "apply -> all $OBJECTS Ready" "${all_ready} s (60 s)"
 printf '%-58s %s\n' "report writes while they were created, per node" \
   "$(awk -v w="$reports_create" -v n="$AGENTS" 'BEGIN {printf "%.1f", w / n}')"
+printf '%-58s %s\n' "controller status writes per object while they were created" \
+  "$(awk -v w="$status_create" -v n="$OBJECTS" 'BEGIN {printf "%.2f", w / n}')"
 printf '%-58s %s\n' "change burst (every scheduler) -> all Ready at generation 2" "${burst} s"
 printf '%-58s %s\n' "  report writes per node in that burst" \
   "$(awk -v w="$report_writes" -v n="$AGENTS" 'BEGIN {printf "%.1f", w / n}') (2)"
@@ -167,3 +177,5 @@ printf '%-58s %s\n' "largest LvsNodeReport ($report_name)" "$((report_size / 102
 printf '%-58s %s\n' "controller RSS" "$(( $(rss_kib "$controller") / 1024 )) MiB (128 MiB)"
 printf '%-58s %s\n' "agent RSS, median / max" \
   "$(( $(echo "$agent_rss" | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}') / 1024 )) / $(( $(echo "$agent_rss" | tail -n1) / 1024 )) MiB"
+printf '%-58s %s\n' "CPU seconds: API server / etcd / controller / all agents" \
+  "$(cpu_s "$(pgrep -f "kube-apiserver.*--secure-port=$E2E_APISERVER_PORT" | head -n1)") / $(cpu_s "$(pgrep -f "etcd .*--data-dir=$E2E_STATE/etcd" | head -n1)") / $(cpu_s "$controller") / $(cpu_s "${agent_pids[@]}")"
