@@ -194,49 +194,86 @@ impl Entry {
     }
 }
 
+/// The object (`namespace/name`) of a short entry.
+fn short_object(text: &str) -> Option<&str> {
+    let (object, _) = text.split(' ').next()?.rsplit_once('@')?;
+    Some(object)
+}
+
+/// Where an entry is in a report: which of its lists, at which index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    Service(usize),
+    RealServer(usize),
+    Director(usize),
+}
+
 impl LvsNodeReport {
     /// Every entry, with this report's node as each one's `node`.
     pub fn entries(&self) -> Vec<Entry> {
-        let node = self.metadata.name.clone().unwrap_or_default();
-        let sync = |status: &mut NodeStatus| {
+        let at = self.index().map(|(_, at)| at);
+        at.filter_map(|at| self.entry_at(at)).collect()
+    }
+
+    /// The object (`namespace/name`) of every entry, and where the entry is, without reading
+    /// the entries: a report of a thousand objects read whole for every change would be a
+    /// thousand entries built each time.
+    pub fn index(&self) -> impl Iterator<Item = (&str, At)> {
+        let full = (self.spec.services.iter().enumerate())
+            .map(|(i, s)| (s.object.as_str(), At::Service(i)));
+        let real_servers = (self.spec.real_servers.iter().enumerate())
+            .filter_map(|(i, e)| Some((short_object(e)?, At::RealServer(i))));
+        let directors = (self.spec.directors.iter().enumerate())
+            .filter_map(|(i, e)| Some((short_object(e)?, At::Director(i))));
+        full.chain(real_servers).chain(directors)
+    }
+
+    /// The entry at `at`, with this report's node as its `node`.
+    pub fn entry_at(&self, at: At) -> Option<Entry> {
+        let node = self.metadata.name.as_deref().unwrap_or_default();
+        let with_sync = |mut status: NodeStatus| {
             if status.roles.contains(&NodeRole::Director) && status.sync.is_empty() {
                 status.sync.clone_from(&self.spec.sync);
             }
+            status
         };
-        let full = self.spec.services.iter().map(|s| {
-            let mut status = NodeStatus {
-                node: node.clone(),
-                ..s.status.clone()
-            };
-            sync(&mut status);
-            Entry {
-                object: s.object.clone(),
-                uid: s.uid.clone(),
-                short: false,
-                status,
+        match at {
+            At::Service(i) => {
+                let s = self.spec.services.get(i)?;
+                Some(Entry {
+                    object: s.object.clone(),
+                    uid: s.uid.clone(),
+                    short: false,
+                    status: with_sync(NodeStatus {
+                        node: node.to_string(),
+                        ..s.status.clone()
+                    }),
+                })
             }
-        });
-        let real_server = NodeStatus {
-            roles: vec![NodeRole::Backend],
-            arp_verified: true,
-            ..Default::default()
-        };
-        let mut director = NodeStatus {
-            roles: vec![NodeRole::Director],
-            ..Default::default()
-        };
-        sync(&mut director);
-        let real_servers = (self.spec.real_servers.iter())
-            .filter_map(|e| Entry::parse(e, &node, real_server.clone(), &[]));
-        let directors = (self.spec.directors.iter())
-            .filter_map(|e| Entry::parse(e, &node, director.clone(), &self.spec.takeovers));
-        full.chain(real_servers).chain(directors).collect()
+            At::RealServer(i) => {
+                let real_server = NodeStatus {
+                    roles: vec![NodeRole::Backend],
+                    arp_verified: true,
+                    ..Default::default()
+                };
+                Entry::parse(self.spec.real_servers.get(i)?, node, real_server, &[])
+            }
+            At::Director(i) => {
+                let director = with_sync(NodeStatus {
+                    roles: vec![NodeRole::Director],
+                    ..Default::default()
+                });
+                let text = self.spec.directors.get(i)?;
+                Entry::parse(text, node, director, &self.spec.takeovers)
+            }
+        }
     }
 
     /// The entry for the object `object` (`namespace/name`) with `uid`.
     pub fn entry(&self, object: &str, uid: &str) -> Option<NodeStatus> {
-        let mut entries = self.entries().into_iter();
-        entries.find(|e| e.names(object, uid)).map(|e| e.status)
+        let mut at = self.index().filter(|(o, _)| *o == object);
+        let entry = at.find_map(|(_, at)| self.entry_at(at).filter(|e| e.names(object, uid)));
+        entry.map(|e| e.status)
     }
 }
 

@@ -12,35 +12,38 @@ use std::sync::{Arc, Mutex};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::report::Entry;
+use crate::api::report::{At, Entry};
 use crate::api::{LvsNodeReport, LvsService, NodeStatus};
 
-/// One report's entries by object (`namespace/name`).
-type ByObject = Arc<HashMap<String, Vec<Entry>>>;
-
-/// One report's entries as of one resourceVersion.
+/// Where one version of a report holds each object's entries, by a hash of the object's
+/// `namespace/name`: the entries themselves are read from the report when asked for (fifty
+/// reports of a thousand entries each, kept read, were most of the controller's memory).
 struct Parsed {
     version: Option<String>,
-    by_object: ByObject,
+    at: HashMap<u64, Vec<At>>,
 }
 
 impl Parsed {
     fn of(report: &LvsNodeReport) -> Self {
-        let mut by_object: HashMap<String, Vec<Entry>> = HashMap::new();
-        for entry in report.entries() {
-            by_object
-                .entry(entry.object.clone())
-                .or_default()
-                .push(entry);
+        let mut at: HashMap<u64, Vec<At>> = HashMap::new();
+        for (object, place) in report.index() {
+            at.entry(key(object)).or_default().push(place);
         }
         Self {
             version: report.resource_version(),
-            by_object: Arc::new(by_object),
+            at,
         }
     }
 }
 
-/// Reports parsed once per version, by node.
+fn key(object: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    object.hash(&mut h);
+    h.finish()
+}
+
+/// Reports indexed once per version, by node.
 #[derive(Default)]
 pub struct ReportIndex {
     /// For reading: the reports as the store holds them.
@@ -65,6 +68,7 @@ impl ReportIndex {
                 reports.iter().map(|r| r.name_any()).collect();
             read.retain(|name, _| names.contains(name));
         }
+        let wanted = key(object);
         let mut nodes = Vec::new();
         for report in reports {
             let parsed = read
@@ -73,11 +77,12 @@ impl ReportIndex {
             if parsed.version != report.resource_version() {
                 *parsed = Parsed::of(report);
             }
-            let entries = parsed.by_object.get(object).into_iter().flatten();
+            let places = parsed.at.get(&wanted).into_iter().flatten();
             nodes.extend(
-                entries
+                places
+                    .filter_map(|at| report.entry_at(*at))
                     .filter(|e| e.names(object, uid))
-                    .map(|e| e.status.clone()),
+                    .map(|e| e.status),
             );
         }
         nodes
@@ -86,14 +91,17 @@ impl ReportIndex {
     /// The objects whose entries `report` (a new version of it, or its deletion) changed.
     /// A report deleted (its watch event) comes with `deletionTimestamp` set.
     pub fn changed(&self, report: &LvsNodeReport) -> Vec<ObjectRef<LvsService>> {
-        let now: HashMap<String, u64> = if report.metadata.deletion_timestamp.is_some() {
-            HashMap::new()
-        } else {
-            let parsed = Parsed::of(report).by_object;
-            (parsed.iter())
-                .map(|(id, entries)| (id.clone(), digest(entries)))
-                .collect()
-        };
+        let mut now: HashMap<String, u64> = HashMap::new();
+        if report.metadata.deletion_timestamp.is_none() {
+            let mut by_object: HashMap<&str, Vec<Entry>> = HashMap::new();
+            for (object, at) in report.index() {
+                let entries = by_object.entry(object).or_default();
+                entries.extend(report.entry_at(at));
+            }
+            now = (by_object.into_iter())
+                .map(|(object, entries)| (object.to_string(), digest(&entries)))
+                .collect();
+        }
         let mut seen = self.seen.lock().expect("never poisoned");
         let before = match now.is_empty() {
             true => seen.remove(&report.name_any()),
