@@ -73,7 +73,13 @@ pub struct Resynced {
     pub after: NodeState,
     /// The firewall mark that probes of each real server through a VIP carry.
     pub marks: BTreeMap<IpAddr, MarkKey>,
+    /// The VIPs kept on `lo` while clients are still connected to them: the agent looks again
+    /// every [`LINGER_POLL`], so that each goes as soon as its clients are done.
+    pub lingering: Vec<IpAddr>,
 }
+
+/// How often a VIP that lingers on `lo` is looked at again.
+pub const LINGER_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How one resync runs.
 #[derive(Debug, Clone, Copy)]
@@ -158,6 +164,7 @@ pub async fn resync<D: DataPlane>(
             },
             after: observed,
             marks,
+            lingering,
         });
     }
     if ledger.intend(&plan.ops) || ledger != before {
@@ -178,6 +185,7 @@ pub async fn resync<D: DataPlane>(
         converged: Converged { plan, failed },
         after,
         marks,
+        lingering,
     })
 }
 

@@ -308,10 +308,12 @@ pub async fn run<D: DataPlane>(
     // Set once SIGTERM came and VIPs are being handed over: when to give up waiting.
     let mut handing_over: Option<Instant> = None;
     loop {
+        let mut lingering = false;
         let (ok, resynced) = match resync(dp, store, opts, &mut beside).await {
             Ok(outcome) => {
                 report(&outcome, opts.dry_run, &mut log);
                 metrics.record(&outcome.resynced);
+                lingering = !outcome.resynced.lingering.is_empty();
                 (outcome.ok(), true)
             }
             Err(e) => {
@@ -342,6 +344,9 @@ pub async fn run<D: DataPlane>(
             }
         }
         let mut wait = retry.after(resynced);
+        if lingering {
+            wait = wait.min(converge::LINGER_POLL);
+        }
         if let Some(step) = beside
             .checks
             .as_ref()

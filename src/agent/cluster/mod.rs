@@ -210,6 +210,8 @@ struct Agent {
     derived: HashMap<String, (String, Arc<Derived>)>,
     /// The objects this node may direct, for the watch to tell which changes matter here.
     directed: Directed,
+    /// A VIP lingers on `lo` while its clients finish: look again soon.
+    lingering: bool,
 }
 
 /// The heartbeat Lease's last renewal and the one in flight.
@@ -325,6 +327,9 @@ pub async fn run<D: DataPlane>(
             last_watched = Some(Instant::now());
         }
         wait = retry.after(ok);
+        if agent.lingering {
+            wait = wait.min(converge::LINGER_POLL);
+        }
         agent.heartbeat_if_due();
         if let Some(deadline) = handing_over {
             if agent.ha.handed_over() || Instant::now() >= deadline {
@@ -464,6 +469,7 @@ impl Agent {
             checks,
             derived: HashMap::new(),
             directed,
+            lingering: false,
         })
     }
 
@@ -579,6 +585,7 @@ impl Agent {
             }
         };
         self.metrics.record(&resynced);
+        self.lingering = !resynced.lingering.is_empty();
         self.health.set_ready(true);
         self.checks.follow(&assignments, &resynced);
         let macs = self.after_election(&objects, &roles, &resynced);

@@ -46,6 +46,8 @@ struct Wish {
     seq: u64,
     wanted: Vec<Wanted>,
     node_uid: Option<String>,
+    /// The agent is stopping: write it now, burst or not.
+    now: bool,
 }
 
 /// The task that writes this node's report.
@@ -80,7 +82,7 @@ async fn settle(rx: &mut watch::Receiver<Wish>) -> bool {
         match tokio::time::timeout(QUIET, rx.changed()).await {
             Err(_quiet) => return true,
             Ok(Err(_gone)) => return false,
-            Ok(Ok(())) if Instant::now() >= give_up => return true,
+            Ok(Ok(())) if Instant::now() >= give_up || rx.borrow().now => return true,
             Ok(Ok(())) => {}
         }
     }
@@ -110,11 +112,17 @@ impl Reporter {
                 // A change after a quiet spell is written at once; one close behind a write
                 // is part of a burst, written when it pauses.
                 if last_write.is_some_and(|at| at.elapsed() < STORM)
+                    && !rx.borrow().now
                     && !settle(&mut rx).await
                 {
                     return;
                 }
-                let Wish { seq, wanted: now, node_uid } = rx.borrow_and_update().clone();
+                let Wish {
+                    seq,
+                    wanted: now,
+                    node_uid,
+                    ..
+                } = rx.borrow_and_update().clone();
                 let services: Vec<ServiceReport> = now
                     .into_iter()
                     .filter_map(|w| {
@@ -183,6 +191,7 @@ impl Reporter {
 
     /// Waits (at most `limit`) until the latest wish is written: a stopping agent's last word.
     pub(super) async fn flush(&mut self, limit: Duration) {
+        self.wanted.send_modify(|wish| wish.now = true);
         let seq = self.wanted.borrow().seq;
         let caught_up = self.written.wait_for(|w| *w >= seq);
         if tokio::time::timeout(limit, caught_up).await.is_err() {
@@ -282,8 +291,12 @@ impl Agent {
                     .unwrap_or_default(),
             };
             let entry = node_status(&o.object, &self.opts.node, *role, r, director, selfcheck);
-            // Not gone yet: keep the entry until the removal succeeds.
-            let keep = entry.is_none() && !r.converged.failed.is_empty();
+            // Not gone yet: keep the entry until the removal succeeds, and, for an object being
+            // deleted, while its VIP lingers on lo for clients still connected (its finalizer
+            // waits for both).
+            let deleted = o.object.metadata.deletion_timestamp.is_some();
+            let lingers = deleted && o.service().is_some_and(|s| r.lingering.contains(&s.vip));
+            let keep = entry.is_none() && (!r.converged.failed.is_empty() || lingers);
             wanted.push(Wanted {
                 id: o.derived.id.clone(),
                 uid: o.object.metadata.uid.clone().unwrap_or_default(),
@@ -314,4 +327,66 @@ fn passing_on_nodes_dropped(
         .into_iter()
         .filter(|c| !c.healthy || !on_nodes.contains(c.address.as_str()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Request, Response};
+    use kube::client::Body;
+    use tower_test::mock;
+
+    /// An API server that answers every report write with what it was sent, and tells the
+    /// test when each write came.
+    fn api_server() -> (Client, tokio::sync::mpsc::UnboundedReceiver<Instant>) {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let bytes = request.into_body().collect_bytes().await.unwrap();
+                let _ = tx.send(Instant::now());
+                send.send_response(
+                    Response::builder()
+                        .body(Body::from(bytes.to_vec()))
+                        .unwrap(),
+                );
+            }
+        });
+        (Client::new(service, "default"), rx)
+    }
+
+    fn wish(generation: i64) -> Vec<Wanted> {
+        vec![Wanted {
+            id: "default/web".into(),
+            uid: "u1".into(),
+            keep: false,
+            entry: Some(NodeStatus {
+                node: "rs1".into(),
+                observed_generation: generation,
+                ..Default::default()
+            }),
+        }]
+    }
+
+    #[tokio::test]
+    async fn a_change_behind_a_write_waits_for_the_burst_to_pause_but_not_when_stopping() {
+        let (client, mut writes) = api_server();
+        let metrics = AgentMetrics::new(|_| {});
+        let mut reporter = Reporter::start(client, "rs1".into(), "test".into(), metrics);
+        reporter.want(wish(1), None);
+        let first = tokio::time::timeout(Duration::from_secs(2), writes.recv()).await;
+        assert!(first.is_ok(), "the first wish is written at once");
+        reporter.want(wish(2), None);
+        let soon = tokio::time::timeout(Duration::from_secs(1), writes.recv()).await;
+        assert!(
+            soon.is_err(),
+            "a change close behind a write waits for a pause"
+        );
+        let asked = Instant::now();
+        reporter.flush(Duration::from_secs(2)).await;
+        let written = writes
+            .try_recv()
+            .expect("flushed while the burst had not paused");
+        assert!(written - asked < QUIET, "written at once when stopping");
+    }
 }
