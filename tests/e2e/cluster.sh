@@ -13,9 +13,15 @@
 #   apiserver-stop / apiserver-start
 #            stop or start the apiserver alone, etcd and its data kept: an API
 #            outage as a control-plane restart makes one.
+#   controllers-start
+#            also run kube-controller-manager and kube-scheduler (make e2e-pods);
+#            stop stops them too.
+#   node-kubeconfig NAME FILE
+#            a kubelet's kubeconfig for the VM, as system:node:NAME.
 #
-# What is deliberately missing: there is no kube-controller-manager, scheduler
-# or kubelet. The apiserver itself creates the default/kube-system/kube-public
+# What is deliberately missing unless asked for (controllers-start, and the
+# kubelets that make e2e-pods runs in the VM): kube-controller-manager, scheduler,
+# kubelet. The apiserver itself creates the default/kube-system/kube-public
 # /kube-node-lease namespaces and the bootstrap RBAC roles, but nothing
 # creates per-namespace "default" ServiceAccounts, runs Deployments or
 # garbage-collects. Tests create the objects they need. Note that the
@@ -99,10 +105,10 @@ extendedKeyUsage=clientAuth"
   touch "$PKI/.complete"
 }
 
-# write_kubeconfig FILE SERVER : self-contained (certs inlined) so the file
-# can be copied into a VM or container on its own.
+# write_kubeconfig FILE SERVER [CERT] : self-contained (certs inlined) so the file
+# can be copied into a VM or container on its own; CERT names the client pair in $PKI (admin).
 write_kubeconfig() {
-  local b64="base64 -w0"
+  local b64="base64 -w0" cert=${3:-admin}
   cat > "$1" <<EOF
 apiVersion: v1
 kind: Config
@@ -114,8 +120,8 @@ clusters:
 users:
 - name: lvs-e2e-admin
   user:
-    client-certificate-data: $($b64 < "$PKI/admin.crt")
-    client-key-data: $($b64 < "$PKI/admin.key")
+    client-certificate-data: $($b64 < "$PKI/$cert.crt")
+    client-key-data: $($b64 < "$PKI/$cert.key")
 contexts:
 - name: lvs-e2e
   context:
@@ -247,13 +253,55 @@ start_apiserver() {
     --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range=10.96.0.0/16 \
     --allow-privileged=true \
+    --kubelet-preferred-address-types=InternalIP,Hostname \
+    --kubelet-client-certificate="$PKI/admin.crt" \
+    --kubelet-client-key="$PKI/admin.key" \
     --profiling=false \
     ${E2E_ADVERTISE_ADDRESS:+--advertise-address="$E2E_ADVERTISE_ADDRESS"} \
     --v=1
   wait_for kube-apiserver curl_api /readyz
 }
 
+# The rest of a control plane, for the pods of make e2e-pods: the controllers (Deployments,
+# DaemonSets, the kube-root-ca.crt ConfigMap every pod's token volume needs, node lifecycle)
+# and the scheduler, on this host next to the API server, as the admin, without serving ports.
+cmd_controllers_start() {
+  is_running kube-apiserver || die "kube-apiserver is not running"
+  "$HERE/tools.sh" node >/dev/null
+  if ! is_running kube-controller-manager; then
+    : > "$LOGS/kube-controller-manager.log"
+    log "starting kube-controller-manager"
+    launch kube-controller-manager \
+      --kubeconfig="$KUBECONFIG_FILE" \
+      --secure-port=0 \
+      --leader-elect=false \
+      --root-ca-file="$PKI/ca.crt" \
+      --service-account-private-key-file="$PKI/sa.key" \
+      --use-service-account-credentials=false \
+      --v=1
+  fi
+  if ! is_running kube-scheduler; then
+    : > "$LOGS/kube-scheduler.log"
+    log "starting kube-scheduler"
+    launch kube-scheduler --kubeconfig="$KUBECONFIG_FILE" --secure-port=0 --leader-elect=false --v=1
+  fi
+}
+
+# node-kubeconfig NAME FILE : a kubelet's identity (system:node:NAME in system:nodes, so the Node
+# authorizer and NodeRestriction apply), as a kubeconfig for the VM (https://10.0.2.2:PORT).
+cmd_node_kubeconfig() {
+  local name=$1 file=$2
+  ensure_pki
+  [[ -f "$PKI/node-$name.crt" ]] || gen_cert "node-$name" "/O=system:nodes/CN=system:node:$name" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+  chmod 600 "$PKI"/*.key
+  write_kubeconfig "$file" "https://10.0.2.2:$API_PORT" "node-$name"
+}
+
 cmd_stop() {
+  stop_one kube-scheduler
+  stop_one kube-controller-manager
   # apiserver first, so it does not spend its shutdown retrying a dead etcd.
   stop_one kube-apiserver
   stop_one etcd
@@ -287,7 +335,9 @@ case "${1:-}" in
   restart) cmd_stop; cmd_start ;;
   apiserver-stop) stop_one kube-apiserver ;;
   apiserver-start) is_running etcd || die "etcd is not running"; is_running kube-apiserver || start_apiserver ;;
+  controllers-start) cmd_controllers_start ;;
+  node-kubeconfig) [[ $# == 3 ]] || die "usage: $0 node-kubeconfig NAME FILE"; cmd_node_kubeconfig "$2" "$3" ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  *) echo "usage: $0 start|stop|restart|status|env|apiserver-stop|apiserver-start" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart|status|env|apiserver-stop|apiserver-start|controllers-start|node-kubeconfig" >&2; exit 2 ;;
 esac

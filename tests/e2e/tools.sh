@@ -15,7 +15,8 @@
 # version bump (edit tests/e2e/tools/*/go.mod) builds into a new directory
 # instead of silently reusing stale binaries.
 #
-# Usage: tests/e2e/tools.sh [all|kube|etcd|helm]...   (default: all)
+# Usage: tests/e2e/tools.sh [all|kube|node|etcd|helm]...   (default: all; node: kubelet,
+#        kube-controller-manager and kube-scheduler, which only make e2e-pods needs)
 # Prints the bin directory on its last line of stdout.
 # Env:   LVS_CACHE       cache root (default $HOME/.cache/lvs-operator)
 #        GO              go binary (default: go on PATH, else /usr/local/go/bin/go)
@@ -92,7 +93,8 @@ build_tool() {
   done
 }
 
-build_kube() {
+# kube_ldflags: upstream's version stamp for binaries of the k8s.io/kubernetes module.
+kube_ldflags() {
   local src="$TOOLS_SRC/kubernetes" v major minor date ldflags p
   v="$(mod_version "$src" k8s.io/kubernetes)"           # e.g. v1.34.4
   major="${v#v}"; major="${major%%.*}"
@@ -107,8 +109,28 @@ build_kube() {
     ldflags+=" -X $p.gitVersion=$v -X $p.gitMajor=$major -X $p.gitMinor=$minor"
     ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=$date"
   done
-  build_tool kubernetes "$src" "$v" "$ldflags" \
+  echo "$ldflags"
+}
+
+build_kube() {
+  local src="$TOOLS_SRC/kubernetes"
+  build_tool kubernetes "$src" "$(mod_version "$src" k8s.io/kubernetes)" "$(kube_ldflags)" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+}
+
+# The node side and the rest of the control plane, for the pods in the VM (make e2e-pods): the
+# same k8s.io/kubernetes version as the API server, pinned by a go.mod of their own so that their
+# larger dependency set never changes the API server's cache key.
+build_node() {
+  local src="$TOOLS_SRC/kubernetes-node" v
+  v="$(mod_version "$src" k8s.io/kubernetes)"
+  if [[ "$v" != "$(mod_version "$TOOLS_SRC/kubernetes" k8s.io/kubernetes)" ]]; then
+    log "tools/kubernetes-node pins k8s.io/kubernetes $v, tools/kubernetes another version"
+    exit 1
+  fi
+  build_tool kubernetes-node "$src" "$v" "$(kube_ldflags)" \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler
 }
 
 build_etcd() {
@@ -142,9 +164,10 @@ for t in "${targets[@]}"; do
   case "$t" in
     all)  build_etcd; build_kube; build_helm ;;
     kube|kubernetes) build_kube ;;
+    node) build_node ;;
     etcd) build_etcd ;;
     helm) build_helm ;;
-    *) echo "usage: $0 [all|kube|etcd|helm]..." >&2; exit 2 ;;
+    *) echo "usage: $0 [all|kube|node|etcd|helm]..." >&2; exit 2 ;;
   esac
 done
 
