@@ -18,13 +18,13 @@ ifneq ($(shell cat $(CHECKOUT_STAMP) 2>/dev/null),$(CURDIR))
 $(shell find $(CURDIR)/src $(CURDIR)/tests $(CURDIR)/examples -name '*.rs' -exec touch {} + 2>/dev/null; touch $(CURDIR)/Cargo.toml; mkdir -p $(CARGO_TARGET_DIR) && echo '$(CURDIR)' >$(CHECKOUT_STAMP))
 endif
 
-.PHONY: help test unit unit-root fuzz lint fmt crds check-crds helm-lint build release e2e-dataplane e2e-sync e2e tools demo bench bench-health bench-cluster
+.PHONY: help test unit unit-root fuzz lint fmt crds check-crds helm-lint build release e2e-dataplane e2e-sync e2e e2e-pods image tools demo bench bench-health bench-cluster
 
 help: ## This list.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
 test: ## Everything CI runs, each stage timed (tests/stages.sh).
-	@bash tests/stages.sh lint check-crds helm-lint unit unit-root e2e-dataplane e2e-sync e2e
+	@bash tests/stages.sh lint check-crds helm-lint unit unit-root e2e-dataplane e2e-sync e2e e2e-pods
 
 unit: ## cargo test: the core, validation, netlink codecs, controller logic.
 	cargo test --all-targets
@@ -75,6 +75,12 @@ e2e-sync: ## IPVS connection sync started by our netlink client: a standby direc
 
 e2e: release ## Controller and agents against a real kube-apiserver (and the VM).
 	bash tests/e2e/e2e.sh
+
+image: ## The image from the Dockerfile with buildah (local Debian bases), checked, saved for the nodes' runtimes.
+	bash tests/pods/image.sh
+
+e2e-pods: ## The chart as real pods: a kubelet and containerd per node in the VM, the seed scenario, a rolling update, uninstall.
+	bash tests/pods/e2e-pods.sh
 
 tools: ## Build and cache kube-apiserver, etcd, kubectl and helm from their Go modules.
 	bash tests/e2e/tools.sh

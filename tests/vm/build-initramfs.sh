@@ -74,7 +74,7 @@ REQUIRED_MODULES=(
 )
 OPTIONAL_MODULES=(
   ip_vs_twos ip_vs_ftp ipv6 sctp dummy ipip
-  nf_conntrack_netlink nf_nat nf_tables nft_chain_nat nft_masq
+  nf_conntrack_netlink nf_nat nf_tables nft_chain_nat nft_masq nft_nat overlay
 )
 
 build_base() {

@@ -111,10 +111,11 @@ topology_up() {
 # --net-user: qemu's user-mode NIC. 10.0.2.2 is the host's loopback as seen
 # from the guest (slirp), e.g. a kube-apiserver/kind/envtest on the host.
 net_user_up() {
-	# The only interface backed by a (PCI) device; dummy0, tunl0, veths... are virtual.
+	# The interface backed by a (PCI) device; dummy0, tunl0, veths... are virtual. Not the one
+	# run.sh --tap adds (its MAC is fixed).
 	_nic=
 	for _d in /sys/class/net/*; do
-		[ -e "$_d/device" ] && _nic=${_d##*/} && break
+		[ -e "$_d/device" ] && [ "$(cat "$_d/address")" != 52:54:00:0a:63:02 ] && _nic=${_d##*/} && break
 	done
 	[ -n "$_nic" ] || { echo "net_user_up: no NIC found"; return 1; }
 	[ "$_nic" = wan0 ] || ip link set "$_nic" name wan0

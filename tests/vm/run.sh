@@ -2,7 +2,10 @@
 # Boots Debian's cloud kernel in qemu with a busybox initramfs, sets up the
 # LVS-DR reference topology (see lib.sh) and runs GUEST_SCRIPT inside.
 #
-#   run.sh [--add HOSTPATH:GUESTPATH]... [--net-user] [--timeout SECS] GUEST_SCRIPT
+#   run.sh [--add HOSTPATH:GUESTPATH]... [--net-user] [--tap IFNAME] [--timeout SECS] GUEST_SCRIPT
+#
+# --tap IFNAME: a second NIC (MAC 52:54:00:0a:63:02) on the host's existing tap device IFNAME,
+# for traffic from the host into the VM (qemu's user-mode NIC only carries the guest's outbound).
 #
 # The serial console streams to stdout and to a log file; the exit code is the
 # guest script's (124 on timeout, 125 if the VM died without reporting).
@@ -10,7 +13,8 @@
 # Env: LVS_CACHE (cache root, default ~/.cache/lvs-operator), LVS_VM_REBUILD=1
 # (rebuild the cached base initramfs), LVS_VM_REFRESH=1 (re-resolve the kernel
 # from apt), LVS_VM_LOG (log file path), LVS_VM_ACCEL (default tcg: this
-# machine's KVM does not work nested), LVS_VM_APPEND (extra kernel cmdline).
+# machine's KVM does not work nested), LVS_VM_APPEND (extra kernel cmdline),
+# LVS_VM_MEM (MiB, default 2048).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,6 +32,7 @@ usage() {
 
 adds=()
 net_user=0
+tap=
 timeout_s=${LVS_VM_TIMEOUT:-300}
 script=
 while (($#)); do
@@ -38,6 +43,7 @@ while (($#)); do
       shift 2
       ;;
     --net-user) net_user=1; shift ;;
+    --tap) tap=$2; shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
     -h | --help) usage ;;
     -*) echo "run.sh: unknown option $1" >&2; usage ;;
@@ -88,13 +94,19 @@ if [[ $net_user == 1 ]]; then
   # shellcheck disable=SC2054 # commas are qemu option syntax
   net_args=(-netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile=)
 fi
+if [[ -n $tap ]]; then
+  [[ $net_user == 1 ]] || net_args=()
+  # shellcheck disable=SC2054 # commas are qemu option syntax
+  net_args+=(-netdev "tap,id=t0,ifname=$tap,script=no,downscript=no"
+    -device virtio-net-pci,netdev=t0,romfile=,mac=52:54:00:0a:63:02)
+fi
 
 # panic=-1 + -no-reboot: any guest crash ends qemu instead of hanging.
 # The sed drops CRs and the terminal-reset escapes SeaBIOS prints.
 # quiet/loglevel keep kernel chatter out of the test output (errors still show).
 set +e
 timeout -k 10 "$timeout_s" qemu-system-x86_64 \
-  -accel "${LVS_VM_ACCEL:-tcg}" -m 2048 -smp 2 \
+  -accel "${LVS_VM_ACCEL:-tcg}" -m "${LVS_VM_MEM:-2048}" -smp 2 \
   -nographic -no-reboot \
   -kernel "$kernel" -initrd "$work/initrd.img" \
   -append "console=ttyS0 quiet loglevel=3 panic=-1 ${LVS_VM_APPEND:-}" \
