@@ -92,6 +92,11 @@ done
 echo "nodes Ready $(elapsed) after the guest script started"
 $K get nodes -o wide
 
+echo "=== ip_vs unloaded: the director's agent pod has to modprobe it (the host's /lib/modules, read-only)"
+for m in $(lsmod | awk '$1 ~ /^ip_vs_/ {print $1}'); do rmmod "$m"; done
+rmmod ip_vs
+check "ip_vs is not loaded before the agents start" sh -c "! lsmod | grep -q '^ip_vs '"
+
 echo "=== helm install, as a user would: a namespace labelled for the privileged Pod Security level"
 $K create namespace lvs-operator
 $K label namespace lvs-operator pod-security.kubernetes.io/enforce=privileged
@@ -124,6 +129,7 @@ got=
 for i in 1 2 3 4 5 6; do got="$got $(http_get client "http://$VIP/" 2>&1)"; done
 echo "6 requests through the VIP ->$got"
 expect_eq "rs1, rs2 and rs3 answer through the VIP" "rs1 rs2 rs3" "$(echo $got | tr ' ' '\n' | sort -u | tr '\n' ' ' | sed 's/ $//')"
+check "ip_vs is loaded again (modprobe in the agent's container)" sh -c "lsmod | grep -q '^ip_vs '"
 agent_on() { $KN get pods -l app.kubernetes.io/component=agent --field-selector "spec.nodeName=$1" -o name | head -1; }
 dpod=$(agent_on director)
 $KN exec "${dpod#pod/}" -- ipvsadm -Ln >/run/logs/exec.out 2>&1
