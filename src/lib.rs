@@ -9,6 +9,7 @@ pub mod agent;
 pub mod api;
 pub mod controller;
 pub mod core;
+pub mod fingerprint;
 pub mod ha;
 pub mod health;
 pub mod heartbeat;

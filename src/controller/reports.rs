@@ -14,6 +14,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::api::report::{At, Entry};
 use crate::api::{LvsNodeReport, LvsService, NodeStatus};
+use crate::fingerprint::fingerprint;
 
 /// Where one version of a report holds each object's entries, by a hash of the object's
 /// `namespace/name`: the entries themselves are read from the report when asked for (fifty
@@ -37,10 +38,7 @@ impl Parsed {
 }
 
 fn key(object: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    object.hash(&mut h);
-    h.finish()
+    fingerprint(&object)
 }
 
 /// Reports indexed once per version, by node.
@@ -103,11 +101,7 @@ impl ReportIndex {
                 .collect();
         }
         let mut seen = self.seen.lock().expect("never poisoned");
-        let before = match now.is_empty() {
-            true => seen.remove(&report.name_any()),
-            false => seen.insert(report.name_any(), now.clone()),
-        }
-        .unwrap_or_default();
+        let before = seen.remove(&report.name_any()).unwrap_or_default();
         let mut ids: Vec<&String> = (now.iter())
             .filter(|(id, entries)| before.get(*id) != Some(entries))
             .map(|(id, _)| id)
@@ -115,20 +109,21 @@ impl ReportIndex {
             .collect();
         ids.sort();
         ids.dedup();
-        ids.into_iter()
+        let changed = (ids.into_iter())
             .filter_map(|id| {
                 let (ns, name) = id.split_once('/')?;
                 Some(ObjectRef::new(name).within(ns))
             })
-            .collect()
+            .collect();
+        if !now.is_empty() {
+            seen.insert(report.name_any(), now);
+        }
+        changed
     }
 }
 
 fn digest(entries: &[Entry]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    entries.hash(&mut h);
-    h.finish()
+    fingerprint(&entries)
 }
 
 #[cfg(test)]

@@ -17,9 +17,7 @@
 //! The controller's own watch wakes an LvsService for any change of itself, agents' status
 //! reports included; the reconciler keeps that from looping by writing only real changes.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
 use std::time::Duration;
@@ -35,6 +33,7 @@ use kube::runtime::watcher;
 
 use super::backends::SERVICE_NAME_LABEL;
 use crate::api::LvsService;
+use crate::fingerprint::fingerprint;
 
 /// A hash of what backend and director resolution reads from a Node.
 pub fn node_fingerprint(node: &Node) -> u64 {
@@ -44,11 +43,11 @@ pub fn node_fingerprint(node: &Node) -> u64 {
         .flat_map(|s| s.addresses.iter().flatten())
         .map(|a| (a.type_.as_str(), a.address.as_str()))
         .collect();
-    let mut h = DefaultHasher::new();
-    node.labels().hash(&mut h);
-    addresses.hash(&mut h);
-    node.metadata.deletion_timestamp.is_some().hash(&mut h);
-    h.finish()
+    fingerprint(&(
+        node.labels(),
+        addresses,
+        node.metadata.deletion_timestamp.is_some(),
+    ))
 }
 
 /// Passes on the Nodes whose fingerprint changed since last seen, and every deleted Node.

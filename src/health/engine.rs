@@ -7,7 +7,6 @@
 //! worker thread, and must not touch the verdict of the check that replaced it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +20,7 @@ use tracing::{info, warn};
 use super::metrics::{Metrics, Timer};
 use super::probe::{Network, Probe, probe_once};
 use super::{Check, Health, Tracker, Transition, Verdict};
+use crate::fingerprint::fingerprint;
 
 /// tokio's interval panics on a zero period; a zero interval is a caller's mistake, and this
 /// turns it into a busy check rather than a crash of the agent.
@@ -295,9 +295,7 @@ impl<P: Probe> Prober<P> {
 /// Where in `[0, START_SPREAD × period)` the check's first probe falls. Derived from the check
 /// rather than random, so a test's probes come at the same instants at every run.
 fn start_offset(check: &Check, period: Duration) -> Duration {
-    let mut hasher = DefaultHasher::new();
-    check.hash(&mut hasher);
-    let fraction = (hasher.finish() % 10_000) as f64 / 10_000.0;
+    let fraction = (fingerprint(check) % 10_000) as f64 / 10_000.0;
     period.mul_f64(START_SPREAD * fraction)
 }
 

@@ -10,7 +10,6 @@
 //! kubebuilder's).
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +24,8 @@ use kube::api::{Api, PostParams};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tracing::{debug, warn};
+
+use crate::fingerprint::fingerprint;
 
 /// How long a verdict on a token is kept.
 const ALLOWED_FOR: Duration = Duration::from_secs(60);
@@ -125,9 +126,7 @@ impl Authorizer {
         let Some(token) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
             return Verdict::Unauthenticated("a bearer token is required".into());
         };
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        token.hash(&mut hasher);
-        let key = hasher.finish();
+        let key = fingerprint(&token);
         if let Some((at, verdict)) = self.verdicts.lock().expect("never poisoned").get(&key) {
             let keep = if *verdict == Verdict::Allowed {
                 ALLOWED_FOR

@@ -13,6 +13,7 @@ use kube::{Api, ResourceExt};
 use tokio::sync::Notify;
 
 use crate::api::LvsService;
+use crate::fingerprint::fingerprint;
 
 /// Keeps a reflector store fed, waking the resync loop when `what_matters` of an object changed
 /// (every change when it says `None`: [`every_change`]), or the object was deleted.
@@ -80,27 +81,31 @@ pub(super) type Directed = Arc<RwLock<HashSet<String>>>;
 /// or the Node's labels), which then reads the store's latest weights.
 pub(super) fn service_identity(directed: Directed) -> impl Fn(&LvsService) -> Option<u64> {
     move |o| {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        o.metadata.uid.hash(&mut h);
-        o.metadata.generation.hash(&mut h);
-        o.metadata.deletion_timestamp.is_some().hash(&mut h);
         let directs = o
             .metadata
             .uid
             .as_ref()
             .is_some_and(|uid| directed.read().expect("never poisoned").contains(uid));
-        if let Some(status) = &o.status {
-            status.vip.hash(&mut h);
-            for b in &status.backends {
-                (&b.address, &b.node).hash(&mut h);
-                if directs {
-                    (b.weight, b.draining).hash(&mut h);
-                }
-            }
-        }
-        crate::agent::roles::rejected(o).hash(&mut h);
-        Some(h.finish())
+        let status = o.status.as_ref();
+        let backends: Vec<_> = status
+            .iter()
+            .flat_map(|s| &s.backends)
+            .map(|b| {
+                (
+                    &b.address,
+                    &b.node,
+                    directs.then_some((b.weight, b.draining)),
+                )
+            })
+            .collect();
+        Some(fingerprint(&(
+            &o.metadata.uid,
+            o.metadata.generation,
+            o.metadata.deletion_timestamp.is_some(),
+            status.map(|s| &s.vip),
+            backends,
+            crate::agent::roles::rejected(o),
+        )))
     }
 }
 
@@ -109,13 +114,8 @@ pub(super) fn service_identity(directed: Directed) -> impl Fn(&LvsService) -> Op
 /// the next periodic resync; fifty agents renewing would otherwise make each agent resync five
 /// times a second.
 pub(super) fn lease_identity(lease: &Lease) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    lease.labels().hash(&mut h);
-    lease.annotations().hash(&mut h);
     let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.as_ref());
-    holder.hash(&mut h);
-    Some(h.finish())
+    Some(fingerprint(&(lease.labels(), lease.annotations(), holder)))
 }
 
 #[cfg(test)]
