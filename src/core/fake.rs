@@ -2,7 +2,7 @@
 //! does to a [`NodeState`].
 
 use super::model::*;
-use super::plan::Op;
+use super::op::Op;
 
 /// The effect the kernel gives `op`, without its refusals (a fake never says no).
 pub fn apply_op(s: &mut NodeState, op: &Op) {

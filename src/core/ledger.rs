@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::model::*;
-use super::plan::Op;
+use super::op::Op;
 
 /// What this agent made, persisted across restarts so that a new agent adopts its own state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

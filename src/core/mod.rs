@@ -12,6 +12,7 @@ pub mod desired;
 pub mod health;
 pub mod ledger;
 pub mod model;
+pub mod op;
 pub mod plan;
 pub mod selfcheck;
 pub mod service;
@@ -24,7 +25,8 @@ pub use desired::{
 pub use health::{Admission, DEFAULT_MARKS, assign_marks, source_for};
 pub use ledger::{Drain, Intent, Ledger, SysctlRecord};
 pub use model::*;
-pub use plan::{Blocked, Op, Plan, covers, plan};
+pub use op::Op;
+pub use plan::{Blocked, Plan, covers, plan};
 pub use service::{HealthSpec, Port, Probe, RealServer, VirtualService};
 
 pub(crate) mod fake;

@@ -7,16 +7,16 @@
 //! worker thread, and must not touch the verdict of the check that replaced it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
+use super::board::{Board, Entry};
 use super::metrics::{Metrics, Timer};
 use super::probe::{Network, Probe, probe_once};
 use super::{Check, Health, Tracker, Transition, Verdict};
@@ -43,42 +43,6 @@ pub struct Engine<P: Probe = Network> {
     seen: AtomicU64,
 }
 
-/// The verdicts, shared by the engine, its probers and the gauge.
-#[derive(Debug)]
-pub(super) struct Board {
-    verdicts: Mutex<BTreeMap<Check, Entry>>,
-    /// Counts transitions, so `changed()` can tell whether one happened since it last returned.
-    version: watch::Sender<u64>,
-}
-
-#[derive(Debug)]
-struct Entry {
-    /// The prober that owns it.
-    prober: u64,
-    verdict: Verdict,
-}
-
-impl Board {
-    /// Calls `f` with every check and its verdict, under the lock.
-    pub(super) fn each(&self, mut f: impl FnMut(&Check, &Verdict)) {
-        for (check, entry) in self.verdicts.lock().expect("board lock").iter() {
-            f(check, &entry.verdict);
-        }
-    }
-
-    /// Records a transition of `prober`; false when its check was removed or replaced meanwhile.
-    fn publish(&self, check: &Check, prober: u64, verdict: Verdict) -> bool {
-        let mut verdicts = self.verdicts.lock().expect("board lock");
-        match verdicts.get_mut(check) {
-            Some(entry) if entry.prober == prober => entry.verdict = verdict,
-            _ => return false,
-        }
-        drop(verdicts);
-        self.version.send_modify(|v| *v += 1);
-        true
-    }
-}
-
 impl Engine<Network> {
     /// An engine probing over the network, its metrics registered in `metrics`.
     pub fn new(metrics: &mut Registry) -> Self {
@@ -89,10 +53,7 @@ impl Engine<Network> {
 impl<P: Probe> Engine<P> {
     /// An engine whose probes are `probe`'s: how tests script real servers.
     pub fn with_probe(metrics: &mut Registry, probe: P) -> Self {
-        let board = Arc::new(Board {
-            verdicts: Mutex::default(),
-            version: watch::Sender::new(0),
-        });
+        let board = Arc::new(Board::new());
         Self {
             probe: Arc::new(probe),
             metrics: Arc::new(Metrics::register(metrics, board.clone())),

@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::engine::Board;
+use super::board::Board;
 use super::{Check, CheckKind, Health};
 
 /// From a loopback connect (~0.1 ms lands in the first) to the longest sensible timeout.

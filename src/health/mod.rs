@@ -13,6 +13,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+mod board;
 mod engine;
 #[cfg(test)]
 mod engine_tests;
