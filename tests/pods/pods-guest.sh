@@ -152,6 +152,9 @@ echo "=== rolling update of the agents to a rebuilt image while a client loops o
 in_ns client sh -c "while :; do if timeout 3 wget -qO- http://$VIP/ >/dev/null 2>&1; then echo ok; else echo FAIL; fi; sleep 0.2; done" >/run/logs/loop.out 2>&1 &
 loop=$!
 old=$($KN get pods -l app.kubernetes.io/component=agent -o jsonpath='{range .items[*]}{.metadata.name}{" "}{end}')
+LEDGER=/nodes/director/var/lib/lvs-operator/ledger.json
+check "the director's ledger is on the node, in the agent's hostPath ($LEDGER)" test -s $LEDGER
+ledger_before=$(sha256sum <$LEDGER)
 r0=$(date +%s)
 $KN set image daemonset/lvs-operator-agent "agent=lvs-operator:$TAG-rebuilt"
 rolled() {
@@ -179,6 +182,7 @@ dpod=$(agent_on director)
 check "kubectl logs $dpod (the new director agent)" sh -c "$KN logs ${dpod#pod/} >/run/logs/new-agent.log 2>&1"
 expect_eq "the new director agent adopted the ledger on the node: it wrote nothing (no applied: line)" "" \
 	"$(grep 'applied:' /run/logs/new-agent.log)"
+expect_eq "the ledger on the node is the same file, byte for byte, after the rollout" "$ledger_before" "$(sha256sum <$LEDGER)"
 grep -i adopt /run/logs/new-agent.log | head -3
 
 echo "=== helm uninstall with the LvsService still present (README: the data plane stays)"
