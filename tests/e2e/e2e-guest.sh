@@ -142,6 +142,38 @@ for n in director rs1 rs2 rs3; do
 done
 wait_until "web is Ready again after the restarts" 30 is_ready web
 
+echo "=== an LvsService applied, then the director's agent restarted at once"
+# The agent keeps the objects it last listed beside its ledger (objects.json, for a restart while
+# the API server is away), written at most every 10 s. A restart must start from the newest
+# (SIGTERM writes it), and must wait for the lists before acting on an older one.
+stop_pidfile director
+start_agent director
+wait_until "the restarted director agent resyncs" 20 resynced_twice director
+$K apply -f - >/dev/null <<YAML
+apiVersion: lvs-operator.io/v1alpha1
+kind: LvsService
+metadata: {name: quick}
+spec:
+  vip: 10.10.24.89
+  ports: [{port: 80}]
+  backends: [{address: 10.10.24.21}]
+YAML
+quick_programmed() { ipvs -Sn | grep -qF -- "-A -t 10.10.24.89:80"; }
+wait_until "the director programs quick" 20 quick_programmed
+quick_held() { in_ns director $IP -o addr show dev eth0 | grep -qF "10.10.24.89/32"; }
+wait_until "the director holds quick's VIP" 20 quick_held
+from=$(($(wc -l </run/logs/director.log) + 1))
+stop_pidfile director
+start_agent director
+wait_until "the restarted director agent resyncs" 20 resynced_twice director
+sleep 3
+applied=$(tail -n +$from /run/logs/director.log | grep "applied:")
+expect_eq "the restarted agent changed nothing in the kernel (no applied: line)" "" "$applied"
+check "quick is still programmed" quick_programmed
+$K delete lvs quick >/dev/null
+quick_gone() { ! quick_programmed; }
+wait_until "deleting quick removes its service" 20 quick_gone
+
 echo "=== apply-to-programmed latency over 50 updates"
 in_ns director sh /lvs/latency.sh 50 /run/latencies
 sort -n /run/latencies >/run/latencies.sorted

@@ -137,6 +137,12 @@ struct Agent {
     remembered: Option<Remembered>,
     remembered_file: std::path::PathBuf,
     remembered_at: Option<Instant>,
+    /// The objects changed since `objects.json` was last written, which waits for
+    /// [`REMEMBER_EVERY`]: the loop wakes then to write it.
+    remember_pending: bool,
+    /// When this agent started: a memory is acted on only once the API server has had
+    /// [`LIST_GRACE`] to answer.
+    started: Instant,
     /// Set once the LvsServices, the Node and the Leases have been listed: before that an empty
     /// store means "not known yet", not "nothing to do", and a resync would remove everything.
     synced: Arc<std::sync::atomic::AtomicBool>,
@@ -174,6 +180,12 @@ struct Renewal {
 
 /// How often at most the objects are copied beside the ledger (`objects.json`).
 const REMEMBER_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a restarted agent waits for the API server's lists before it acts on what it
+/// remembers: the lists are the truth, and a memory up to [`REMEMBER_EVERY`] old (an object
+/// applied just before a `kill -9`) would remove what the object needs. Short, because while the
+/// API server is away the memory is what lets a restarted director take a VIP over.
+const LIST_GRACE: Duration = Duration::from_secs(2);
 
 /// Watch events this close behind the end of the last resync they woke are a burst: the resync
 /// waits twice as long for more each time, up to [`STORM_WAIT`].
@@ -231,6 +243,9 @@ pub async fn run<D: DataPlane>(
         if let Some(quiet) = agent.ha.next_wake() {
             wait = wait.min(quiet);
         }
+        if let Some(due) = agent.memory_due() {
+            wait = wait.min(due);
+        }
         let mut watched = false;
         tokio::select! {
             _ = notify.notified() => watched = true,
@@ -238,6 +253,7 @@ pub async fn run<D: DataPlane>(
             () = agent.ha.changed() => {}
             _ = tokio::time::sleep(wait) => {}
             () = &mut stop, if handing_over.is_none() => {
+                agent.remember_now();
                 if agent.ha.leave() == 0 {
                     info!("the data plane stays as it is");
                     agent.reporter.flush(LAST_REPORT).await;
@@ -404,6 +420,8 @@ impl Agent {
             remembered: None,
             remembered_file: std::path::PathBuf::new(),
             remembered_at: None,
+            remember_pending: false,
+            started: Instant::now(),
             synced,
             metrics,
             health,
@@ -465,9 +483,10 @@ impl Agent {
     /// itself failed (the kernel or the ledger), to retry sooner.
     async fn resync<D: DataPlane>(&mut self, dp: &mut D, store: &LedgerStore) -> bool {
         let synced = self.synced.load(std::sync::atomic::Ordering::Acquire);
-        if !synced && self.remembered.is_none() {
-            // Started while the API server is away, with nothing remembered: the kernel stays as
-            // the last run left it, except a VIP another director has taken since.
+        if !synced && (self.remembered.is_none() || self.started.elapsed() < LIST_GRACE) {
+            // Started while the API server is away (or before it answered), with nothing
+            // remembered or before the grace is over: the kernel stays as the last run left it,
+            // except a VIP another director has taken since.
             let held = self.ha.held();
             let released: BTreeSet<IpAddr> =
                 held.difference(&self.ha.decide(&held)).copied().collect();
@@ -583,13 +602,39 @@ impl Agent {
     /// Keeps the listed objects and Node beside the ledger when they changed, at most every
     /// [`REMEMBER_EVERY`]: with a thousand objects changing, a copy at every resync would cost more
     /// than the resync, and a restart without the API server can do with one a few seconds old.
+    /// A change inside that time is written when it is over ([`Self::memory_due`] wakes the loop).
     fn remember(&mut self) {
         if self
             .remembered_at
             .is_some_and(|at| at.elapsed() < REMEMBER_EVERY)
         {
+            self.remember_pending = true;
             return;
         }
+        self.remember_now();
+    }
+
+    /// When the loop has to wake: to write a pending `objects.json`, or to act on the memory at
+    /// the end of [`LIST_GRACE`] if the API server has not answered by then.
+    fn memory_due(&self) -> Option<Duration> {
+        let write = (self.remember_pending && self.synced())
+            .then(|| {
+                let at = self.remembered_at?;
+                Some(REMEMBER_EVERY.saturating_sub(at.elapsed()))
+            })
+            .flatten();
+        let grace = (!self.synced() && self.remembered.is_some())
+            .then(|| LIST_GRACE.saturating_sub(self.started.elapsed()) + Duration::from_millis(5));
+        write.into_iter().chain(grace).min()
+    }
+
+    /// Writes `objects.json` now if the lists changed since it was written: at every due time,
+    /// and when the agent stops, so that the next run starts from what this one last saw.
+    fn remember_now(&mut self) {
+        if !self.synced() {
+            return;
+        }
+        self.remember_pending = false;
         self.remembered_at = Some(Instant::now());
         let now = Remembered {
             node: self.node_info(),
