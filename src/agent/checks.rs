@@ -18,7 +18,7 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 
 use crate::api::RealServerCheck;
-use crate::core::{Admission, Assignment, Probe, interface_for, source_for};
+use crate::core::{Admission, Assignment, Probe, source_for};
 use crate::health::{Check, CheckKind, Engine, Health, Verdict, Via};
 use crate::ipvs::{DestKey, ServiceKey};
 
@@ -126,10 +126,10 @@ impl HealthChecks {
                 .interface
                 .clone()
                 .or_else(|| service.interface.clone())
-                .or_else(|| interface_for(service.vip, &resynced.after.addresses));
+                .or_else(|| resynced.lans.interface_for(service.vip));
             let source = ifname
                 .as_deref()
-                .and_then(|i| source_for(service.vip, i, &resynced.after.addresses));
+                .and_then(|i| source_for(service.vip, i, &resynced.lans));
             let ports: BTreeSet<u16> = service
                 .ports
                 .iter()

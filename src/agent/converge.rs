@@ -6,9 +6,9 @@ use std::future::Future;
 use std::net::IpAddr;
 
 use crate::core::{
-    Assignment, CHECKED_DIRECTOR_SYSCTLS, Desired, Intent, Ledger, MarkKey, NodeState, Op, Plan,
-    REAL_SERVER_SYSCTLS, ServiceKey, assign_marks, desired, hold_ejected, interface_for, linger,
-    plan, sync_daemons, wanted_marks, wanted_services,
+    Assignment, CHECKED_DIRECTOR_SYSCTLS, Desired, Intent, Lans, Ledger, MarkKey, NodeState, Op,
+    Plan, REAL_SERVER_SYSCTLS, ServiceKey, assign_marks, desired, hold_ejected, linger, plan,
+    sync_daemons, wanted_marks, wanted_services,
 };
 
 use super::ledger::LedgerStore;
@@ -76,6 +76,8 @@ pub struct Resynced {
     /// The VIPs kept on `lo` while clients are still connected to them: the agent looks again
     /// every [`LINGER_POLL`], so that each goes as soon as its clients are done.
     pub lingering: Vec<IpAddr>,
+    /// The subnets of `after`: which interface each VIP is on.
+    pub lans: Lans,
 }
 
 /// How often a VIP that lingers on `lo` is looked at again.
@@ -113,18 +115,11 @@ pub async fn resync<D: DataPlane>(
     let observed = dp.observe(&scope).await?;
     let (first, last) = settings.marks;
     let marks = assign_marks(&wanted_marks(assignments), &ledger, &observed, first..=last);
-    let mut desired = desired(
-        assignments,
-        &|vip| interface_for(vip, &observed.addresses),
-        &marks,
-    );
+    let lans = Lans::of(&observed.addresses);
+    let mut desired = desired(assignments, &|vip| lans.interface_for(vip), &marks);
     hold_ejected(&mut desired, assignments, &observed);
     if let Some(id) = settings.sync_id {
-        desired.state.daemons = sync_daemons(
-            assignments,
-            &|vip| interface_for(vip, &observed.addresses),
-            id,
-        );
+        desired.state.daemons = sync_daemons(assignments, &|vip| lans.interface_for(vip), id);
     }
     let before = ledger.clone();
     let lingering = linger(
@@ -165,6 +160,7 @@ pub async fn resync<D: DataPlane>(
             after: observed,
             marks,
             lingering,
+            lans,
         });
     }
     if ledger.intend(&plan.ops) || ledger != before {
@@ -175,10 +171,12 @@ pub async fn resync<D: DataPlane>(
     if ledger != before {
         store.save(&ledger)?;
     }
-    let after = if !settings.observe_after || plan.ops.is_empty() {
-        observed
+    let (after, lans) = if !settings.observe_after || plan.ops.is_empty() {
+        (observed, lans)
     } else {
-        dp.observe(&scope).await?
+        let after = dp.observe(&scope).await?;
+        let lans = Lans::of(&after.addresses);
+        (after, lans)
     };
     Ok(Resynced {
         desired,
@@ -186,6 +184,7 @@ pub async fn resync<D: DataPlane>(
         after,
         marks,
         lingering,
+        lans,
     })
 }
 

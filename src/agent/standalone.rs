@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 use crate::api::{manifest, validate};
-use crate::core::{Assignment, DirectorRole, VirtualService, interface_for, selfcheck};
+use crate::core::{Assignment, DirectorRole, VirtualService, selfcheck};
 use crate::ha::Ha;
 use crate::ha::announcer::Announcer;
 use crate::ha::holders::{Holders, Watch, format_mac};
@@ -162,7 +162,7 @@ pub async fn resync<D: DataPlane>(
             .collect();
         let ifname = opts.interface.clone().or_else(|| {
             let vip = services.first()?.vip;
-            interface_for(vip, &resynced.after.addresses)
+            resynced.lans.interface_for(vip)
         });
         ha.after_resync(
             ready,
@@ -179,7 +179,7 @@ pub async fn resync<D: DataPlane>(
             opts.interface
                 .clone()
                 .or_else(|| s.interface.clone())
-                .or_else(|| interface_for(s.vip, &resynced.after.addresses))
+                .or_else(|| resynced.lans.interface_for(s.vip))
         };
         unready.extend(second_holders(ha, holders, &services, interface_of));
     }

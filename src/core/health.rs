@@ -17,8 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
+use super::desired::Lans;
 use super::ledger::{Intent, Ledger};
-use super::model::{AF_INET, AF_INET6, HostAddress, MarkKey, NodeState, same_subnet};
+use super::model::{AF_INET, AF_INET6, MarkKey, NodeState, same_subnet};
 
 /// The marks the agent may use unless told otherwise (`--health-check-marks`): 0x4c56_0000 ("LV")
 /// and the 65,535 above it, far from the small marks firewalls and kube-proxy use.
@@ -119,13 +120,11 @@ fn family_of(addr: IpAddr) -> u16 {
 /// `vip` (a real server answers a probe there, never to the VIP it holds itself), else another
 /// of its addresses there. Never a link-local one: a probe bound to `fe80::…` without a scope
 /// cannot reach a real server's global address.
-pub fn source_for(vip: IpAddr, ifname: &str, addresses: &BTreeSet<HostAddress>) -> Option<IpAddr> {
-    let host = if vip.is_ipv4() { 32 } else { 128 };
+pub fn source_for(vip: IpAddr, ifname: &str, lans: &Lans) -> Option<IpAddr> {
     let own = || {
-        addresses
-            .iter()
+        (lans.addresses().iter())
             .filter(move |a| a.ifname == ifname && a.addr.is_ipv4() == vip.is_ipv4())
-            .filter(move |a| a.addr != vip && a.prefix_len < host && !link_local(a.addr))
+            .filter(move |a| a.addr != vip && !link_local(a.addr))
     };
     own()
         .filter(|a| same_subnet(a.addr, vip, a.prefix_len))
@@ -144,7 +143,7 @@ fn link_local(addr: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::MarkState;
+    use crate::core::{HostAddress, MarkState};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -264,6 +263,7 @@ mod tests {
             },
         ]
         .into();
+        let addrs = Lans::of(&addrs);
         assert_eq!(
             source_for(ip("10.10.24.88"), "eth0", &addrs),
             Some(ip("10.10.24.10"))

@@ -21,6 +21,8 @@ OBJECTS=${BENCH_OBJECTS:-1000}
 export E2E_STATE=${BENCH_STATE:-/tmp/lvs-bench}
 export E2E_APISERVER_PORT=17443 E2E_ETCD_PORT=13379 E2E_ETCD_PEER_PORT=13380
 work="$E2E_STATE/bench"
+# Agent i serves its metrics on 127.0.0.1:METRICS_BASE+i.
+METRICS_BASE=${BENCH_METRICS_BASE:-19000}
 
 [[ -x "$BIN" ]] || { echo "bench-cluster.sh: $BIN missing; run make release" >&2; exit 2; }
 bash "$HERE/tools.sh" >/dev/null
@@ -69,7 +71,7 @@ agent_pids=()
 for i in $(seq "$AGENTS"); do
   "$BIN" agent --node-name "bench-$i" --kubeconfig "$KUBECONFIG" --lease-namespace lvs-operator \
     --state-dir "$work/state-$i" --memory-data-plane "eth0=$(ip_of "$i")/16" \
-    --metrics-addr 127.0.0.1:0 --metrics-secure=false --peer-listen 127.0.0.1:0 \
+    --metrics-addr "127.0.0.1:$((METRICS_BASE + i))" --metrics-secure=false --peer-listen 127.0.0.1:0 \
     --resync-period 30s --log-level warn >"$work/agent-$i.log" 2>&1 &
   pids+=("$!")
   agent_pids+=("$!")
@@ -94,6 +96,29 @@ at_generation() { # GEN -> objects whose status observed GEN and are Ready
     grep -c "^$1 True$" || true
 }
 
+cpu_s() { # PID... -> CPU seconds (user + system) they used so far
+  local ticks t=0 p
+  ticks=$(getconf CLK_TCK)
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  awk -v t="$t" -v k="$ticks" 'BEGIN {printf "%.0f", t / k}'
+}
+apiserver=$(pgrep -f "kube-apiserver.*--secure-port=$E2E_APISERVER_PORT" | head -n1)
+etcd=$(pgrep -f "etcd .*--data-dir=$E2E_STATE/etcd" | head -n1)
+cpu_all() { # -> "API server / etcd / controller / agents" CPU seconds so far
+  echo "$(cpu_s "$apiserver") $(cpu_s "$etcd") $(cpu_s "$controller") $(cpu_s "${agent_pids[@]}")"
+}
+cpu_used() { # BEFORE AFTER -> the difference, as "a / b / c / d"
+  awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%d / %d / %d / %d", y[1] - x[1], y[2] - x[2], y[3] - x[3], y[4] - x[4]}'
+}
+resyncs() { # -> resyncs all agents have done so far
+  local i n=0 r
+  for i in $(seq "$AGENTS"); do
+    r=$(curl -s "http://127.0.0.1:$((METRICS_BASE + i))/metrics" | awk '$1 == "lvs_operator_agent_resyncs_total" {print $2}')
+    n=$((n + ${r:-0}))
+  done
+  echo "$n"
+}
+
 for i in $(seq "$OBJECTS"); do
   cat <<YAML
 apiVersion: lvs-operator.io/v1alpha1
@@ -110,6 +135,8 @@ YAML
 done >"$work/objects.yaml"
 reports_before=$(writes lvsnodereports)
 status_before=$(writes lvsservices)
+cpu0=$(cpu_all)
+resyncs0=$(resyncs)
 t0=$(now)
 kubectl apply --server-side -f "$work/objects.yaml" >/dev/null
 applied=$(since "$t0")
@@ -120,6 +147,8 @@ for _ in $(seq 600); do
   sleep 1
 done
 all_ready=$(since "$t0")
+cpu1=$(cpu_all)
+resyncs1=$(resyncs)
 reports_create=$(( $(writes lvsnodereports) - reports_before ))
 status_create=$(( $(writes lvsservices) - status_before - OBJECTS ))
 echo "applied $OBJECTS LvsServices in ${applied} s; $ready Ready after ${all_ready} s"
@@ -129,6 +158,8 @@ sleep 5
 reports_before=$(writes lvsnodereports)
 status_before=$(writes lvsservices)
 sed -i 's/scheduler: rr/scheduler: wrr/' "$work/objects.yaml"
+cpu2=$(cpu_all)
+resyncs2=$(resyncs)
 t1=$(now)
 kubectl apply --server-side -f "$work/objects.yaml" >/dev/null
 for _ in $(seq 600); do
@@ -136,6 +167,8 @@ for _ in $(seq 600); do
   sleep 1
 done
 burst=$(since "$t1")
+cpu3=$(cpu_all)
+resyncs3=$(resyncs)
 sleep 5
 report_writes=$(( $(writes lvsnodereports) - reports_before ))
 status_writes=$(( $(writes lvsservices) - status_before - OBJECTS ))
@@ -149,12 +182,6 @@ json.dump(o, open(sys.argv[1], "w"), indent=1)
 print(size, name)' "$work/largest-$1.json"
 }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-cpu_s() { # PID... -> CPU seconds (user + system) they used so far
-  local ticks t=0 p
-  ticks=$(getconf CLK_TCK)
-  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
-  awk -v t="$t" -v k="$ticks" 'BEGIN {printf "%.0f", t / k}'
-}
 agent_rss=$(for p in "${agent_pids[@]}"; do rss_kib "$p"; done | sort -n)
 read -r lvs_size lvs_name <<<"$(largest lvs)"
 read -r report_size report_name <<<"$(largest lvsnodereports)"
@@ -163,11 +190,15 @@ echo
 echo "=== bench-cluster: $AGENTS agents (in-memory data plane), $OBJECTS LvsServices selecting $((AGENTS - 1)) real servers each"
 printf '%-58s %s\n' "measure" "value (target)"
 printf '%-58s %s\n' "apply -> all $OBJECTS Ready" "${all_ready} s (60 s)"
+printf '%-58s %s\n' "  CPU seconds then: API server / etcd / controller / agents" "$(cpu_used "$cpu0" "$cpu1")"
+printf '%-58s %s\n' "  resyncs per agent then" "$(awk -v r=$((resyncs1 - resyncs0)) -v n="$AGENTS" 'BEGIN {printf "%.1f", r / n}')"
 printf '%-58s %s\n' "report writes while they were created, per node" \
   "$(awk -v w="$reports_create" -v n="$AGENTS" 'BEGIN {printf "%.1f", w / n}')"
 printf '%-58s %s\n' "controller status writes per object while they were created" \
   "$(awk -v w="$status_create" -v n="$OBJECTS" 'BEGIN {printf "%.2f", w / n}')"
 printf '%-58s %s\n' "change burst (every scheduler) -> all Ready at generation 2" "${burst} s"
+printf '%-58s %s\n' "  CPU seconds then: API server / etcd / controller / agents" "$(cpu_used "$cpu2" "$cpu3")"
+printf '%-58s %s\n' "  resyncs per agent then" "$(awk -v r=$((resyncs3 - resyncs2)) -v n="$AGENTS" 'BEGIN {printf "%.1f", r / n}')"
 printf '%-58s %s\n' "  report writes per node in that burst" \
   "$(awk -v w="$report_writes" -v n="$AGENTS" 'BEGIN {printf "%.1f", w / n}') (2)"
 printf '%-58s %s\n' "  controller status writes per object in that burst" \

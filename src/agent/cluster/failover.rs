@@ -13,7 +13,7 @@ use super::{Agent, Object};
 use crate::agent::converge::Resynced;
 use crate::agent::roles::{NodeInfo, Roles};
 use crate::agent::vip_leases;
-use crate::core::{VirtualService, interface_for};
+use crate::core::VirtualService;
 use crate::ha::holders::{Watch, format_mac};
 
 /// A director takes a VIP Lease at most this often while another holder stays named: the API
@@ -173,7 +173,7 @@ impl Agent {
             .interface
             .clone()
             .or_else(|| s.interface.clone())
-            .or_else(|| interface_for(s.vip, &r.after.addresses))
+            .or_else(|| r.lans.interface_for(s.vip))
     }
 
     /// Hands the holder probes the VIPs this node directs; the foreign holders of each, named
