@@ -40,14 +40,17 @@ pub struct LvsServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_summary: Option<String>,
 
-    /// Every resolved real server and its state.
+    /// Every resolved real server and its state. Atomic: the controller, its one writer, sends
+    /// the whole list each time, and the object's managedFields then name the list, not each of
+    /// its fields (with fifty real servers, that had doubled the object every agent decodes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["address".into()]))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub backends: Vec<BackendStatus>,
 
     /// Every director candidate: the active one, the standbys and those that do not report.
+    /// Atomic, as `backends`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["node".into()]))]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub directors: Vec<DirectorStatus>,
 
     /// The nodes that lag or fail for this object, at most ten, by name: not reporting, not at

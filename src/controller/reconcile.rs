@@ -502,8 +502,8 @@ fn resolve(
     Ok((acceptance, backends, expected))
 }
 
-/// Server-side apply of the controller's fields of the status (`nodes` is never sent, so the
-/// agents' entries stay theirs).
+/// Server-side apply of the controller's fields of the status (`nodes` is never sent: entries
+/// agents of an older release wrote there stay theirs).
 async fn patch_status(
     api: &Api<LvsService>,
     object: &LvsService,

@@ -162,6 +162,7 @@ cpu2=$(cpu_all)
 resyncs2=$(resyncs)
 t1=$(now)
 kubectl apply --server-side -f "$work/objects.yaml" >/dev/null
+burst_applied=$(since "$t1")
 for _ in $(seq 600); do
   [[ $(at_generation 2) -ge $OBJECTS ]] && break
   sleep 1
@@ -173,8 +174,8 @@ sleep 5
 report_writes=$(( $(writes lvsnodereports) - reports_before ))
 status_writes=$(( $(writes lvsservices) - status_before - OBJECTS ))
 
-largest() { # KIND -> bytes of the largest object as compact JSON, and its name (kept in $work)
-  kubectl get "$1" -A -o json | python3 -c '
+largest() { # KIND -> bytes of the largest object as compact JSON (as stored: with its managedFields), and its name (kept in $work)
+  kubectl get "$1" -A -o json --show-managed-fields | python3 -c '
 import json, sys
 items = json.load(sys.stdin)["items"]
 size, name, o = max((len(json.dumps(o, separators=(",", ":"))), o["metadata"]["name"], o) for o in items)
@@ -190,6 +191,7 @@ echo
 echo "=== bench-cluster: $AGENTS agents (in-memory data plane), $OBJECTS LvsServices selecting $((AGENTS - 1)) real servers each"
 printf '%-58s %s\n' "measure" "value (target)"
 printf '%-58s %s\n' "apply -> all $OBJECTS Ready" "${all_ready} s (60 s)"
+printf '%-58s %s\n' "  of which kubectl apply" "${applied} s"
 printf '%-58s %s\n' "  CPU seconds then: API server / etcd / controller / agents" "$(cpu_used "$cpu0" "$cpu1")"
 printf '%-58s %s\n' "  resyncs per agent then" "$(awk -v r=$((resyncs1 - resyncs0)) -v n="$AGENTS" 'BEGIN {printf "%.1f", r / n}')"
 printf '%-58s %s\n' "report writes while they were created, per node" \
@@ -197,6 +199,7 @@ printf '%-58s %s\n' "report writes while they were created, per node" \
 printf '%-58s %s\n' "controller status writes per object while they were created" \
   "$(awk -v w="$status_create" -v n="$OBJECTS" 'BEGIN {printf "%.2f", w / n}')"
 printf '%-58s %s\n' "change burst (every scheduler) -> all Ready at generation 2" "${burst} s"
+printf '%-58s %s\n' "  of which kubectl apply" "${burst_applied} s"
 printf '%-58s %s\n' "  CPU seconds then: API server / etcd / controller / agents" "$(cpu_used "$cpu2" "$cpu3")"
 printf '%-58s %s\n' "  resyncs per agent then" "$(awk -v r=$((resyncs3 - resyncs2)) -v n="$AGENTS" 'BEGIN {printf "%.1f", r / n}')"
 printf '%-58s %s\n' "  report writes per node in that burst" \
