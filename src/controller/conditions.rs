@@ -760,6 +760,36 @@ pub fn differs(old: &LvsServiceStatus, new: &LvsServiceStatus) -> bool {
         || ours(&old.conditions) != ours(&new.conditions)
 }
 
+/// Whether two statuses say the same thing, and differ only in how far the nodes have come: the
+/// same generation, VIP, director (or a first one), directors' roles, ports and conditions (type,
+/// status, reason), with other counts, messages or real servers' states. [`crate::controller`] holds such a change
+/// back a moment, so that fifty nodes reporting one after another rewrite an object once, not
+/// once each.
+pub fn same_verdict(old: &LvsServiceStatus, new: &LvsServiceStatus) -> bool {
+    fn verdict(conditions: &[Condition]) -> BTreeMap<&str, (&str, &str, Option<i64>)> {
+        (conditions.iter())
+            .filter(|c| CONDITION_TYPES.contains(&c.type_.as_str()))
+            .map(|c| {
+                let verdict = (c.status.as_str(), c.reason.as_str(), c.observed_generation);
+                (c.type_.as_str(), verdict)
+            })
+            .collect()
+    }
+    fn roles(s: &LvsServiceStatus) -> Vec<(&str, &str)> {
+        (s.directors.iter())
+            .map(|d| (d.node.as_str(), d.state.as_str()))
+            .collect()
+    }
+    // The first director to report is progress too (its real servers' reports follow within
+    // the moment); a director that changes is a failover, written at once.
+    old.observed_generation == new.observed_generation
+        && old.vip == new.vip
+        && (old.director.is_none() || old.director == new.director)
+        && old.ports == new.ports
+        && (old.directors.is_empty() || roles(old) == roles(new))
+        && verdict(&old.conditions) == verdict(&new.conditions)
+}
+
 /// The condition of `type_`, if set.
 pub fn find<'a>(status: &'a LvsServiceStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)

@@ -29,7 +29,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::backends::{ExpectedNodes, expected_nodes, resolve_backends};
-use super::conditions::{Acceptance, SourceProblem, StatusInput, compute, differs};
+use super::conditions::{Acceptance, SourceProblem, StatusInput, compute, differs, same_verdict};
 use super::conflicts::find_conflict;
 use super::error::{Error, Result};
 use super::events::transitions;
@@ -47,6 +47,12 @@ pub const FIELD_MANAGER: &str = "lvs-operator-controller";
 
 /// How often a settled object is looked at again with no event.
 const RESYNC: Duration = Duration::from_secs(300);
+
+/// How long a status change that is progress only (more nodes at the current generation, a real
+/// server's state, counts) waits for more before it is written. Agents write their reports one
+/// after another; without this, each report rewrote each object, and every write reaches every
+/// agent's watch. A change of verdict (a condition, the director, the generation) goes at once.
+const HOLD: Duration = Duration::from_secs(5);
 /// A conflicting object is looked at sooner: the winner's deletion may reach our cache after the
 /// event that requeued the loser.
 const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
@@ -108,6 +114,8 @@ pub struct Context {
     /// The VIPs this controller allocated, until the object is gone: two objects reconciled at
     /// once never get the same address, even before either status shows it.
     allocations: Mutex<HashMap<ObjectRef<LvsService>, IpAddr>>,
+    /// Since when each object's status has had progress to write that [`HOLD`] keeps back.
+    held: Mutex<HashMap<ObjectRef<LvsService>, Instant>>,
     /// The agents' reports, parsed once per version; shared with the trigger they wake by.
     pub reports: Arc<ReportIndex>,
     /// Events across all objects: a node going silent under a thousand objects is a thousand
@@ -163,6 +171,7 @@ impl Context {
             failures: Mutex::default(),
             warnings: Mutex::default(),
             allocations: Mutex::default(),
+            held: Mutex::default(),
             reports: Arc::default(),
             events: Mutex::new(TokenBucket::full()),
         }
@@ -198,6 +207,30 @@ impl Context {
     fn release(&self, object: &LvsService) {
         let me = ObjectRef::from_obj(object);
         self.allocations.lock().expect("never poisoned").remove(&me);
+        self.held.lock().expect("never poisoned").remove(&me);
+    }
+
+    /// How much longer a status change that is progress only ([`same_verdict`]) waits: [`HOLD`]
+    /// from the first such change not written; `None` once it is due, or for a change of verdict
+    /// (written at once).
+    fn hold(
+        &self,
+        object: &LvsService,
+        old: &LvsServiceStatus,
+        new: &LvsServiceStatus,
+    ) -> Option<Duration> {
+        let me = ObjectRef::from_obj(object);
+        let mut held = self.held.lock().expect("never poisoned");
+        if !same_verdict(old, new) {
+            held.remove(&me);
+            return None;
+        }
+        let since = *held.entry(me.clone()).or_insert_with(Instant::now);
+        let left = HOLD.checked_sub(since.elapsed()).filter(|l| !l.is_zero());
+        if left.is_none() {
+            held.remove(&me);
+        }
+        left
     }
 
     /// Whether a Warning may be published now: not when the same one went out less than
@@ -392,6 +425,15 @@ async fn apply(object: &LvsService, ctx: &Context, api: &Api<LvsService>) -> Res
     let (new, issues) = compute(object, &input);
     let old = object.status.clone().unwrap_or_default();
     if differs(&old, &new) || stored_vip != new.vip {
+        if stored_vip == new.vip
+            && let Some(left) = ctx.hold(object, &old, &new)
+        {
+            return Ok(Action::requeue(left));
+        }
+        ctx.held
+            .lock()
+            .expect("never poisoned")
+            .remove(&ObjectRef::from_obj(object));
         info!(object = %name, summary = ?new.backend_summary, director = ?new.director, "applying status");
         patch_status(api, object, &new).await?;
         for event in transitions(&old, &new, &issues) {

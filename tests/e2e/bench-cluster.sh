@@ -64,7 +64,7 @@ for i in $(seq "$AGENTS"); do
 done
 
 "$BIN" controller --kubeconfig "$KUBECONFIG" --leader-election=false --lease-namespace lvs-operator \
-  --metrics-addr 127.0.0.1:0 --metrics-secure=false --log-level warn >"$work/controller.log" 2>&1 &
+  --metrics-addr 127.0.0.1:0 --metrics-secure=false --log-level "${BENCH_CONTROLLER_LOG:-warn}" >"$work/controller.log" 2>&1 &
 controller=$!
 pids+=("$controller")
 agent_pids=()
@@ -82,9 +82,9 @@ for _ in $(seq 120); do
 done
 echo "$AGENTS agents and the controller up ($(kubectl -n lvs-operator get leases --no-headers | grep -c lvs-agent-) heartbeat Leases)"
 
-writes() { # RESOURCE -> write requests the API server has served for it so far
-  kubectl get --raw /metrics | awk -v r="resource=\"$1\"" '
-    /^apiserver_request_total\{/ && index($0, r) && $0 ~ /verb="(APPLY|PATCH|UPDATE|CREATE|POST|PUT)"/ {s += $NF}
+writes() { # RESOURCE [SUBRESOURCE] -> write requests the API server has served for it so far
+  kubectl get --raw /metrics | awk -v r="resource=\"$1\"" -v sr="subresource=\"${2:-}\"" '
+    /^apiserver_request_total\{/ && index($0, r) && index($0, sr) && $0 ~ /verb="(APPLY|PATCH|UPDATE|CREATE|POST|PUT)"/ {s += $NF}
     END {printf "%d", s}'
 }
 ready_count() {
@@ -134,7 +134,7 @@ spec:
 YAML
 done >"$work/objects.yaml"
 reports_before=$(writes lvsnodereports)
-status_before=$(writes lvsservices)
+status_before=$(writes lvsservices status)
 cpu0=$(cpu_all)
 resyncs0=$(resyncs)
 t0=$(now)
@@ -150,13 +150,13 @@ all_ready=$(since "$t0")
 cpu1=$(cpu_all)
 resyncs1=$(resyncs)
 reports_create=$(( $(writes lvsnodereports) - reports_before ))
-status_create=$(( $(writes lvsservices) - status_before - OBJECTS ))
+status_create=$(( $(writes lvsservices status) - status_before ))
 echo "applied $OBJECTS LvsServices in ${applied} s; $ready Ready after ${all_ready} s"
 
 # One change burst: every object's scheduler, in one kubectl apply.
 sleep 5
 reports_before=$(writes lvsnodereports)
-status_before=$(writes lvsservices)
+status_before=$(writes lvsservices status)
 sed -i 's/scheduler: rr/scheduler: wrr/' "$work/objects.yaml"
 cpu2=$(cpu_all)
 resyncs2=$(resyncs)
@@ -172,7 +172,7 @@ cpu3=$(cpu_all)
 resyncs3=$(resyncs)
 sleep 5
 report_writes=$(( $(writes lvsnodereports) - reports_before ))
-status_writes=$(( $(writes lvsservices) - status_before - OBJECTS ))
+status_writes=$(( $(writes lvsservices status) - status_before ))
 
 largest() { # KIND -> bytes of the largest object as compact JSON (as stored: with its managedFields), and its name (kept in $work)
   kubectl get "$1" -A -o json --show-managed-fields | python3 -c '

@@ -71,8 +71,11 @@ const STORM: Duration = Duration::from_secs(10);
 /// minute cost a node a few writes, not one per resync.
 const QUIET: Duration = Duration::from_secs(3);
 
-/// The longest a change waits while a burst goes on.
-const BURST: Duration = Duration::from_secs(30);
+/// The longest a change waits while a burst goes on: a minute, so that a thousand objects applied
+/// one by one (about a minute for kubectl on a busy API server) cost each node two writes, one as
+/// the burst starts and one when it is over. Liveness is the heartbeat Lease's business, not
+/// this report's.
+const BURST: Duration = Duration::from_secs(60);
 
 /// Waits for the wishes to pause for [`QUIET`], or [`BURST`] at most. False when the agent is
 /// gone.

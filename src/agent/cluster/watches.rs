@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tokio::sync::Notify;
 
@@ -35,11 +35,7 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    // Who wrote which field is never read here: the stores (and objects.json) keep the objects
-    // without it.
-    let events = crate::watch::resilient(api, config, what)
-        .modify(|o: &mut K| o.managed_fields_mut().clear());
-    let stream = reflector::reflector(writer, events);
+    let stream = reflector::reflector(writer, crate::watch::resilient(api, config, what));
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         let mut last: HashMap<reflector::ObjectRef<K>, u64> = HashMap::new();

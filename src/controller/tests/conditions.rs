@@ -360,6 +360,10 @@ fn last_transition_time_stays_while_a_condition_holds_and_moves_when_it_flips() 
     assert_eq!(time(&flipped, ACCEPTED), t0(), "Accepted held");
     assert_eq!(time(&flipped, PROGRAMMED), t0(), "Programmed held");
     assert!(differs(&first, &flipped));
+    assert!(
+        !same_verdict(&first, &flipped),
+        "a new verdict is written at once"
+    );
 }
 
 #[test]
@@ -379,6 +383,10 @@ fn a_new_reason_or_message_with_the_same_status_keeps_the_time_but_is_a_differen
     assert_eq!(p.status, "False");
     assert_eq!(p.last_transition_time.0, t0());
     assert!(differs(&first, &later), "the waiting list changed");
+    assert!(
+        same_verdict(&first, &later),
+        "progress only: held back a moment for more reports"
+    );
 }
 
 #[test]
