@@ -22,8 +22,8 @@ stage() { echo "e2e-pods: $* ($((SECONDS - start)) s)"; }
 [[ "$(id -u)" == 0 ]] || { echo "e2e-pods: needs root (a tap device, buildah's storage)" >&2; exit 2; }
 
 tag=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' "$ROOT/charts/lvs-operator/Chart.yaml")
-image=$(bash "$HERE/image.sh" "$tag" | tail -1)
-rebuilt=$(bash "$HERE/image.sh" "$tag-rebuilt" | tail -1)
+image=$(bash "$HERE/image.sh" "$tag" | tee /dev/stderr | tail -1)
+rebuilt=$(bash "$HERE/image.sh" "$tag-rebuilt" | tee /dev/stderr | tail -1)
 pause=$(bash "$HERE/image.sh" pause | tail -1)
 stage "images: $(basename "$image") $(basename "$rebuilt") $(basename "$pause")"
 

@@ -31,13 +31,21 @@ MIRROR=${LVS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 TAG=${1:-$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' "$ROOT/charts/lvs-operator/Chart.yaml")}
 log() { echo "image.sh: $*" >&2; }
 
+# apt_install PKG...: from Debian; the package lists are fetched first when they are missing or
+# too old to name the packages (a fresh machine).
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 && return
+  log "apt-get update"
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >/dev/null
+}
 need() {
   local pkgs=()
   command -v buildah >/dev/null || pkgs+=(buildah)
   command -v mmdebstrap >/dev/null || pkgs+=(mmdebstrap)
   [[ ${#pkgs[@]} == 0 ]] && return
   log "installing ${pkgs[*]} from Debian"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}" >/dev/null
+  apt_install "${pkgs[@]}"
 }
 need
 
@@ -84,7 +92,7 @@ if [[ "${1:-}" == pause ]]; then
   if [[ ! -s "$archive" ]]; then
     src=$(cd "$ROOT/tests/e2e/tools/kubernetes-node" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly \
       go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
-    command -v gcc >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev >/dev/null
+    command -v gcc >/dev/null || apt_install gcc libc6-dev
     gcc -Os -static -DVERSION=v3.10 -o "$CACHE/tmp/pause" "$src"
     ctr=$(b from scratch)
     b copy --chmod 0755 "$ctr" "$CACHE/tmp/pause" /pause >/dev/null
