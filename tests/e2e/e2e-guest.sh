@@ -162,6 +162,8 @@ quick_programmed() { ipvs -Sn | grep -qF -- "-A -t 10.10.24.89:80"; }
 wait_until "the director programs quick" 20 quick_programmed
 quick_held() { in_ns director $IP -o addr show dev eth0 | grep -qF "10.10.24.89/32"; }
 wait_until "the director holds quick's VIP" 20 quick_held
+# The kernel has it before the agent logs the batch that made it.
+wait_until "the director agent logged it" 10 grep -q "applied: ip addr add 10.10.24.89/32" /run/logs/director.log
 from=$(($(wc -l </run/logs/director.log) + 1))
 stop_pidfile director
 start_agent director
