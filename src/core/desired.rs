@@ -218,38 +218,6 @@ pub fn interface_for(vip: IpAddr, addresses: &BTreeSet<HostAddress>) -> Option<S
     Lans::of(addresses).interface_for(vip)
 }
 
-/// A node's addresses that are subnets, not host routes: where VIPs go and probes leave from.
-/// A director holding a thousand VIPs as /32s has a handful of these; looking for each VIP's LAN
-/// among all its addresses cost a resync a million comparisons.
-#[derive(Debug, Clone, Default)]
-pub struct Lans(Vec<HostAddress>);
-
-impl Lans {
-    pub fn of(addresses: &BTreeSet<HostAddress>) -> Self {
-        let host = |a: &IpAddr| if a.is_ipv4() { 32 } else { 128 };
-        Self(
-            (addresses.iter())
-                .filter(|a| a.prefix_len < host(&a.addr))
-                .cloned()
-                .collect(),
-        )
-    }
-
-    /// See [`interface_for`].
-    pub fn interface_for(&self, vip: IpAddr) -> Option<String> {
-        (self.0.iter())
-            .filter(|a| a.ifname != "lo" && a.addr.is_ipv4() == vip.is_ipv4())
-            .filter(|a| same_subnet(a.addr, vip, a.prefix_len))
-            .max_by_key(|a| a.prefix_len)
-            .map(|a| a.ifname.clone())
-    }
-
-    /// The subnets' addresses, to pick a probe's source from (`health::source_for`).
-    pub fn addresses(&self) -> &[HostAddress] {
-        &self.0
-    }
-}
-
 /// The real servers this node probes through a VIP (each needs a mark): those of every object it
 /// directs whose checks go through the VIP.
 pub fn wanted_marks(assignments: &[Assignment<'_>]) -> BTreeSet<IpAddr> {

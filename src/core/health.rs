@@ -17,9 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
-use super::desired::Lans;
 use super::ledger::{Intent, Ledger};
-use super::model::{AF_INET, AF_INET6, MarkKey, NodeState, same_subnet};
+use super::model::{AF_INET, AF_INET6, Lans, MarkKey, NodeState, same_subnet};
 
 /// The marks the agent may use unless told otherwise (`--health-check-marks`): 0x4c56_0000 ("LV")
 /// and the 65,535 above it, far from the small marks firewalls and kube-proxy use.

@@ -19,7 +19,7 @@ pub mod service;
 
 pub use claims::{Conflict, claims};
 pub use desired::{
-    Assignment, Desired, DirectorRole, Lans, PlacementError, desired, hold_ejected, interface_for,
+    Assignment, Desired, DirectorRole, PlacementError, desired, hold_ejected, interface_for,
     linger, sync_daemons, wanted_marks, wanted_services,
 };
 pub use health::{Admission, DEFAULT_MARKS, assign_marks, source_for};

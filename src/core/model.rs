@@ -147,6 +147,39 @@ pub const REAL_SERVER_SYSCTLS: [(&str, &str); 4] = [
     ("net.ipv4.conf.all.arp_announce", "2"),
 ];
 
+/// A node's addresses that are subnets, not host routes: where VIPs go and probes leave from.
+/// A director holding a thousand VIPs as /32s has a handful of these; looking for each VIP's LAN
+/// among all its addresses cost a resync a million comparisons.
+#[derive(Debug, Clone, Default)]
+pub struct Lans(Vec<HostAddress>);
+
+impl Lans {
+    pub fn of(addresses: &BTreeSet<HostAddress>) -> Self {
+        let host = |a: &IpAddr| if a.is_ipv4() { 32 } else { 128 };
+        Self(
+            (addresses.iter())
+                .filter(|a| a.prefix_len < host(&a.addr))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// The interface holding an address whose subnet contains `vip`, the longest prefix first;
+    /// never `lo`.
+    pub fn interface_for(&self, vip: IpAddr) -> Option<String> {
+        (self.0.iter())
+            .filter(|a| a.ifname != "lo" && a.addr.is_ipv4() == vip.is_ipv4())
+            .filter(|a| same_subnet(a.addr, vip, a.prefix_len))
+            .max_by_key(|a| a.prefix_len)
+            .map(|a| a.ifname.clone())
+    }
+
+    /// The subnets' addresses, to pick a probe's source from (`health::source_for`).
+    pub fn addresses(&self) -> &[HostAddress] {
+        &self.0
+    }
+}
+
 /// Whether `a` and `b` are in one subnet of `prefix_len` bits (false across families).
 pub fn same_subnet(a: IpAddr, b: IpAddr, prefix_len: u8) -> bool {
     match (a, b) {
