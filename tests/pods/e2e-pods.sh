@@ -22,8 +22,10 @@ stage() { echo "e2e-pods: $* ($((SECONDS - start)) s)"; }
 [[ "$(id -u)" == 0 ]] || { echo "e2e-pods: needs root (a tap device, buildah's storage)" >&2; exit 2; }
 
 tag=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' "$ROOT/charts/lvs-operator/Chart.yaml")
-image=$(bash "$HERE/image.sh" "$tag" | tee /dev/stderr | tail -1)
-rebuilt=$(bash "$HERE/image.sh" "$tag-rebuilt" | tee /dev/stderr | tail -1)
+# The checks' lines go to stderr as they come (through the inherited descriptor: opening
+# /dev/stderr would truncate a log file it points to); the last line is the archive.
+image=$(bash "$HERE/image.sh" "$tag" | tee >(cat >&2) | tail -1)
+rebuilt=$(bash "$HERE/image.sh" "$tag-rebuilt" | tee >(cat >&2) | tail -1)
 pause=$(bash "$HERE/image.sh" pause | tail -1)
 stage "images: $(basename "$image") $(basename "$rebuilt") $(basename "$pause")"
 
