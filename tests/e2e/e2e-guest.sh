@@ -203,6 +203,11 @@ check "the director has no IPVS service left" sh -c "[ -z \"\$(/usr/sbin/ip netn
 check "the VIP left the director's eth0" lacks_text "$VIP/32" in_ns director $IP addr show dev eth0
 for rs in rs1 rs2 rs3; do
 	check "the VIP left $rs's lo" lacks_text "$VIP/32" in_ns $rs $IP addr show dev lo
+	if has_text "$VIP/32" in_ns $rs $IP addr show dev lo; then
+		# It lingers while a client is connected to it: which sockets (hex address:port).
+		echo "    established TCP in $rs (local remote):"
+		in_ns $rs cat /proc/net/tcp /proc/net/tcp6 | awk '$4 == "01" {print "     ", $2, $3}'
+	fi
 done
 expect_eq "rs1's ARP sysctls are back to their values before" "0 0" \
 	"$(in_ns rs1 sysctl -n net.ipv4.conf.all.arp_ignore) $(in_ns rs1 sysctl -n net.ipv4.conf.all.arp_announce)"
