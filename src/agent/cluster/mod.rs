@@ -623,8 +623,11 @@ impl Agent {
                 Some(REMEMBER_EVERY.saturating_sub(at.elapsed()))
             })
             .flatten();
+        // Only while the grace lasts: after it, a resync from the memory is an ordinary one.
         let grace = (!self.synced() && self.remembered.is_some())
-            .then(|| LIST_GRACE.saturating_sub(self.started.elapsed()) + Duration::from_millis(5));
+            .then(|| LIST_GRACE.checked_sub(self.started.elapsed()))
+            .flatten()
+            .map(|left| left + Duration::from_millis(5));
         write.into_iter().chain(grace).min()
     }
 
