@@ -84,7 +84,7 @@ pub struct Resynced {
 pub const LINGER_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How one resync runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Seconds since the Unix epoch.
     pub now: u64,
@@ -100,6 +100,9 @@ pub struct Settings {
     pub marks: (u32, u32),
     /// A director with peers syncs its connections to them with this `--syncid`.
     pub sync_id: Option<u8>,
+    /// The VIPs of every object that exists, when the agent sees them all (cluster mode): a
+    /// real server's VIP outside them has no director left and does not linger on `lo`.
+    pub directed: Option<BTreeSet<IpAddr>>,
 }
 
 /// Observes, computes the desired state of `assignments`, settles the ledger, plans, and (unless
@@ -126,6 +129,7 @@ pub async fn resync<D: DataPlane>(
         &mut desired,
         &mut ledger,
         &observed,
+        settings.directed.as_ref(),
         settings.now,
         settings.drain_timeout,
     );

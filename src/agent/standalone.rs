@@ -147,6 +147,9 @@ pub async fn resync<D: DataPlane>(
         // A real server checks its own setup after the resync; a director reports nothing from it.
         observe_after: opts.role == Role::Backend,
         marks: opts.marks,
+        // The files here are this node's part only: a director elsewhere may still send it
+        // clients of a VIP they no longer name.
+        directed: None,
     };
     let resynced = converge::resync(dp, store, &assignments, settings).await?;
     if let Some(c) = &mut beside.checks {

@@ -274,18 +274,23 @@ pub fn hold_ejected(desired: &mut Desired, assignments: &[Assignment<'_>], obser
 /// (an established connection to the VIP): the address and the ARP sysctls stay until those
 /// connections end or `timeout` seconds pass, so a node that leaves a selector drains as a
 /// director's removed real server does (weight 0, then gone) instead of cutting its clients off.
-/// Returns the addresses kept; `ledger.lingering` says since when.
+/// `directed` are the VIPs some director may still send clients of (those of the objects that
+/// exist), when the caller knows them: a VIP outside it has no director left, whose clients can
+/// no longer reach this node, so it goes at once (a deleted object, a changed VIP). Returns the
+/// addresses kept; `ledger.lingering` says since when.
 pub fn linger(
     desired: &mut Desired,
     ledger: &mut super::Ledger,
     observed: &NodeState,
+    directed: Option<&BTreeSet<IpAddr>>,
     now: u64,
     timeout: u64,
 ) -> Vec<IpAddr> {
     let mut since = BTreeMap::new();
     for a in ledger.addresses.iter().filter(|a| a.ifname == "lo") {
         let in_use = observed.connected.contains(&a.addr) && observed.addresses.contains(a);
-        if desired.state.addresses.contains(a) || !in_use {
+        let reachable = directed.is_none_or(|d| d.contains(&a.addr));
+        if desired.state.addresses.contains(a) || !in_use || !reachable {
             continue;
         }
         let start = ledger.lingering.get(&a.addr).copied().unwrap_or(now);

@@ -1,6 +1,6 @@
 //! Tests of the pure core: objects to desired state, and desired vs observed to operations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use pretty_assertions::assert_eq;
@@ -1035,7 +1035,7 @@ fn a_vip_on_lo_that_clients_still_use_lingers_until_they_are_done_or_the_drain_t
     // No object wants it any more, and a client is still connected to it.
     let mut desired = Desired::default();
     assert_eq!(
-        linger(&mut desired, &mut ledger, &observed, NOW, DRAIN),
+        linger(&mut desired, &mut ledger, &observed, None, NOW, DRAIN),
         vec![vip]
     );
     assert_eq!(ledger.lingering.get(&vip), Some(&NOW));
@@ -1048,7 +1048,7 @@ fn a_vip_on_lo_that_clients_still_use_lingers_until_they_are_done_or_the_drain_t
     // Past the drain timeout it goes, connection or not.
     let later = NOW + DRAIN;
     let mut desired = Desired::default();
-    assert!(linger(&mut desired, &mut ledger, &observed, later, DRAIN).is_empty());
+    assert!(linger(&mut desired, &mut ledger, &observed, None, later, DRAIN).is_empty());
     let gone = plan(&desired.state, &observed, &ledger, later, DRAIN);
     assert!(
         commands(&gone).contains(&"ip addr del 10.10.24.88/32 dev lo".to_string()),
@@ -1058,6 +1058,49 @@ fn a_vip_on_lo_that_clients_still_use_lingers_until_they_are_done_or_the_drain_t
     // Once the client is done it goes at once.
     let (observed, mut ledger) = programmed(&want);
     let mut desired = Desired::default();
-    assert!(linger(&mut desired, &mut ledger, &observed, NOW, DRAIN).is_empty());
+    assert!(linger(&mut desired, &mut ledger, &observed, None, NOW, DRAIN).is_empty());
     assert!(ledger.lingering.is_empty());
+}
+
+#[test]
+fn a_vip_on_lo_whose_object_is_gone_does_not_linger_even_with_a_client_connected() {
+    let want = real_server(&[reference()]);
+    let (mut observed, mut ledger) = programmed(&want);
+    let vip = ip("10.10.24.88");
+    observed.connected.insert(vip);
+    // The object still exists (this node left its selector): its director drains us, so we wait.
+    let mut desired = Desired::default();
+    let directed = BTreeSet::from([vip]);
+    assert_eq!(
+        linger(
+            &mut desired,
+            &mut ledger,
+            &observed,
+            Some(&directed),
+            NOW,
+            DRAIN
+        ),
+        vec![vip]
+    );
+    // The object is gone (deleted, or its VIP changed): no director sends its clients here.
+    let mut desired = Desired::default();
+    let none = BTreeSet::new();
+    assert!(
+        linger(
+            &mut desired,
+            &mut ledger,
+            &observed,
+            Some(&none),
+            NOW,
+            DRAIN
+        )
+        .is_empty()
+    );
+    assert!(ledger.lingering.is_empty());
+    let gone = plan(&desired.state, &observed, &ledger, NOW, DRAIN);
+    assert!(
+        commands(&gone).contains(&"ip addr del 10.10.24.88/32 dev lo".to_string()),
+        "{:?}",
+        commands(&gone)
+    );
 }

@@ -195,10 +195,18 @@ echo "latency targets (p50 < 200 ms, p99 < 1 s) met: $met"
 
 . /lvs/backends-guest.sh
 
-echo "=== delete: the finalizer removes every node's state first"
+echo "=== delete: the finalizer removes every node's state first, a client connected or not"
+# A client still connected when its object goes: the director drops the service at once, so
+# nothing of that client reaches the real server again, and its VIP must not linger on lo (as
+# it does while a node that left a selector drains) and hold up the delete.
+$K patch lvs web --type=merge -p '{"spec":{"ports":[{"port":80},{"port":7000}]}}' >/dev/null
+web_7000() { ipvs -Ln | grep -q "$VIP:7000"; }
+wait_until "the director serves $VIP:7000" 20 web_7000
+check "a connection through $VIP:7000 reaches rs3, left open" hold $VIP rs3
 $K delete lvs web --wait=false >/dev/null
 gone() { ! $K get lvs web >/dev/null 2>&1; }
-wait_until "web is deleted once every agent cleaned up" 60 gone || show_logs
+wait_until "web is deleted once every agent cleaned up" 30 gone || show_logs
+release
 check "the director has no IPVS service left" sh -c "[ -z \"\$(/usr/sbin/ip netns exec director ipvsadm -Sn)\" ]"
 check "the VIP left the director's eth0" lacks_text "$VIP/32" in_ns director $IP addr show dev eth0
 for rs in rs1 rs2 rs3; do

@@ -537,6 +537,14 @@ impl Agent {
             dry_run: false,
             observe_after: true,
             marks: self.opts.marks,
+            directed: Some(
+                objects
+                    .iter()
+                    .filter(|o| o.live)
+                    .filter_map(|o| o.service())
+                    .map(|s| s.vip)
+                    .collect(),
+            ),
         };
         let resynced = match converge::resync(dp, store, &assignments, settings).await {
             Ok(r) => r,
