@@ -31,14 +31,20 @@ holders() {
 one_holder() { [ "$(holders | wc -w)" = 1 ]; }
 holds() { [ "$(holders)" = "$1" ]; }
 
-# The client: a new connection every 20 ms, the start time (ms) of each success in /run/ok.ms.
+# The client: a new connection every 20 ms, the start time (ms) of each success in /run/ok.ms
+# and of each failure in /run/fail.ms.
 client_loop_start() {
 	: >/run/ok.ms
+	: >/run/fail.ms
 	in_ns client sh -c '
 		while [ ! -e /run/client.stop ]; do
 			(
 				t=$(awk "{printf \"%d\", \$1 * 1000}" /proc/uptime)
-				timeout 1 wget -qO- http://'$VIP'/ >/dev/null 2>&1 && echo $t >>/run/ok.ms
+				if timeout 1 wget -qO- http://'$VIP'/ >/dev/null 2>&1; then
+					echo $t >>/run/ok.ms
+				else
+					echo $t >>/run/fail.ms
+				fi
 			) &
 			sleep 0.02
 		done' &
@@ -59,6 +65,8 @@ gap() {
 }
 # ok_count FROM TO: successful attempts started in [FROM, TO] (one starts every 20 ms).
 ok_count() { awk -v from="$1" -v to="$2" '$1 >= from && $1 <= to' /run/ok.ms | wc -l; }
+# failed_at FROM TO: when the failed attempts started in [FROM, TO] began, in ms after FROM.
+failed_at() { sort -n /run/fail.ms | awk -v from="$1" -v to="$2" '$1 >= from && $1 <= to {print $1 - from}' | tr '\n' ' ' | sed 's/ $//'; }
 
 # The long-lived connection: a line every 100 ms for N seconds through the VIP's port 7.
 # Lines sent while no director forwards come back once TCP retransmits them (its backoff can
