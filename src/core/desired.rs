@@ -103,11 +103,21 @@ fn object_state(
     let mut state = NodeState::default();
 
     if let Some(role) = &a.director {
+        // A standby that is also one of the object's real servers has the VIP on `lo`: with the
+        // VIP's services programmed, its IPVS would schedule again each connection the active
+        // director sends it, and one sent back to the active director bounces between the two
+        // for good (the DR loop). It programs them when it takes the VIP. (The kernel's
+        // `backup_only` would stop the loop too, but it turns all of IPVS off on a node whose
+        // backup sync daemon runs: its through-VIP health checks and any VIP it is active for.)
+        let schedules = role.holds_vip || !a.real_server;
         for (i, (key, port)) in service.keys().zip(&service.ports).enumerate() {
             if let Some(owner) = owners.get(&key) {
                 return Err(format!(
                     "spec.ports[{i}]: {key} is already served by {owner}"
                 ));
+            }
+            if !schedules {
+                continue;
             }
             let checked = service.checked_port(*port);
             let dests = a

@@ -377,6 +377,37 @@ fn standby_director_programs_ipvs_without_the_vip() {
 }
 
 #[test]
+fn a_standby_that_is_also_a_real_server_programs_the_vips_services_only_once_it_holds_the_vip() {
+    let obj = reference();
+    let assign = |holds_vip| {
+        [Assignment {
+            service: &obj,
+            backends: obj.backends.clone().unwrap_or_default(),
+            director: Some(DirectorRole {
+                holds_vip,
+                interface: None,
+            }),
+            real_server: true,
+            health: Default::default(),
+        }]
+    };
+    let vip = ip("10.10.24.88");
+    // Standing by: the VIP on lo as a real server, no service that would schedule again what
+    // the active director sends it.
+    let (standby, errors) = desired_state(&assign(false), &eth0);
+    assert_eq!(errors, vec![]);
+    assert!(standby.services.is_empty(), "{:?}", standby.services);
+    assert_eq!(standby.addresses, [HostAddress::vip("lo", vip)].into());
+    // Taking the VIP: its services come with it.
+    let (active, _) = desired_state(&assign(true), &eth0);
+    assert_eq!(active.services.len(), 1);
+    assert_eq!(
+        active.addresses,
+        [HostAddress::vip("eth0", vip), HostAddress::vip("lo", vip)].into()
+    );
+}
+
+#[test]
 fn a_weight_change_is_exactly_one_edit() {
     let desired = director(&[reference()]);
     let (observed, ledger) = programmed(&desired);

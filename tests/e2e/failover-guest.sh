@@ -134,6 +134,29 @@ check "and a Warning event" sh -c "$K describe lvs web | grep -q 'Warning  Dupli
 in_ns $standby $IP addr del $VIP/32 dev eth0
 wait_until "Degraded clears once it is gone" 30 degraded_is False
 
+echo "=== failover: the standby is also a real server"
+# Its VIP is then on its lo. Were the VIP's IPVS services programmed there too, the standby
+# would schedule again what the active director sends it, and a connection sent back bounces
+# between the two for good (the DR loop): a share of the clients would fail. It programs them
+# when it takes the VIP.
+mkdir -p /srv/$standby && echo $standby >/srv/$standby/index.html
+in_ns $standby httpd -p 80 -h /srv/$standby
+own=$(ip4 $standby)
+$K patch lvs web --type=json -p "[{\"op\":\"add\",\"path\":\"/spec/backends/-\",\"value\":{\"address\":\"$own\"}}]" >/dev/null
+sends_standby() { in_ns $active ipvsadm -Ln -t $VIP:80 | grep -qE "$own:80 +Route +[1-9]"; }
+wait_until "the active director $active sends $standby its share" 30 sends_standby
+wait_until "$standby holds the VIP on lo as a real server" 30 has_text "$VIP/32" in_ns $standby $IP addr show dev lo
+check "$standby has no IPVS service for the VIP while it stands by" lacks_text "$VIP:80" in_ns $standby ipvsadm -Sn
+answers=$(requests 24)
+echo "24 requests through the VIP: $answers"
+expect_eq "every one answered by a real server (none lost in a loop)" 0 \
+	"$(echo "$answers" | tr ' ' '\n' | grep -cvE "^(rs1|rs2|rs3|$standby)\$")"
+check "$standby answers its share" sh -c "echo '$answers' | grep -qw $standby"
+$K patch lvs web --type=json -p "[{\"op\":\"test\",\"path\":\"/spec/backends/3/address\",\"value\":\"$own\"},{\"op\":\"remove\",\"path\":\"/spec/backends/3\"}]" >/dev/null
+wait_until "$standby is a real server no more: the VIP left its lo" 30 lacks_text "$VIP/32" in_ns $standby $IP addr show dev lo
+wait_until "$standby programs the VIP's services again as a hot standby" 30 has_text "-A -t $VIP:80" in_ns $standby ipvsadm -Sn
+wait_until "web is Ready again" 30 is_ready web
+
 echo "=== failover: planned, SIGTERM with a ready standby"
 planned() {
 	_active=$1
