@@ -36,55 +36,7 @@ takeover_reported() {
 	echo "$_report" | grep -qE '\|.*default/web@[^ ]+ active [^ ]+ t[0-9]+.*\|.+$'
 }
 
-# failover_trials N LABEL: N unplanned failovers; prints the outage percentiles.
-failover_trials() {
-	: >/run/outage.ms
-	_survived=0
-	for _t in $(seq $1); do
-		_active=$(holders)
-		_standby=$(other $_active)
-		client_loop_start
-		echo_start 5
-		sleep 1.5
-		_t0=$(now_ms)
-		kill -9 "$(cat /run/$_active.pid)"
-		in_ns $_active $IP link set eth0 down
-		_i=0
-		until holds $_standby || [ $_i -gt 100 ]; do sleep 0.05; _i=$((_i + 1)); done
-		_t1=$(now_ms)
-		sleep 2
-		_t2=$(now_ms)
-		client_loop_stop
-		_res=$(echo_result)
-		case $_res in
-		"50 lines back, exit 0") _survived=$((_survived + 1)) ;;
-		*) grep -h -E "taking over|letting go|holds it|dead|is back|heard|held before" \
-			/run/logs/$_active.log /run/logs/$_standby.log | tail -n 12 ;;
-		esac
-		_g=$(gap $((_t0 - 1000)) $_t2)
-		echo $_g >>/run/outage.ms
-		echo "$2 trial $_t: $_active -> $_standby, VIP moved after $((_t1 - _t0)) ms, client outage $_g ms, long-lived connection: $_res"
-		start_agent $_active
-		sleep 0.5
-		in_ns $_active $IP link set eth0 up
-		# The link going down took the default route with it (the API server is behind it).
-		_i=0
-		until in_ns $_active $IP route add default via 10.10.24.1 2>/dev/null || [ $_i -gt 50 ]; do
-			sleep 0.1
-			_i=$((_i + 1))
-		done
-		wait_until "$2 trial $_t: $_active is back as standby, $_standby alone holds the VIP" 20 holds $_standby
-		# Under TCG a freshly restarted agent can starve its peer's heartbeats for a moment and
-		# take the VIP once more; let that settle before the next trial measures anything.
-		sleep 2
-		_i=0
-		until one_holder || [ $_i -gt 100 ]; do sleep 0.1; _i=$((_i + 1)); done
-	done
-	echo "$2 (kill -9 + link down), $1 trials: client outage p50 $(percentile 50 /run/outage.ms) ms, p99 $(percentile 99 /run/outage.ms) ms (all: $(sort -n /run/outage.ms | tr '\n' ' '))"
-	echo "$2: long-lived connections that survived: $_survived of $1"
-	check "$2: p99 outage under 1 s" [ "$(percentile 99 /run/outage.ms)" -lt 1000 ]
-	expect_eq "$2: every long-lived connection survived" $1 $_survived
-}
+restart_director() { start_agent "$1"; }
 
 echo "=== failover: director2 joins as standby"
 echo_servers
