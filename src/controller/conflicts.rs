@@ -30,7 +30,6 @@ pub fn find_conflict(
         .filter(|o| o.effective_vip().and_then(|v| v.parse().ok()) == Some(service.vip))
         .filter(|o| !same_object(o, target))
         .filter_map(|o| Some((o, validate(o).ok()?)))
-        .filter(|(_, s)| s.vip == service.vip)
         .collect();
     rivals.push((target, service.clone()));
     rivals.sort_by_key(|(o, _)| age_key(o));
