@@ -44,9 +44,18 @@ use k8s_openapi::jiff::Timestamp;
 use super::backends::{ExpectedNodes, ResolvedBackend};
 use crate::api::{
     BackendHealth, BackendStatus, DEFAULT_DIRECTOR_LABEL, DirectorStatus, LvsService,
-    LvsServiceStatus, NodeStatus, RealServerCheck,
+    LvsServiceStatus, NodeStatus,
 };
 use crate::core::Conflict;
+
+mod compare;
+mod real_servers;
+mod words;
+
+pub use compare::{differs, find, is_true, same_verdict};
+pub use real_servers::serves;
+use real_servers::{backend_status, no_serving_reason, unusable};
+use words::{LISTED, count, have, join, list};
 
 /// The object is valid and not in conflict. False at the current generation keeps every agent
 /// from programming it (see the module doc).
@@ -527,152 +536,6 @@ pub fn compute(object: &LvsService, input: &StatusInput<'_>) -> (LvsServiceStatu
     (finish(conditions, director, backends, serving), issues)
 }
 
-/// One real server's status: the weight the directors use and its health, from its node's
-/// heartbeat and report.
-fn backend_status(
-    b: &ResolvedBackend,
-    old: &[BackendStatus],
-    reports: &BTreeMap<&str, &NodeStatus>,
-    director_report: Option<&NodeStatus>,
-    generation: i64,
-    input: &StatusInput<'_>,
-    timeout: &str,
-) -> BackendStatus {
-    let report = b.node.as_deref().and_then(|n| reports.get(n));
-    let address = b.address.to_string();
-    // What the active director's health checks say of it, if they check it.
-    let checked = director_report.and_then(|d| d.checks.iter().find(|c| c.address == address));
-    // `by_node`: the real server's own node fails it (silent, or its agent reports it cannot
-    // serve), which the controller answers with weight 0. A failing check of the director is
-    // the director's to act on (it zeroes the weight itself and restores it when the check
-    // passes), and is named first when both fail: it is what clients meet.
-    let failing_check = checked.filter(|c| !c.healthy);
-    let (health, reason, by_node) = match b.node.as_deref() {
-        Some(node) if !input.reports(node) => (
-            BackendHealth::Unhealthy,
-            Some(format!(
-                "node {node} has not reported within {timeout}, so nothing keeps the VIP on its lo"
-            )),
-            true,
-        ),
-        Some(node) => match report {
-            Some(r) if r.observed_generation == generation && !r.arp_verified => {
-                match failing_check {
-                    Some(_) => {
-                        let (h, why) = checked_health(failing_check);
-                        (h, why, true)
-                    }
-                    None => (
-                        BackendHealth::Unhealthy,
-                        Some(match &r.error {
-                            Some(e) => format!("node {node}: {e}"),
-                            None => format!("node {node} does not hold the VIP on lo"),
-                        }),
-                        true,
-                    ),
-                }
-            }
-            Some(r) if r.observed_generation == generation => {
-                let (h, why) = checked_health(checked);
-                (h, why, false)
-            }
-            _ => (BackendHealth::Unknown, None, false),
-        },
-        None => match checked {
-            Some(_) => {
-                let (h, why) = checked_health(checked);
-                (h, why, false)
-            }
-            // No agent and no check can tell: taken at its weight.
-            None => (BackendHealth::Unknown, None, false),
-        },
-    };
-    let since = old
-        .iter()
-        .find(|o| o.address == address && o.health == health)
-        .and_then(|o| o.last_transition_time.clone())
-        .unwrap_or(Time(input.now));
-    // The directors zero a real server their own checks fail; the weight here is the one the
-    // controller asks for (0 for a draining one, or one whose node fails it).
-    BackendStatus {
-        weight: if b.draining || by_node { 0 } else { b.weight },
-        address,
-        node: b.node.clone(),
-        programmed: false,
-        arp_verified: b.node.as_deref().is_some_and(|n| input.reports(n))
-            && report.is_some_and(|r| r.arp_verified),
-        draining: b.draining,
-        health,
-        reason,
-        last_transition_time: Some(since),
-    }
-}
-
-/// Health from the director's checks alone: passing is Healthy, failing Unhealthy with the
-/// checks' reason; not checked (checks off, or not yet) the node's verification stands.
-fn checked_health(check: Option<&RealServerCheck>) -> (BackendHealth, Option<String>) {
-    match check {
-        Some(c) if !c.healthy => (
-            BackendHealth::Unhealthy,
-            Some(format!(
-                "health check failed: {}",
-                c.reason.as_deref().unwrap_or("no answer")
-            )),
-        ),
-        _ => (BackendHealth::Healthy, None),
-    }
-}
-
-/// A real server known to take new connections: weight > 0, not draining, and Healthy (or outside
-/// the cluster, where no agent can say otherwise). One whose node has not reported yet gets its
-/// share from the director but is not counted until it is verified.
-pub fn serves(b: &BackendStatus) -> bool {
-    b.weight > 0
-        && !b.draining
-        && match b.health {
-            BackendHealth::Healthy => true,
-            BackendHealth::Unknown => b.node.is_none(),
-            BackendHealth::Unhealthy => false,
-        }
-}
-
-/// `NoHealthyBackend` when every real server is there and unhealthy (the checks or their nodes
-/// fail them), else `NoUsableBackend` (none resolved, all draining or of weight 0, ...).
-fn no_serving_reason(backends: &[BackendStatus]) -> &'static str {
-    if !backends.is_empty()
-        && backends
-            .iter()
-            .all(|b| b.health == BackendHealth::Unhealthy)
-    {
-        "NoHealthyBackend"
-    } else {
-        "NoUsableBackend"
-    }
-}
-
-/// Why no real server takes connections: the summary and each one's reason.
-fn unusable(summary: &str, backends: &[BackendStatus]) -> String {
-    if backends.is_empty() {
-        return format!("{summary}: none is resolved");
-    }
-    let why: Vec<String> = backends
-        .iter()
-        .map(|b| {
-            let reason = match (&b.reason, b.draining, b.weight, &b.node) {
-                (Some(r), ..) => r.clone(),
-                (None, true, ..) => "draining".into(),
-                (None, false, 0, _) => "weight 0".into(),
-                (None, false, _, Some(node)) if b.health == BackendHealth::Unknown => {
-                    format!("node {node} has not verified the VIP on lo yet")
-                }
-                _ => "not programmed".into(),
-            };
-            format!("{}: {reason}", b.address)
-        })
-        .collect();
-    format!("{summary} ({})", why.join("; "))
-}
-
 /// What to do when no node may be a director: which label or selector to satisfy.
 fn no_director_nodes(object: &LvsService) -> String {
     match object
@@ -727,119 +590,5 @@ pub fn condition(
         message,
         observed_generation: Some(generation),
         last_transition_time,
-    }
-}
-
-/// Whether `new` says anything `old` does not, in the fields the controller owns. Conditions
-/// compare without `lastTransitionTime`, so recomputing at a later time is no change.
-pub fn differs(old: &LvsServiceStatus, new: &LvsServiceStatus) -> bool {
-    fn ours(conditions: &[Condition]) -> BTreeMap<&str, (&str, &str, &str, Option<i64>)> {
-        conditions
-            .iter()
-            .filter(|c| CONDITION_TYPES.contains(&c.type_.as_str()))
-            .map(|c| {
-                (
-                    c.type_.as_str(),
-                    (
-                        c.status.as_str(),
-                        c.reason.as_str(),
-                        c.message.as_str(),
-                        c.observed_generation,
-                    ),
-                )
-            })
-            .collect()
-    }
-    old.observed_generation != new.observed_generation
-        || old.vip != new.vip
-        || old.director != new.director
-        || old.ports != new.ports
-        || old.backend_summary != new.backend_summary
-        || old.backends != new.backends
-        || old.directors != new.directors
-        || ours(&old.conditions) != ours(&new.conditions)
-}
-
-/// Whether two statuses say the same thing, and differ only in how far the nodes have come: the
-/// same generation, VIP, director (or a first one), directors' roles, ports and conditions (type,
-/// status, reason), with other counts, messages or real servers' states. [`crate::controller`] holds such a change
-/// back a moment, so that fifty nodes reporting one after another rewrite an object once, not
-/// once each.
-pub fn same_verdict(old: &LvsServiceStatus, new: &LvsServiceStatus) -> bool {
-    fn verdict(conditions: &[Condition]) -> BTreeMap<&str, (&str, &str, Option<i64>)> {
-        (conditions.iter())
-            .filter(|c| CONDITION_TYPES.contains(&c.type_.as_str()))
-            .map(|c| {
-                let verdict = (c.status.as_str(), c.reason.as_str(), c.observed_generation);
-                (c.type_.as_str(), verdict)
-            })
-            .collect()
-    }
-    fn roles(s: &LvsServiceStatus) -> Vec<(&str, &str)> {
-        (s.directors.iter())
-            .map(|d| (d.node.as_str(), d.state.as_str()))
-            .collect()
-    }
-    // The first director to report is progress too (its real servers' reports follow within
-    // the moment); a director that changes is a failover, written at once.
-    old.observed_generation == new.observed_generation
-        && old.vip == new.vip
-        && (old.director.is_none() || old.director == new.director)
-        && old.ports == new.ports
-        && (old.directors.is_empty() || roles(old) == roles(new))
-        && verdict(&old.conditions) == verdict(&new.conditions)
-}
-
-/// The condition of `type_`, if set.
-pub fn find<'a>(status: &'a LvsServiceStatus, type_: &str) -> Option<&'a Condition> {
-    status.conditions.iter().find(|c| c.type_ == type_)
-}
-
-/// Whether the condition of `type_` is True.
-pub fn is_true(status: &LvsServiceStatus, type_: &str) -> bool {
-    find(status, type_).is_some_and(|c| c.status == "True")
-}
-
-/// How many nodes, or problems, a message or a list names; the rest are counted. A selector over
-/// five hundred nodes must not make an object of five hundred names.
-const LISTED: usize = 10;
-
-fn list(names: &[&str]) -> String {
-    let unique: BTreeSet<&str> = names.iter().copied().collect();
-    let names: Vec<&str> = unique.into_iter().collect();
-    match names.len() {
-        1 => format!("node {}", names[0]),
-        n if n > LISTED => format!(
-            "nodes {} and {} more",
-            names[..LISTED].join(", "),
-            n - LISTED
-        ),
-        _ => format!("nodes {}", names.join(", ")),
-    }
-}
-
-fn join<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
-    items
-        .into_iter()
-        .map(|s| s.as_ref().to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// `node X has` / `nodes X, Y have`.
-fn have(names: &[&str]) -> String {
-    let listed = list(names);
-    if listed.starts_with("nodes ") {
-        format!("{listed} have")
-    } else {
-        format!("{listed} has")
-    }
-}
-
-fn count(n: usize, one: &str, many: &str) -> String {
-    if n == 1 {
-        format!("1 {one}")
-    } else {
-        format!("{n} {many}")
     }
 }
