@@ -177,9 +177,15 @@ pub fn by_age(objects: &mut [Arc<LvsService>]) {
 /// How every VIP Lease's name begins.
 pub const LEASE_PREFIX: &str = "lvs-vip-";
 
-/// The Lease deciding which director holds `vip`.
+/// The Lease deciding which director holds `vip`. An object name must end with a letter or a
+/// digit: an IPv6 address written with a trailing `::` gets a `0` (no address is written with
+/// `::0`, so no two VIPs share a name).
 pub fn lease_name(vip: IpAddr) -> String {
-    format!("{LEASE_PREFIX}{}", vip.to_string().replace(['.', ':'], "-"))
+    let mut name = format!("{LEASE_PREFIX}{}", vip.to_string().replace(['.', ':'], "-"));
+    if name.ends_with('-') {
+        name.push('0');
+    }
+    name
 }
 
 /// What a director reports of an object besides what the resync shows.
@@ -427,6 +433,11 @@ mod tests {
         assert_eq!(
             lease_name("fd00:24::88".parse().unwrap()),
             "lvs-vip-fd00-24--88"
+        );
+        // A name may not end with `-` (the API server refuses it).
+        assert_eq!(
+            lease_name("2001:db8:0:88::".parse().unwrap()),
+            "lvs-vip-2001-db8-0-88--0"
         );
     }
 
