@@ -7,7 +7,7 @@
 #   1. director2 joins as standby: status.directors lists director Active, director2 Standby;
 #   2. unplanned, CLUSTER_FAILOVER_TRIALS times: kill -9 the active director's agent and take its
 #      link down; the standby takes over; the old one comes back as standby;
-#   3. the same with the API server stopped;
+#   3. the same with the API server stopped, then for an IPv6 VIP;
 #   4. kubectl shows the active director, the candidates, their sync daemons, a Failover event;
 #   5. the VIP added by hand on the standby's interface: Degraded names its MAC and node;
 #   6. planned: SIGTERM to the active director's agent, then the director label taken off the
@@ -60,6 +60,33 @@ failover_trials 5 "unplanned failover without the API server"
 wget -qO- "$CONTROL/apiserver/start" >/dev/null || fail "starting the API server through the host"
 wait_until "the API server answers again" 60 $K get --raw /readyz
 wait_until "web is Ready again once the API server is back" 60 is_ready web
+
+echo "=== failover: an IPv6 VIP (the nodes are dual stack)"
+$K patch lvsaddresspool lan --type=merge -p '{"spec":{"addresses":["10.10.24.80/28","10.99.0.1","fd00:24::88"]}}' >/dev/null
+$K apply -f - >/dev/null <<YAML
+apiVersion: lvs-operator.io/v1alpha1
+kind: LvsService
+metadata: {name: web6}
+spec:
+  vip: "fd00:24::88"
+  ports: [{port: 80}, {port: 7}]
+  backends: [{address: "fd00:24::21"}, {address: "fd00:24::22"}, {address: "fd00:24::23"}]
+YAML
+VIP4=$VIP
+VIP=fd00:24::88 # what failover-lib's helpers read
+wait_until "one of the two directors holds $VIP" 30 one_holder
+on_every_lo() { for _rs in $LVS_REAL_SERVERS; do has_text "$VIP/128" in_ns $_rs $IP -6 addr show dev lo || return 1; done; }
+wait_until "every real server holds $VIP on lo" 30 on_every_lo
+wait_until "web6 is Ready" 30 is_ready web6
+lease6_names_holder() { [ "$($K -n lvs-operator get lease lvs-vip-fd00-24--88 -o 'jsonpath={.spec.holderIdentity}')" = "$(holders)" ]; }
+wait_until "its VIP Lease lvs-vip-fd00-24--88 names the holder" 10 lease6_names_holder
+failover_trials 3 "IPv6 unplanned failover"
+VIP=$VIP4
+$K delete lvs web6 >/dev/null
+no_vip6() { for _d in $DIRECTORS; do has_text fd00:24::88 in_ns $_d $IP -6 addr show dev eth0 && return 1; done; return 0; }
+wait_until "web6's VIP left both directors" 30 no_vip6
+$K patch lvsaddresspool lan --type=merge -p '{"spec":{"addresses":["10.10.24.80/28","10.99.0.1"]}}' >/dev/null
+wait_until "web is Ready" 30 is_ready web
 
 echo "=== failover: what kubectl shows"
 active=$(holders)
