@@ -75,8 +75,7 @@ YAML
 VIP4=$VIP
 VIP=fd00:24::88 # what failover-lib's helpers read
 wait_until "one of the two directors holds $VIP" 30 one_holder
-on_every_lo() { for _rs in $LVS_REAL_SERVERS; do has_text "$VIP/128" in_ns $_rs $IP -6 addr show dev lo || return 1; done; }
-wait_until "every real server holds $VIP on lo" 30 on_every_lo
+wait_until "every real server holds $VIP on lo" 30 vip_on_every_lo
 wait_until "web6 is Ready" 30 is_ready web6
 lease6_names_holder() { [ "$($K -n lvs-operator get lease lvs-vip-fd00-24--88 -o 'jsonpath={.spec.holderIdentity}')" = "$(holders)" ]; }
 wait_until "its VIP Lease lvs-vip-fd00-24--88 names the holder" 10 lease6_names_holder

@@ -130,8 +130,7 @@ YAML
 VIP4=$VIP
 VIP=$VIP6 # what failover-lib's helpers read
 wait_until "one of the two directors holds $VIP" 20 one_holder
-on_every_lo() { for _rs in $LVS_REAL_SERVERS; do has_text "$VIP/128" in_ns $_rs $IP -6 addr show dev lo || return 1; done; }
-wait_until "every real server holds $VIP on lo" 20 on_every_lo
+wait_until "every real server holds $VIP on lo" 20 vip_on_every_lo
 served6() { [ -n "$(http_get client "http://[$VIP]/")" ]; }
 wait_until "the client is served through [$VIP]" 20 served6
 failover_trials ${FAILOVER6_TRIALS:-5} "IPv6 unplanned failover"

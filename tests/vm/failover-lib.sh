@@ -32,6 +32,12 @@ holders() {
 	done
 	echo ${_h# }
 }
+# vip_on_every_lo: every real server holds the VIP on lo.
+vip_on_every_lo() {
+	for _rs in $LVS_REAL_SERVERS; do
+		in_ns $_rs $IP addr show dev lo | grep -qF " $VIP/" || return 1
+	done
+}
 one_holder() { [ "$(holders | wc -w)" = 1 ]; }
 holds() { [ "$(holders)" = "$1" ]; }
 
