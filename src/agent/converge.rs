@@ -80,6 +80,29 @@ pub struct Resynced {
     pub lans: Lans,
 }
 
+impl Resynced {
+    /// The addresses on an interface other than `lo` after the resync (a director's VIPs): those
+    /// the desired state holds, less those the kernel refused to add.
+    pub fn on_interfaces(&self) -> BTreeSet<IpAddr> {
+        let refused: BTreeSet<IpAddr> = self
+            .converged
+            .failed
+            .iter()
+            .filter_map(|(op, _)| match op {
+                Op::AddAddress { address, .. } => Some(address.addr),
+                _ => None,
+            })
+            .collect();
+        self.desired
+            .state
+            .addresses
+            .iter()
+            .filter(|a| a.ifname != "lo" && !refused.contains(&a.addr))
+            .map(|a| a.addr)
+            .collect()
+    }
+}
+
 /// How often a VIP that lingers on `lo` is looked at again.
 pub const LINGER_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 

@@ -169,6 +169,7 @@ pub async fn resync<D: DataPlane>(
         });
         ha.after_resync(
             ready,
+            resynced.on_interfaces(),
             ifname.as_deref().and_then(crate::netdev::interface_mac),
         );
         ha.record_sync(&resynced.after.daemons.keys().copied().collect());

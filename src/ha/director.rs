@@ -60,6 +60,8 @@ pub struct Ha {
     held: BTreeMap<IpAddr, Held>,
     /// VIPs programmed here, ready to be taken.
     ready: BTreeSet<IpAddr>,
+    /// VIPs on this director's interface after the last resync (added and announced).
+    installed: BTreeSet<IpAddr>,
     /// VIPs being let go of on purpose, since when.
     leaving: BTreeMap<IpAddr, Instant>,
     /// The VIPs whose Lease another director took while this one held them (cluster).
@@ -82,6 +84,7 @@ impl Ha {
             peers,
             held: BTreeMap::new(),
             ready: BTreeSet::new(),
+            installed: BTreeSet::new(),
             leaving: BTreeMap::new(),
             fenced: BTreeSet::new(),
             lease_holders: BTreeMap::new(),
@@ -290,22 +293,36 @@ impl Ha {
         }
     }
 
-    /// After a resync: the VIPs whose services are programmed here (ready to be taken) and the
-    /// MAC of the VIPs' interface.
-    pub fn after_resync(&mut self, ready: BTreeSet<IpAddr>, mac: Option<String>) {
+    /// After a resync: the VIPs whose services are programmed here (ready to be taken), the
+    /// addresses now on its interfaces (`installed`: a VIP taken is claimed from then on) and
+    /// the MAC of the VIPs' interface.
+    pub fn after_resync(
+        &mut self,
+        ready: BTreeSet<IpAddr>,
+        installed: BTreeSet<IpAddr>,
+        mac: Option<String>,
+    ) {
         self.ready = ready;
+        self.installed = installed;
         self.mac = mac;
         let candidates: BTreeSet<IpAddr> =
             self.ready.iter().chain(self.held.keys()).copied().collect();
         self.publish(&candidates);
     }
 
+    /// Tells the peers this director's claims. A VIP taken is claimed once the resync that adds
+    /// it to the interface (and announces it) is done: a director handing it over lets go when
+    /// it hears the claim, and letting go any earlier would drop the clients whose neighbour
+    /// entries still point at it (their SYNs reach a director without the VIP).
     fn publish(&self, candidates: &BTreeSet<IpAddr>) {
         let vips = candidates
             .iter()
             .map(|vip| VipState {
                 vip: *vip,
-                active: self.held.contains_key(vip),
+                active: self
+                    .held
+                    .get(vip)
+                    .is_some_and(|h| h.adopted || self.installed.contains(vip)),
                 ready: self.ready.contains(vip),
                 term: self.held.get(vip).map_or(0, |h| h.term),
                 leaving: self.leaving.contains_key(vip),
@@ -509,8 +526,8 @@ mod tests {
     async fn settle(a: &mut Ha, b: &mut Ha, rounds: usize) {
         for _ in 0..rounds {
             for ha in [&mut *a, &mut *b] {
-                ha.decide(&vips());
-                ha.after_resync(vips(), None);
+                let held = ha.decide(&vips());
+                ha.after_resync(vips(), held, None);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -566,6 +583,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_leaving_director_keeps_the_vip_until_the_standby_has_it_on_its_interface() {
+        let (mut a, mut b) = pair().await;
+        settle(&mut a, &mut b, 15).await;
+        let vip = VIP.parse().unwrap();
+        let (mut active, mut standby) = if a.holds(vip) { (a, b) } else { (b, a) };
+        assert_eq!(active.leave(), 1);
+        // The standby hears it and takes the VIP; its resync has not added the address yet.
+        let t0 = Instant::now();
+        while !standby.holds(vip) {
+            assert!(t0.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            standby.decide(&vips());
+        }
+        standby.after_resync(vips(), BTreeSet::new(), None);
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            active.decide(&vips());
+            active.after_resync(vips(), [vip].into(), None);
+        }
+        assert!(
+            active.holds(vip),
+            "no client has been told yet where the VIP went"
+        );
+        // The address is on the standby's interface, announced: the claim goes out.
+        standby.after_resync(vips(), [vip].into(), None);
+        let t0 = Instant::now();
+        while active.holds(vip) {
+            assert!(t0.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            active.decide(&vips());
+        }
+        assert!(active.handed_over());
+    }
+
+    #[tokio::test]
     async fn with_no_ready_standby_leaving_keeps_the_vip() {
         let peers = Peers::start(settings("alone"), vec![]).unwrap();
         let mut ha = Ha::new(peers, HaMetrics::default());
@@ -582,7 +634,7 @@ mod tests {
         let mut b = Ha::new(peers, HaMetrics::default());
         let vip: IpAddr = VIP.parse().unwrap();
         b.set_lease(vip, Some("a".into()), true);
-        b.after_resync(vips(), None);
+        b.after_resync(vips(), BTreeSet::new(), None);
         tokio::time::sleep(Duration::from_millis(200)).await; // past the quiet period
         assert!(b.decide(&vips()).is_empty(), "a is alive by the API server");
         // a's heartbeat Lease went stale: a is gone, and b takes the VIP.

@@ -159,7 +159,7 @@ impl Agent {
             }
         }
         let mac = macs.values().next().cloned();
-        self.ha.after_resync(ready, mac);
+        self.ha.after_resync(ready, r.on_interfaces(), mac);
         if let Some(announcer) = &self.announcer {
             announcer.hold(&r.desired.state.addresses, |vip| self.ha.holds(vip));
         }
