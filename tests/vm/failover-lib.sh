@@ -42,7 +42,9 @@ one_holder() { [ "$(holders | wc -w)" = 1 ]; }
 holds() { [ "$(holders)" = "$1" ]; }
 
 # The client: a new connection every 20 ms, the start time (ms) of each success in /run/ok.ms
-# and of each failure in /run/fail.ms.
+# and of each failure in /run/fail.ms, with how it failed: "timeout" (no answer within 1 s: no
+# director took the connection), "reset" (a director or real server refused it mid-flow) or
+# "error".
 client_loop_start() {
 	: >/run/ok.ms
 	: >/run/fail.ms
@@ -50,11 +52,19 @@ client_loop_start() {
 		while [ ! -e /run/client.stop ]; do
 			(
 				t=$(awk "{printf \"%d\", \$1 * 1000}" /proc/uptime)
-				if timeout 1 wget -qO- http://'"$(vip_host)"'/ >/dev/null 2>&1; then
+				e=/tmp/wget.$t.$$
+				timeout 1 wget -qO- http://'"$(vip_host)"'/ >/dev/null 2>$e
+				rc=$?
+				if [ $rc = 0 ]; then
 					echo $t >>/run/ok.ms
+				elif [ $rc = 124 ] || [ $rc = 143 ]; then
+					echo "$t timeout" >>/run/fail.ms
+				elif grep -q "reset by peer" $e; then
+					echo "$t reset" >>/run/fail.ms
 				else
-					echo $t >>/run/fail.ms
+					echo "$t error" >>/run/fail.ms
 				fi
+				rm -f $e
 			) &
 			sleep 0.02
 		done' &
@@ -75,8 +85,26 @@ gap() {
 }
 # ok_count FROM TO: successful attempts started in [FROM, TO] (one starts every 20 ms).
 ok_count() { awk -v from="$1" -v to="$2" '$1 >= from && $1 <= to' /run/ok.ms | wc -l; }
-# failed_at FROM TO: when the failed attempts started in [FROM, TO] began, in ms after FROM.
-failed_at() { sort -n /run/fail.ms | awk -v from="$1" -v to="$2" '$1 >= from && $1 <= to {print $1 - from}' | tr '\n' ' ' | sed 's/ $//'; }
+# failed_at FROM TO: when the failed attempts started in [FROM, TO] began, in ms after FROM,
+# and how each failed ("1020 reset").
+failed_at() { sort -n /run/fail.ms | awk -v from="$1" -v to="$2" '$1 >= from && $1 <= to {print $1 - from, $2}' | tr '\n' ',' | sed 's/,$//; s/,/, /g'; }
+# failures KIND FROM TO: the attempts started in [FROM, TO] that failed with KIND.
+failures() { awk -v k="$1" -v from="$2" -v to="$3" '$2 == k && $1 >= from && $1 <= to' /run/fail.ms | wc -l; }
+# reset_spread FROM TO: ms between the first and the last reset attempt started in [FROM, TO].
+reset_spread() { awk -v from="$1" -v to="$2" '$2 == "reset" && $1 >= from && $1 <= to {if (min == "" || $1 < min) min = $1; if ($1 > max) max = $1} END {print max - min + 0}' /run/fail.ms; }
+
+# planned_checks LABEL FROM TO: what a planned handover in [FROM, TO] may cost the client loop.
+# The director handing over keeps the VIP until the new holder has it and has announced it, so no
+# attempt may time out. A connection in its first packets at the instant of the switch is the
+# kernel's limit (IPVS syncs a connection after its third packet, in batches, and the new
+# director's stack resets what it does not know): such connections are reset, and only those -
+# at most two, started within 60 ms of each other (the client starts one every 20 ms).
+planned_checks() {
+	check "$1: no client attempt timed out (none waited for a director)" [ "$(failures timeout $2 $3)" = 0 ]
+	check "$1: no attempt failed but by a reset" [ "$(failures error $2 $3)" = 0 ]
+	check "$1: at most two attempts reset, in flight at the switch (within 60 ms)" few_resets $2 $3
+}
+few_resets() { [ "$(failures reset $1 $2)" -le 2 ] && [ "$(reset_spread $1 $2)" -le 60 ]; }
 
 # The long-lived connection: a line every 100 ms for N seconds through the VIP's port 7.
 # Lines sent while no director forwards come back once TCP retransmits them (its backoff can
