@@ -123,6 +123,9 @@ pub struct Settings {
     pub marks: (u32, u32),
     /// A director with peers syncs its connections to them with this `--syncid`.
     pub sync_id: Option<u8>,
+    /// Stop none of our sync daemons this time (a director that just took or let go of a VIP:
+    /// see [`crate::ha::director::SYNC_GRACE`]); the ones it wants are started all the same.
+    pub keep_sync_daemons: bool,
     /// The VIPs of every object that exists, when the agent sees them all (cluster mode): a
     /// real server's VIP outside them has no director left and does not linger on `lo`.
     pub directed: Option<BTreeSet<IpAddr>>,
@@ -146,6 +149,17 @@ pub async fn resync<D: DataPlane>(
     hold_ejected(&mut desired, assignments, &observed);
     if let Some(id) = settings.sync_id {
         desired.state.daemons = sync_daemons(assignments, &|vip| lans.interface_for(vip), id);
+    }
+    if settings.keep_sync_daemons {
+        for role in &ledger.daemons {
+            if let Some(running) = observed.daemons.get(role) {
+                desired
+                    .state
+                    .daemons
+                    .entry(*role)
+                    .or_insert_with(|| running.clone());
+            }
+        }
     }
     let before = ledger.clone();
     let lingering = linger(

@@ -141,6 +141,7 @@ pub async fn resync<D: DataPlane>(
     let settings = converge::Settings {
         // Connections are synced between directors that fail over to each other.
         sync_id: (director && beside.ha.is_some()).then_some(opts.sync_id),
+        keep_sync_daemons: beside.ha.as_ref().is_some_and(|ha| ha.keeps_sync_daemons()),
         now: converge::now(),
         drain_timeout: opts.drain_timeout.as_secs(),
         dry_run: opts.dry_run,

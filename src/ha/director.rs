@@ -45,6 +45,12 @@ struct Held {
 /// How long a director that no longer directs a VIP waits for a standby to claim it.
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long after taking or letting go of a VIP a director stops none of its connection-sync
+/// daemons. The kernel's master sends a partly filled buffer only 2 to 3 s after its first
+/// entry, and drops what it has not sent when it stops; the new holder's backup must be there to
+/// receive it.
+pub const SYNC_GRACE: Duration = Duration::from_secs(5);
+
 /// A peer's state for one VIP, for reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerReport {
@@ -71,6 +77,8 @@ pub struct Ha {
     /// The VIPs whose Lease holder's agent renews its heartbeat Lease.
     live_holders: BTreeSet<IpAddr>,
     takeovers: BTreeMap<IpAddr, Takeover>,
+    /// When this director last took or let go of a VIP (or started).
+    last_swap: Option<Instant>,
     mac: Option<String>,
     started: Instant,
     /// Failovers to this director.
@@ -90,6 +98,9 @@ impl Ha {
             lease_holders: BTreeMap::new(),
             live_holders: BTreeSet::new(),
             takeovers: BTreeMap::new(),
+            // A restarted agent may have let go of a VIP just before (a rolling update): the
+            // daemons it finds keep running through the grace all the same.
+            last_swap: Some(Instant::now()),
             mac: None,
             started: Instant::now(),
             failovers: 0,
@@ -155,6 +166,7 @@ impl Ha {
                     info!("{vip}: no longer directed here; letting go");
                     self.held.remove(&vip);
                     self.leaving.remove(&vip);
+                    self.last_swap = Some(Instant::now());
                 }
             }
         }
@@ -237,6 +249,7 @@ impl Ha {
                             .inc();
                     }
                     self.takeovers.insert(*vip, takeover);
+                    self.last_swap = Some(Instant::now());
                     self.held.insert(
                         *vip,
                         Held {
@@ -260,6 +273,7 @@ impl Ha {
                     self.held.remove(vip);
                     self.fenced.remove(vip);
                     self.leaving.remove(vip);
+                    self.last_swap = Some(Instant::now());
                 }
                 _ => {}
             }
@@ -404,6 +418,13 @@ impl Ha {
 
     pub fn holds(&self, vip: IpAddr) -> bool {
         self.held.contains_key(&vip)
+    }
+
+    /// Whether this director took or let go of a VIP less than [`SYNC_GRACE`] ago: its resyncs
+    /// then stop none of its sync daemons, so that what the old holder's master had not sent
+    /// yet still reaches the new holder's backup.
+    pub fn keeps_sync_daemons(&self) -> bool {
+        self.last_swap.is_some_and(|t| t.elapsed() < SYNC_GRACE)
     }
 
     pub fn takeover(&self, vip: IpAddr) -> Option<&Takeover> {
