@@ -77,8 +77,8 @@ pub struct Ha {
     /// The VIPs whose Lease holder's agent renews its heartbeat Lease.
     live_holders: BTreeSet<IpAddr>,
     takeovers: BTreeMap<IpAddr, Takeover>,
-    /// When this director last took or let go of a VIP (or started).
-    last_swap: Option<Instant>,
+    /// When this director last took or let go of a VIP, or started.
+    last_swap: Instant,
     mac: Option<String>,
     started: Instant,
     /// Failovers to this director.
@@ -100,7 +100,7 @@ impl Ha {
             takeovers: BTreeMap::new(),
             // A restarted agent may have let go of a VIP just before (a rolling update): the
             // daemons it finds keep running through the grace all the same.
-            last_swap: Some(Instant::now()),
+            last_swap: Instant::now(),
             mac: None,
             started: Instant::now(),
             failovers: 0,
@@ -166,7 +166,7 @@ impl Ha {
                     info!("{vip}: no longer directed here; letting go");
                     self.held.remove(&vip);
                     self.leaving.remove(&vip);
-                    self.last_swap = Some(Instant::now());
+                    self.last_swap = Instant::now();
                 }
             }
         }
@@ -249,7 +249,7 @@ impl Ha {
                             .inc();
                     }
                     self.takeovers.insert(*vip, takeover);
-                    self.last_swap = Some(Instant::now());
+                    self.last_swap = Instant::now();
                     self.held.insert(
                         *vip,
                         Held {
@@ -273,7 +273,7 @@ impl Ha {
                     self.held.remove(vip);
                     self.fenced.remove(vip);
                     self.leaving.remove(vip);
-                    self.last_swap = Some(Instant::now());
+                    self.last_swap = Instant::now();
                 }
                 _ => {}
             }
@@ -420,11 +420,11 @@ impl Ha {
         self.held.contains_key(&vip)
     }
 
-    /// Whether this director took or let go of a VIP less than [`SYNC_GRACE`] ago: its resyncs
-    /// then stop none of its sync daemons, so that what the old holder's master had not sent
-    /// yet still reaches the new holder's backup.
+    /// Whether this director took or let go of a VIP (or started) less than [`SYNC_GRACE`] ago:
+    /// its resyncs then stop none of its sync daemons, so that what the old holder's master had
+    /// not sent yet still reaches the new holder's backup.
     pub fn keeps_sync_daemons(&self) -> bool {
-        self.last_swap.is_some_and(|t| t.elapsed() < SYNC_GRACE)
+        self.last_swap.elapsed() < SYNC_GRACE
     }
 
     pub fn takeover(&self, vip: IpAddr) -> Option<&Takeover> {
