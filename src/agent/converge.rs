@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use crate::core::{
     Assignment, CHECKED_DIRECTOR_SYSCTLS, Desired, Intent, Lans, Ledger, MarkKey, NodeState, Op,
-    Plan, REAL_SERVER_SYSCTLS, ServiceKey, assign_marks, desired, hold_ejected, linger, plan,
-    sync_daemons, wanted_marks, wanted_services,
+    Plan, REAL_SERVER_SYSCTLS, SLOPPY_TCP, ServiceKey, assign_marks, desired, hold_ejected, linger,
+    plan, sync_daemons, wanted_marks, wanted_services,
 };
 
 use super::ledger::LedgerStore;
@@ -129,6 +129,10 @@ pub struct Settings {
     /// The VIPs of every object that exists, when the agent sees them all (cluster mode): a
     /// real server's VIP outside them has no director left and does not linger on `lo`.
     pub directed: Option<BTreeSet<IpAddr>>,
+    /// Director VIPs added without announcing them (taken while the old holder drains).
+    pub unannounced: BTreeSet<IpAddr>,
+    /// Director VIPs to announce now, already on their interface (see `crate::ha::director`).
+    pub announce: BTreeSet<IpAddr>,
 }
 
 /// Observes, computes the desired state of `assignments`, settles the ledger, plans, and (unless
@@ -184,12 +188,19 @@ pub async fn resync<D: DataPlane>(
         }
     }
     ledger.settle(&observed, &desired.state);
-    let plan = plan(
+    let mut plan = plan(
         &desired.state,
         &observed,
         &ledger,
         settings.now,
         settings.drain_timeout,
+    );
+    announcements(
+        &mut plan,
+        &desired.state,
+        &observed,
+        &settings.unannounced,
+        &settings.announce,
     );
     if settings.dry_run {
         return Ok(Resynced {
@@ -227,6 +238,34 @@ pub async fn resync<D: DataPlane>(
         lingering,
         lans,
     })
+}
+
+/// A handover's announcements: a VIP taken quietly is added without one, and announced on its
+/// own once the old holder has drained.
+fn announcements(
+    plan: &mut Plan,
+    desired: &NodeState,
+    observed: &NodeState,
+    unannounced: &BTreeSet<IpAddr>,
+    now: &BTreeSet<IpAddr>,
+) {
+    for op in &mut plan.ops {
+        if let Op::AddAddress { address, announce } = op
+            && unannounced.contains(&address.addr)
+        {
+            *announce = false;
+        }
+    }
+    for address in &desired.addresses {
+        if address.ifname != "lo"
+            && now.contains(&address.addr)
+            && observed.addresses.contains(address)
+        {
+            plan.ops.push(Op::Announce {
+                address: address.clone(),
+            });
+        }
+    }
 }
 
 /// The destinations of ours, of those we want and of those we were about to create (not of the
@@ -268,6 +307,9 @@ fn what_to_observe(ledger: &Ledger, assignments: &[Assignment<'_>], sync: Option
     // A director checking through its VIP needs accept_local on the VIP's interface; which one is
     // only known after observing, so read every interface's that a director may use.
     for a in assignments.iter().filter(|a| a.director.is_some()) {
+        if a.director.as_ref().is_some_and(|d| d.handover.is_some()) {
+            scope.sysctls.insert(SLOPPY_TCP.0.to_string());
+        }
         if a.service.health.is_some() {
             scope
                 .sysctls
@@ -450,6 +492,7 @@ fn list_addrs(addrs: &[IpAddr]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::HostAddress;
     use std::time::Duration;
 
     #[test]
@@ -460,6 +503,34 @@ mod tests {
             .map(|ok| r.after(*ok).as_millis())
             .collect();
         assert_eq!(waits, vec![200, 400, 800, 1600, 2000, 2000, 200]);
+    }
+
+    #[test]
+    fn a_vip_taken_quietly_is_added_unannounced_and_announced_on_its_own_later() {
+        let vip: IpAddr = "10.10.24.88".parse().unwrap();
+        let on_eth0 = HostAddress::vip("eth0", vip);
+        let on_lo = HostAddress::vip("lo", vip);
+        let desired = NodeState {
+            addresses: [on_eth0.clone(), on_lo].into(),
+            ..Default::default()
+        };
+        let quiet: BTreeSet<IpAddr> = [vip].into();
+        let add = |announce| Op::AddAddress {
+            address: on_eth0.clone(),
+            announce,
+        };
+        let mut plan = Plan {
+            ops: vec![add(true)],
+            ..Default::default()
+        };
+        let none = BTreeSet::new();
+        announcements(&mut plan, &desired, &NodeState::default(), &quiet, &none);
+        assert_eq!(plan.ops, vec![add(false)]);
+        // Later, with the address in place: one announcement, on eth0 only.
+        let mut plan = Plan::default();
+        announcements(&mut plan, &desired, &desired, &none, &quiet);
+        let ops: Vec<String> = plan.ops.iter().map(ToString::to_string).collect();
+        assert_eq!(ops, ["arping -U -c 3 -I eth0 10.10.24.88"]);
     }
 
     #[test]

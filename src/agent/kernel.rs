@@ -200,6 +200,21 @@ impl Kernel {
                 .addrs
                 .del(&address.ifname, address.addr, address.prefix_len)
                 .await?),
+            Op::Announce { address } => {
+                if let Err(e) = announce(
+                    &self.addrs,
+                    &address.ifname,
+                    address.addr,
+                    self.announcements,
+                    Duration::from_millis(100),
+                )
+                .await
+                {
+                    // As for AddAddress: neighbours learn it on their next ARP.
+                    warn!("announcing {} on {}: {e}", address.addr, address.ifname);
+                }
+                Ok(())
+            }
             Op::SetSysctl { name, value, .. } | Op::RestoreSysctl { name, value } => {
                 Ok(self.sysctls.write(name, value)?)
             }

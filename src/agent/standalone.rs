@@ -99,10 +99,6 @@ pub struct Beside {
     pub announcer: Option<Announcer>,
 }
 
-/// How long a stopping director waits for its standbys to take its VIPs before it exits
-/// keeping the rest.
-const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// One resync against `dp`, with the health checks' verdicts when they run, which then follow
 /// the objects the resync directs, and with the failover's choice of VIPs to hold.
 pub async fn resync<D: DataPlane>(
@@ -130,6 +126,7 @@ pub async fn resync<D: DataPlane>(
             director: director.then(|| DirectorRole {
                 holds_vip: held.as_ref().is_none_or(|h| h.contains(&service.vip)),
                 interface: opts.interface.clone(),
+                handover: beside.ha.as_ref().and_then(|ha| ha.handover(service.vip)),
             }),
             real_server: opts.role == Role::Backend,
             health: match beside.checks.as_mut() {
@@ -151,6 +148,12 @@ pub async fn resync<D: DataPlane>(
         // The files here are this node's part only: a director elsewhere may still send it
         // clients of a VIP they no longer name.
         directed: None,
+        unannounced: beside.ha.as_ref().map(Ha::unannounced).unwrap_or_default(),
+        announce: beside
+            .ha
+            .as_mut()
+            .map(Ha::take_announcements)
+            .unwrap_or_default(),
     };
     let resynced = converge::resync(dp, store, &assignments, settings).await?;
     if let Some(c) = &mut beside.checks {
@@ -175,7 +178,7 @@ pub async fn resync<D: DataPlane>(
         );
         ha.record_sync(&resynced.after.daemons.keys().copied().collect());
         if let Some(announcer) = &beside.announcer {
-            announcer.hold(&resynced.desired.state.addresses, |vip| ha.holds(vip));
+            announcer.hold(&resynced.desired.state.addresses, |vip| ha.announces(vip));
         }
     }
     let mut unready = Vec::new();
@@ -231,10 +234,9 @@ fn second_holders(
             watches.push(Watch {
                 vip: s.vip,
                 ifname,
-                // Where a peer holds the VIP, its answers are expected; where we do, none is.
-                active_mac: (!ha.holds(s.vip))
-                    .then(|| ha.active_peer_mac(s.vip))
-                    .flatten(),
+                // Where a peer holds the VIP, its answers are expected; where we do, none is
+                // but the other side's of a handover.
+                active_mac: ha.expected_mac(s.vip),
             });
         }
     }
@@ -387,7 +389,7 @@ pub async fn run<D: DataPlane>(
                     info!("the data plane stays as it is");
                     return true;
                 }
-                handing_over = Some(Instant::now() + HANDOVER_TIMEOUT);
+                handing_over = Some(Instant::now() + crate::ha::director::HANDOVER_LIMIT);
             }
         }
     }

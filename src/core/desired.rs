@@ -33,7 +33,27 @@ pub struct DirectorRole {
     pub holds_vip: bool,
     /// Interface for the VIP, overriding `spec.directors.interface` (the standalone `--interface`).
     pub interface: Option<String>,
+    /// Set on both directors of a planned handover while the VIP moves between them.
+    pub handover: Option<Handover>,
 }
+
+/// A director's side of a planned handover. While the VIP moves, both directors send every new
+/// connection of its TCP services to one real server (the lowest-addressed one in service; the
+/// others keep their connections at weight 0), and the taker also schedules a connection it first
+/// sees mid-flow (`sloppy_tcp`): a connection whose SYN the old holder scheduled and whose next
+/// packets reach the taker then goes to the same real server there. (Otherwise the taker's stack
+/// resets it: the kernel syncs a connection only after its third packet, in batches.) Only
+/// weights change: swapping a live service's scheduler drops the SYNs that arrive meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// The director handing the VIP over.
+    Giving,
+    /// The director taking it.
+    Taking,
+}
+
+/// The sysctl that lets IPVS schedule a TCP connection on a packet other than its SYN.
+pub const SLOPPY_TCP: (&str, &str) = ("net.ipv4.vs.sloppy_tcp", "1");
 
 /// An object that could not be placed on this node, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +130,7 @@ fn object_state(
         // `backup_only` would stop the loop too, but it turns all of IPVS off on a node whose
         // backup sync daemon runs: its through-VIP health checks and any VIP it is active for.)
         let schedules = role.holds_vip || !a.real_server;
+        let pinned = role.holds_vip && role.handover.is_some();
         for (i, (key, port)) in service.keys().zip(&service.ports).enumerate() {
             if let Some(owner) = owners.get(&key) {
                 return Err(format!(
@@ -120,7 +141,7 @@ fn object_state(
                 continue;
             }
             let checked = service.checked_port(*port);
-            let dests = a
+            let mut dests: BTreeMap<DestKey, DestState> = a
                 .backends
                 .iter()
                 .map(|b| {
@@ -132,13 +153,15 @@ fn object_state(
                     (dest, DestState::dr(weight(b.weight, admission)))
                 })
                 .collect();
-            state.services.insert(
-                key,
-                ServiceState {
-                    config: service.config.clone(),
-                    dests,
-                },
-            );
+            if pinned && key.protocol == Protocol::Tcp {
+                pin(&mut dests);
+            }
+            let config = service.config.clone();
+            state.services.insert(key, ServiceState { config, dests });
+        }
+        if pinned && role.handover == Some(Handover::Taking) {
+            let (name, value) = SLOPPY_TCP;
+            state.sysctls.insert(name.to_string(), value.to_string());
         }
         if service.health.is_some() {
             for (name, value) in CHECKED_DIRECTOR_SYSCTLS {
@@ -177,6 +200,18 @@ fn object_state(
         }
     }
     Ok(state)
+}
+
+/// Leaves weight only to the lowest-addressed destination that has some (see [`Handover`]).
+fn pin(dests: &mut BTreeMap<DestKey, DestState>) {
+    let Some(keep) = dests.iter().find(|(_, d)| d.weight > 0).map(|(k, _)| *k) else {
+        return;
+    };
+    for (k, d) in dests.iter_mut() {
+        if *k != keep {
+            d.weight = 0;
+        }
+    }
 }
 
 /// The connection-sync daemons of a director with peers (`sync_id` is their `--syncid`): a

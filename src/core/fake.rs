@@ -74,6 +74,7 @@ pub fn apply_op(s: &mut NodeState, op: &Op) {
         Op::DelAddress { address } => {
             s.addresses.remove(address);
         }
+        Op::Announce { .. } => {}
         Op::SetSysctl { name, value, .. } | Op::RestoreSysctl { name, value } => {
             s.sysctls.insert(name.clone(), value.clone());
         }

@@ -245,7 +245,7 @@ impl Ledger {
             Op::DelMark { key } => {
                 self.marks.remove(key);
             }
-            Op::AddMarkDest { .. } | Op::DelMarkDest { .. } => {}
+            Op::AddMarkDest { .. } | Op::DelMarkDest { .. } | Op::Announce { .. } => {}
             Op::StartDaemon { daemon } => {
                 self.daemons.insert(daemon.role);
             }

@@ -19,8 +19,8 @@ pub mod service;
 
 pub use claims::{Conflict, claims};
 pub use desired::{
-    Assignment, Desired, DirectorRole, PlacementError, desired, hold_ejected, interface_for,
-    linger, sync_daemons, wanted_marks, wanted_services,
+    Assignment, Desired, DirectorRole, Handover, PlacementError, SLOPPY_TCP, desired, hold_ejected,
+    interface_for, linger, sync_daemons, wanted_marks, wanted_services,
 };
 pub use health::{Admission, DEFAULT_MARKS, assign_marks, source_for};
 pub use ledger::{Drain, Intent, Ledger, SysctlRecord};

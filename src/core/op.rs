@@ -71,6 +71,11 @@ pub enum Op {
     DelAddress {
         address: HostAddress,
     },
+    /// Announces a VIP already on its interface (gratuitous ARP / unsolicited neighbour
+    /// advertisement): a director that took it quietly while the old holder drained.
+    Announce {
+        address: HostAddress,
+    },
     SetSysctl {
         name: String,
         value: String,
@@ -97,9 +102,9 @@ impl Op {
             | Op::AddMarkDest { key, .. }
             | Op::DelMarkDest { key, .. }
             | Op::DelMark { key } => part.marks.contains_key(key),
-            Op::AddAddress { address, .. } | Op::DelAddress { address } => {
-                part.addresses.contains(address)
-            }
+            Op::AddAddress { address, .. }
+            | Op::DelAddress { address }
+            | Op::Announce { address } => part.addresses.contains(address),
             Op::SetSysctl { name, .. } | Op::RestoreSysctl { name, .. } => {
                 part.sysctls.contains_key(name)
             }
@@ -149,6 +154,10 @@ impl fmt::Display for Op {
                 _ => write!(f, "ip addr add {address}"),
             },
             Op::DelAddress { address } => write!(f, "ip addr del {address}"),
+            Op::Announce { address } => match address.addr {
+                std::net::IpAddr::V4(a) => write!(f, "arping -U -c 3 -I {} {a}", address.ifname),
+                std::net::IpAddr::V6(a) => write!(f, "ndsend {a} {}", address.ifname),
+            },
             Op::SetSysctl { name, value, .. } | Op::RestoreSysctl { name, value } => {
                 write!(f, "sysctl -w {name}={value}")
             }

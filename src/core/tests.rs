@@ -40,6 +40,7 @@ fn director(objs: &[VirtualService]) -> NodeState {
             director: Some(DirectorRole {
                 holds_vip: true,
                 interface: None,
+                handover: None,
             }),
             real_server: false,
             health: Default::default(),
@@ -319,6 +320,7 @@ fn second_object_claiming_a_served_port_is_refused_whole() {
             director: Some(DirectorRole {
                 holds_vip: true,
                 interface: None,
+                handover: None,
             }),
             real_server: false,
             health: Default::default(),
@@ -347,6 +349,7 @@ fn director_without_an_interface_for_the_vip_reports_the_field() {
         director: Some(DirectorRole {
             holds_vip: true,
             interface: None,
+            handover: None,
         }),
         real_server: false,
         health: Default::default(),
@@ -367,6 +370,7 @@ fn standby_director_programs_ipvs_without_the_vip() {
         director: Some(DirectorRole {
             holds_vip: false,
             interface: None,
+            handover: None,
         }),
         real_server: false,
         health: Default::default(),
@@ -374,6 +378,65 @@ fn standby_director_programs_ipvs_without_the_vip() {
     let (state, _) = desired_state(&a, &eth0);
     assert_eq!(state.services.len(), 1);
     assert!(state.addresses.is_empty());
+}
+
+#[test]
+fn both_sides_of_a_handover_send_new_tcp_connections_to_one_real_server_and_the_taker_picks_up_mid_flow()
+ {
+    // rs1 takes no new connections: rs2 is the one in service with the lowest address.
+    let obj = objects(
+        &include_str!("../../tests/valid/reference.yaml")
+            .replace(
+                "ports: [{port: 80, protocol: TCP}]",
+                "ports: [{port: 80, protocol: TCP}, {port: 53, protocol: UDP}]",
+            )
+            .replace(
+                "{address: 10.10.24.21}",
+                "{address: 10.10.24.21, weight: 0}",
+            ),
+    )
+    .remove(0);
+    let assign = |handover| {
+        [Assignment {
+            service: &obj,
+            backends: obj.backends.clone().unwrap_or_default(),
+            director: Some(DirectorRole {
+                holds_vip: true,
+                interface: None,
+                handover,
+            }),
+            real_server: false,
+            health: Default::default(),
+        }]
+    };
+    let weights = |state: &NodeState, port: u16| -> Vec<u32> {
+        let protocol = if port == 53 {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        };
+        state.services[&key("10.10.24.88", protocol, port)]
+            .dests
+            .values()
+            .map(|d| d.weight)
+            .collect()
+    };
+    let sloppy = |state: &NodeState| state.sysctls.get("net.ipv4.vs.sloppy_tcp").cloned();
+    let (giving, errors) = desired_state(&assign(Some(Handover::Giving)), &eth0);
+    assert_eq!(errors, vec![]);
+    assert_eq!(weights(&giving, 80), [0, 1, 0]);
+    assert_eq!(
+        weights(&giving, 53),
+        [0, 1, 1],
+        "UDP is scheduled as before"
+    );
+    assert_eq!(sloppy(&giving), None);
+    let (taking, _) = desired_state(&assign(Some(Handover::Taking)), &eth0);
+    assert_eq!(weights(&taking, 80), [0, 1, 0]);
+    assert_eq!(sloppy(&taking).as_deref(), Some("1"));
+    let (after, _) = desired_state(&assign(None), &eth0);
+    assert_eq!(weights(&after, 80), [0, 1, 1]);
+    assert_eq!(sloppy(&after), None);
 }
 
 #[test]
@@ -386,6 +449,7 @@ fn a_standby_that_is_also_a_real_server_programs_the_vips_services_only_once_it_
             director: Some(DirectorRole {
                 holds_vip,
                 interface: None,
+                handover: None,
             }),
             real_server: true,
             health: Default::default(),
@@ -896,6 +960,7 @@ fn a_real_server_ejected_before_a_restart_stays_out_until_its_checks_pass() {
             director: Some(DirectorRole {
                 holds_vip: true,
                 interface: None,
+                handover: None,
             }),
             real_server: false,
             health: admissions,
@@ -944,6 +1009,7 @@ fn a_director_with_peers_runs_a_master_where_it_holds_the_vip_and_a_backup_where
                 director: Some(DirectorRole {
                     holds_vip,
                     interface: None,
+                    handover: None,
                 }),
                 real_server: false,
                 health: Default::default(),

@@ -10,6 +10,15 @@
 //! A VIP this director lets go of on purpose (SIGTERM, or no longer a candidate in a cluster) is
 //! *leaving*: it stays held until a ready standby claims it, so clients see no gap; with no
 //! ready standby it is kept (SIGTERM) or dropped at once (no longer a candidate).
+//!
+//! A planned handover moves no connection mid-flight. The taker adds the VIP to its interface
+//! *quietly* (no announcement, so clients still reach the old holder), sends the VIP's new TCP
+//! connections to one real server and turns `sloppy_tcp` on; the old holder, hearing that, sends
+//! its new connections to the same real server and, once that is programmed, says it has
+//! *drained*; the taker then announces the VIP, and the old holder lets go [`LINGER`] later. A
+//! connection whose SYN the old holder scheduled and whose next packets reach the taker is
+//! scheduled there on the first one, to the same real server (see `crate::core::Handover`).
+//! [`PINNED_AFTER`] later the taker schedules as the spec says again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -22,6 +31,7 @@ use super::elect::{Candidate, View, should_hold};
 use super::message::VipState;
 use super::metrics::{HaMetrics, PeerLabels, VipLabels};
 use super::peers::{Claims, Peer, Peers};
+use crate::core::Handover;
 
 /// How a VIP came to this director, for the status and the failover Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +61,38 @@ pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// receive it.
 pub const SYNC_GRACE: Duration = Duration::from_secs(5);
 
+/// How long the old holder keeps the VIP (pinned) after the taker announced it: packets
+/// sent before a neighbour heard the announcement still arrive.
+pub const LINGER: Duration = Duration::from_millis(1000);
+
+/// How long the taker keeps new connections on one real server after it announced the VIP: by
+/// then every connection the old holder scheduled has sent the taker its next packet.
+pub const PINNED_AFTER: Duration = Duration::from_secs(1);
+
+/// The longest a taker stays quiet waiting for the old holder to drain (an older agent never
+/// says it has).
+const QUIET_MAX: Duration = Duration::from_secs(3);
+
+/// The longest a director handing a VIP over waits for the taker to announce it.
+const DRAIN_MAX: Duration = Duration::from_secs(6);
+
+/// How long a stopping director may take to hand its VIPs over: a standby claims them
+/// ([`HANDOVER_TIMEOUT`]), then the VIPs move ([`DRAIN_MAX`]).
+pub const HANDOVER_LIMIT: Duration =
+    Duration::from_millis(HANDOVER_TIMEOUT.as_millis() as u64 + DRAIN_MAX.as_millis() as u64);
+
+/// A VIP being handed over whose taker has it on its interface (the old holder's side).
+#[derive(Debug, Clone)]
+struct Drain {
+    /// The taker.
+    to: String,
+    since: Instant,
+    /// A resync has pinned its services since.
+    pinned: bool,
+    /// When the taker was first heard announcing it.
+    announced: Option<Instant>,
+}
+
 /// A peer's state for one VIP, for reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerReport {
@@ -70,6 +112,15 @@ pub struct Ha {
     installed: BTreeSet<IpAddr>,
     /// VIPs being let go of on purpose, since when.
     leaving: BTreeMap<IpAddr, Instant>,
+    /// Leaving VIPs whose taker has them on its interface: new connections are pinned here.
+    draining: BTreeMap<IpAddr, Drain>,
+    /// VIPs taken from a director handing them over, on the interface but not announced until
+    /// it has drained (since when).
+    unannounced: BTreeMap<IpAddr, Instant>,
+    /// VIPs out of `unannounced`, to announce at the next resync.
+    announce: BTreeSet<IpAddr>,
+    /// VIPs taken in a handover and announced: pinned until then.
+    pinned_until: BTreeMap<IpAddr, Instant>,
     /// The VIPs whose Lease another director took while this one held them (cluster).
     fenced: BTreeSet<IpAddr>,
     /// The holder each VIP Lease names (cluster).
@@ -94,6 +145,10 @@ impl Ha {
             ready: BTreeSet::new(),
             installed: BTreeSet::new(),
             leaving: BTreeMap::new(),
+            draining: BTreeMap::new(),
+            unannounced: BTreeMap::new(),
+            announce: BTreeSet::new(),
+            pinned_until: BTreeMap::new(),
             fenced: BTreeSet::new(),
             lease_holders: BTreeMap::new(),
             live_holders: BTreeSet::new(),
@@ -138,9 +193,30 @@ impl Ha {
         s.dead_after + s.interval
     }
 
-    /// When the quiet period ends, if it has not: the agent resyncs then.
+    /// When the quiet period ends, if it has not, or a handover's next step is due: the agent
+    /// resyncs then.
     pub fn next_wake(&self) -> Option<Duration> {
-        self.quiet().checked_sub(self.started.elapsed())
+        let quiet = self.quiet().checked_sub(self.started.elapsed());
+        let drains = self.draining.values().flat_map(|d| {
+            [
+                DRAIN_MAX.checked_sub(d.since.elapsed()),
+                d.announced.and_then(|t| LINGER.checked_sub(t.elapsed())),
+            ]
+        });
+        let unannounced = self
+            .unannounced
+            .values()
+            .map(|t| QUIET_MAX.checked_sub(t.elapsed()))
+            .chain(
+                self.pinned_until
+                    .values()
+                    .map(|t| t.checked_duration_since(Instant::now())),
+            );
+        std::iter::once(quiet)
+            .chain(drains)
+            .chain(unannounced)
+            .flatten()
+            .min()
     }
 
     /// Which of `candidates` (the VIPs this director may direct now) it should hold. A held VIP
@@ -161,7 +237,8 @@ impl Ha {
                     info!("{vip}: no longer directed here; handing over to {to}");
                     self.leaving.insert(vip, Instant::now());
                 }
-                (Some(t), _) if t.elapsed() < HANDOVER_TIMEOUT => {}
+                (Some(t), _)
+                    if t.elapsed() < HANDOVER_TIMEOUT || self.draining.contains_key(&vip) => {}
                 _ => {
                     info!("{vip}: no longer directed here; letting go");
                     self.held.remove(&vip);
@@ -181,6 +258,20 @@ impl Ha {
                     Some((node, p, state))
                 })
                 .collect();
+            // The director a VIP being handed over goes to: a live peer with it on its
+            // interface, not leaving it.
+            let taker = claims
+                .iter()
+                .find(|(_, p, v)| p.alive && v.active && !v.leaving);
+            if let Some(d) = self.draining.get(vip)
+                && taker.is_none_or(|(node, ..)| **node != d.to)
+            {
+                warn!(
+                    "{vip}: {} no longer has it; scheduling new connections here again",
+                    d.to
+                );
+                self.draining.remove(vip);
+            }
             let peers: Vec<Candidate<'_>> = claims
                 .iter()
                 .filter(|(_, p, _)| p.alive)
@@ -215,6 +306,12 @@ impl Ha {
                 h != settings.node && self.live_holders.contains(vip) && !snapshot.contains_key(h)
             });
             let hold = should_hold(&view) && !(holding.is_none() && (quiet || unheard_holder));
+            let fenced = view.fenced;
+            let by = view
+                .peers
+                .iter()
+                .find(|p| p.active && !p.leaving)
+                .map(|p| (p.node.to_string(), p.term));
             match (holding.is_some(), hold) {
                 (false, true) => {
                     // Past every term seen, dead directors' included: ours is the newest claim.
@@ -248,6 +345,10 @@ impl Ha {
                             .get_or_create(&VipLabels { vip })
                             .inc();
                     }
+                    // Handed over: quiet until the old holder has drained (module docs).
+                    if before.is_some_and(|(_, p, v)| p.alive && v.leaving) {
+                        self.unannounced.insert(*vip, Instant::now());
+                    }
                     self.takeovers.insert(*vip, takeover);
                     self.last_swap = Instant::now();
                     self.held.insert(
@@ -259,15 +360,20 @@ impl Ha {
                     );
                 }
                 (true, false) => {
-                    let by = view.peers.iter().find(|p| p.active && !p.leaving);
-                    match (by, view.fenced) {
+                    if !fenced
+                        && self.leaving.contains_key(vip)
+                        && let Some((node, _, v)) = taker
+                        && !self.drain(*vip, node, v)
+                    {
+                        continue;
+                    }
+                    match (by, fenced) {
                         (_, true) => {
                             warn!("{vip}: another director took its Lease; letting go of the VIP")
                         }
-                        (Some(p), _) => info!(
-                            "{vip}: {} holds it (term {}); letting go, standing by",
-                            p.node, p.term
-                        ),
+                        (Some((node, term)), _) => {
+                            info!("{vip}: {node} holds it (term {term}); letting go, standing by")
+                        }
                         (None, _) => info!("{vip}: letting go"),
                     }
                     self.held.remove(vip);
@@ -277,10 +383,63 @@ impl Ha {
                 }
                 _ => {}
             }
+            self.announce_when_drained(*vip, &claims);
         }
+        let held = &self.held;
+        self.draining.retain(|vip, _| held.contains_key(vip));
+        self.unannounced.retain(|vip, _| held.contains_key(vip));
+        self.announce.retain(|vip| held.contains_key(vip));
+        let now = Instant::now();
+        self.pinned_until
+            .retain(|vip, until| held.contains_key(vip) && *until > now);
         self.publish(candidates);
         self.record(candidates, &snapshot);
         self.held.keys().copied().collect()
+    }
+
+    /// The old holder's side of a handover whose taker (`to`) has the VIP on its interface:
+    /// pins (drained once that is programmed), and is done (lets go) [`LINGER`] after the
+    /// taker announced the VIP, or after [`DRAIN_MAX`] at most.
+    fn drain(&mut self, vip: IpAddr, to: &str, state: &VipState) -> bool {
+        let d = self.draining.entry(vip).or_insert_with(|| {
+            info!(
+                "{vip}: {to} has it on its interface; sending new connections to one real server, as it does, until it announces the VIP"
+            );
+            Drain {
+                to: to.to_string(),
+                since: Instant::now(),
+                pinned: false,
+                announced: None,
+            }
+        });
+        if !state.quiet && d.announced.is_none() {
+            d.announced = Some(Instant::now());
+        }
+        d.announced.is_some_and(|t| t.elapsed() >= LINGER) || d.since.elapsed() >= DRAIN_MAX
+    }
+
+    /// The taker's side: a VIP taken quietly is announced once the old holder has drained, has
+    /// let go, or [`QUIET_MAX`] passed.
+    fn announce_when_drained(&mut self, vip: IpAddr, claims: &[(&String, &Peer, &VipState)]) {
+        let Some(since) = self.unannounced.get(&vip).copied() else {
+            return;
+        };
+        let old = claims
+            .iter()
+            .find(|(_, p, v)| p.alive && v.active && v.leaving);
+        let why = match old {
+            None => "the old holder let go of it".to_string(),
+            Some((node, _, v)) if v.drained => format!("{node} has drained it"),
+            Some((node, ..)) if since.elapsed() >= QUIET_MAX => format!(
+                "{node} has not drained it within {} ms",
+                QUIET_MAX.as_millis()
+            ),
+            Some(_) => return,
+        };
+        info!("{vip}: {why}; announcing it");
+        self.unannounced.remove(&vip);
+        self.announce.insert(vip);
+        self.pinned_until.insert(vip, Instant::now() + PINNED_AFTER);
     }
 
     fn record(&self, candidates: &BTreeSet<IpAddr>, snapshot: &BTreeMap<String, Peer>) {
@@ -316,6 +475,9 @@ impl Ha {
         installed: BTreeSet<IpAddr>,
         mac: Option<String>,
     ) {
+        for (vip, d) in &mut self.draining {
+            d.pinned |= ready.contains(vip);
+        }
         self.ready = ready;
         self.installed = installed;
         self.mac = mac;
@@ -340,6 +502,8 @@ impl Ha {
                 ready: self.ready.contains(vip),
                 term: self.held.get(vip).map_or(0, |h| h.term),
                 leaving: self.leaving.contains_key(vip),
+                quiet: self.unannounced.contains_key(vip),
+                drained: self.draining.get(vip).is_some_and(|d| d.pinned),
             })
             .collect();
         self.peers.set_claims(Claims {
@@ -383,8 +547,10 @@ impl Ha {
             self.live_holders.remove(&vip);
         }
         let me = &self.peers.settings().node;
+        // A VIP handed over on purpose goes to its taker, Lease and all.
         if let Some(holder) = &holder
             && holder != me
+            && !self.leaving.contains_key(&vip)
             && let Some(held) = self.held.get(&vip)
         {
             // Taken from this director while it held the VIP; or, for a VIP it only held before
@@ -405,10 +571,42 @@ impl Ha {
         self.lease_holders.get(&vip).map(String::as_str)
     }
 
-    /// Whether this director took `vip` itself (not only held it before it restarted): then
-    /// its VIP Lease should name it.
+    /// Whether this director took `vip` itself (not only held it before it restarted) and is
+    /// not handing it over: then its VIP Lease should name it.
     pub fn took(&self, vip: IpAddr) -> bool {
-        self.held.get(&vip).is_some_and(|h| !h.adopted)
+        self.held.get(&vip).is_some_and(|h| !h.adopted) && !self.leaving.contains_key(&vip)
+    }
+
+    /// This director's side of a planned handover of `vip` while the VIP moves.
+    pub fn handover(&self, vip: IpAddr) -> Option<Handover> {
+        if self.draining.contains_key(&vip) {
+            Some(Handover::Giving)
+        } else if self.unannounced.contains_key(&vip)
+            || self
+                .pinned_until
+                .get(&vip)
+                .is_some_and(|t| *t > Instant::now())
+        {
+            Some(Handover::Taking)
+        } else {
+            None
+        }
+    }
+
+    /// Whether this director announces `vip` periodically: it holds it, and no handover keeps it
+    /// quiet (a taker waiting for the old holder to drain, an old holder whose clients move).
+    pub fn announces(&self, vip: IpAddr) -> bool {
+        self.holds(vip) && !self.unannounced.contains_key(&vip) && !self.draining.contains_key(&vip)
+    }
+
+    /// The VIPs taken quietly: added to the interface without an announcement.
+    pub fn unannounced(&self) -> BTreeSet<IpAddr> {
+        self.unannounced.keys().copied().collect()
+    }
+
+    /// The VIPs to announce now (each once).
+    pub fn take_announcements(&mut self) -> BTreeSet<IpAddr> {
+        std::mem::take(&mut self.announce)
     }
 
     /// The VIPs this director holds.
@@ -468,6 +666,28 @@ impl Ha {
             .filter(|p| p.alive)
             .find(|p| p.last.vips.iter().any(|v| v.vip == vip && v.active))
             .and_then(|p| super::holders::parse_mac(p.last.mac.as_deref()?))
+    }
+
+    /// The MAC expected to answer ARP for `vip` besides this director's own: the holder's when
+    /// this director stands by; during a handover, the other side's (both hold the VIP until
+    /// the old holder lets go); else none.
+    pub fn expected_mac(&self, vip: IpAddr) -> Option<[u8; 6]> {
+        if !self.holds(vip) {
+            return self.active_peer_mac(vip);
+        }
+        let taker = self.draining.get(&vip).map(|d| d.to.as_str());
+        self.peers
+            .snapshot()
+            .into_iter()
+            .filter(|(_, p)| p.alive)
+            .find(|(node, p)| {
+                taker == Some(node.as_str())
+                    || p.last
+                        .vips
+                        .iter()
+                        .any(|v| v.vip == vip && v.active && v.leaving)
+            })
+            .and_then(|(_, p)| super::holders::parse_mac(p.last.mac.as_deref()?))
     }
 
     /// Records what the holder probes found for the metrics.
@@ -581,25 +801,113 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_leaving_director_hands_over_and_then_lets_go() {
+    async fn a_planned_handover_pins_both_sides_until_the_taker_has_announced_the_vip() {
         let (mut a, mut b) = pair().await;
         settle(&mut a, &mut b, 15).await;
         let vip = VIP.parse().unwrap();
         let (mut active, mut standby) = if a.holds(vip) { (a, b) } else { (b, a) };
         assert_eq!(active.leave(), 1, "the standby is ready");
         assert!(!active.handed_over());
-        for _ in 0..50 {
+        // The standby takes the VIP quietly, pinned; the old holder then pins too.
+        let t0 = Instant::now();
+        while active.handover(vip).is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(2));
+            assert!(standby.take_announcements().is_empty());
             settle(&mut active, &mut standby, 1).await;
-            if active.handed_over() {
-                break;
-            }
         }
-        assert!(active.handed_over());
+        assert_eq!(active.handover(vip), Some(Handover::Giving));
+        assert_eq!(standby.handover(vip), Some(Handover::Taking));
+        assert!(standby.holds(vip) && standby.unannounced().contains(&vip));
+        assert!(!standby.announces(vip) && !active.announces(vip));
+        // Announced once the old holder has pinned its services (one resync), not before.
+        let mut announced = BTreeSet::new();
+        while announced.is_empty() {
+            assert!(t0.elapsed() < Duration::from_secs(3));
+            assert!(
+                active.holds(vip),
+                "the old holder keeps the VIP until it is announced"
+            );
+            settle(&mut active, &mut standby, 1).await;
+            announced = standby.take_announcements();
+        }
+        assert_eq!(announced, vips());
+        assert!(standby.unannounced().is_empty() && standby.announces(vip));
+        // The taker stays pinned a while longer, then schedules as the spec says.
+        assert_eq!(standby.handover(vip), Some(Handover::Taking));
+        let wake = standby.next_wake().unwrap();
+        assert!(wake <= PINNED_AFTER, "{wake:?}");
+        // The old holder lets go a moment later: packets already on their way still arrive.
+        let at = Instant::now();
+        while !active.handed_over() {
+            assert!(at.elapsed() < LINGER + Duration::from_secs(1));
+            assert_eq!(active.handover(vip), Some(Handover::Giving));
+            settle(&mut active, &mut standby, 1).await;
+        }
+        assert!(at.elapsed() >= LINGER - Duration::from_millis(100));
         assert!(standby.holds(vip) && !active.holds(vip));
+        assert_eq!(active.handover(vip), None);
+        tokio::time::sleep(PINNED_AFTER).await;
+        standby.decide(&vips());
+        assert_eq!(standby.handover(vip), None);
         let takeover = standby.takeover(vip).unwrap();
         assert_eq!(
             takeover.silent_for, None,
             "planned: nobody was declared dead"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_taker_that_dies_while_the_vip_moves_unpins_the_old_holder() {
+        let (mut a, mut b) = pair().await;
+        settle(&mut a, &mut b, 15).await;
+        let vip = VIP.parse().unwrap();
+        let (mut active, mut standby) = if a.holds(vip) { (a, b) } else { (b, a) };
+        active.leave();
+        let t0 = Instant::now();
+        while active.handover(vip).is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(2));
+            settle(&mut active, &mut standby, 1).await;
+        }
+        drop(standby);
+        let t0 = Instant::now();
+        while active.handover(vip).is_some() {
+            assert!(t0.elapsed() < Duration::from_secs(2));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            active.decide(&vips());
+        }
+        assert!(active.holds(vip), "with no standby left, it keeps serving");
+    }
+
+    #[tokio::test]
+    async fn a_director_handing_a_vip_over_lets_its_lease_go_to_the_taker_without_being_fenced() {
+        let peers = Peers::start(settings("a"), vec![]).unwrap();
+        let mut a = Ha::new(peers, HaMetrics::default());
+        let vip: IpAddr = VIP.parse().unwrap();
+        a.held.insert(
+            vip,
+            Held {
+                term: 1,
+                adopted: false,
+            },
+        );
+        a.set_lease(vip, Some("a".into()), true);
+        assert!(a.took(vip), "its Lease should name it");
+        a.leaving.insert(vip, Instant::now());
+        assert!(
+            !a.took(vip),
+            "handing it over: the taker claims the Lease, not a"
+        );
+        a.set_lease(vip, Some("b".into()), true);
+        assert!(
+            !a.fenced.contains(&vip),
+            "a hands it over: the Lease moving is expected"
+        );
+        a.leaving.clear();
+        a.set_lease(vip, Some("a".into()), true);
+        a.set_lease(vip, Some("b".into()), true);
+        assert!(
+            a.fenced.contains(&vip),
+            "taken while a held it, not handing it over"
         );
     }
 
@@ -627,11 +935,14 @@ mod tests {
             active.holds(vip),
             "no client has been told yet where the VIP went"
         );
-        // The address is on the standby's interface, announced: the claim goes out.
+        // The address is on the standby's interface: the claim goes out, and the handover
+        // goes on (drained, announced).
         standby.after_resync(vips(), [vip].into(), None);
         let t0 = Instant::now();
         while active.holds(vip) {
-            assert!(t0.elapsed() < Duration::from_secs(5));
+            assert!(t0.elapsed() < DRAIN_MAX);
+            standby.decide(&vips());
+            standby.after_resync(vips(), [vip].into(), None);
             tokio::time::sleep(Duration::from_millis(20)).await;
             active.decide(&vips());
         }

@@ -56,6 +56,14 @@ pub struct VipState {
     /// ready standby takes it, then the sender drops it.
     #[serde(default)]
     pub leaving: bool,
+    /// The sender has the VIP on its interface but has not announced it: the director handing
+    /// it over serves it until it is `drained`.
+    #[serde(default)]
+    pub quiet: bool,
+    /// The sender, handing the VIP over, sends its new connections to the one real server the
+    /// taker does: the taker may announce (see `crate::ha::director`).
+    #[serde(default)]
+    pub drained: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -115,7 +123,9 @@ mod tests {
                 active: true,
                 ready: true,
                 term: 3,
-                leaving: false,
+                leaving: true,
+                quiet: false,
+                drained: true,
             }],
             echo: vec![Echo {
                 node: "director2".into(),
@@ -136,7 +146,7 @@ mod tests {
         let text = String::from_utf8(sample().encode()).unwrap();
         assert_eq!(
             text,
-            r#"{"proto":"lvs-ha/1","node":"director","priority":100,"seq":7,"mac":"02:00:0a:0a:18:0a","vips":[{"vip":"10.10.24.88","active":true,"ready":true,"term":3,"leaving":false}],"echo":[{"node":"director2","seq":41,"held_us":1200}]}"#
+            r#"{"proto":"lvs-ha/1","node":"director","priority":100,"seq":7,"mac":"02:00:0a:0a:18:0a","vips":[{"vip":"10.10.24.88","active":true,"ready":true,"term":3,"leaving":true,"quiet":false,"drained":true}],"echo":[{"node":"director2","seq":41,"held_us":1200}]}"#
         );
     }
 
@@ -147,6 +157,15 @@ mod tests {
         )
         .unwrap();
         assert!(hb.vips.is_empty() && hb.echo.is_empty() && hb.mac.is_none());
+    }
+
+    #[test]
+    fn an_older_agent_s_vip_state_is_neither_quiet_nor_drained() {
+        let hb = Heartbeat::decode(
+            br#"{"proto":"lvs-ha/1","node":"d","priority":1,"seq":1,"vips":[{"vip":"10.10.24.88","active":true,"ready":true,"term":2,"leaving":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!((hb.vips[0].quiet, hb.vips[0].drained), (false, false));
     }
 
     #[test]

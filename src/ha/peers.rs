@@ -418,6 +418,8 @@ mod tests {
                 ready: true,
                 term: 1,
                 leaving: false,
+                quiet: false,
+                drained: false,
             }],
             mac: None,
         }

@@ -11,9 +11,9 @@
 #   1. both start: exactly one holds the VIP;
 #   2. unplanned, FAILOVER_TRIALS times: kill -9 the active director's agent and take its link
 #      down; the standby takes over; the old one comes back as standby and lets go of the VIP;
-#   3. planned: SIGTERM to the active director's agent: the standby takes over first, no request
-#      times out, the old one exits without the VIP; a connection quiet across the handover
-#      survives;
+#   3. planned: SIGTERM to the active director's agent: the standby takes over first and no
+#      request fails (none times out, is reset or refused), the old one exits without the VIP; a
+#      connection quiet across the handover survives;
 #   4. connection sync daemons, and a second holder of the VIP reported;
 #   5. periodic gratuitous ARP heals a client's stale neighbour entry (--garp-refresh 1s);
 #   6. an IPv6 VIP: the same unplanned failovers (FAILOVER6_TRIALS), announced with unsolicited
@@ -76,6 +76,7 @@ sleep 1.5
 t2=$(now_ms)
 client_loop_stop
 expect_eq "the standby holds the VIP, the old director let go" "$standby" "$(holders)"
+echo "planned handover: the agent handed over and exited $((t1 - t0)) ms after SIGTERM"
 check "the agent exited within 3 s of SIGTERM" [ $((t1 - t0)) -lt 3500 ]
 expected=$(((t2 - t0 + 1000) / 20))
 got=$(ok_count $((t0 - 1000)) $t2)
@@ -86,6 +87,15 @@ echo "planned handover: failed attempts (ms after 1 s before SIGTERM): ${failed:
 planned_checks "planned handover" $((t0 - 1000)) $t2
 expect_eq "the long-lived connection survived the handover" "40 lines back, exit 0" "$res"
 check "the handover is logged" grep -q "handing over to $standby" /run/logs/$active.log
+check "both sent new connections to one real server while the VIP moved" \
+	grep -q "$standby has it on its interface; sending new connections to one real server" /run/logs/$active.log
+check "the taker announced the VIP once the old holder had" grep -q "$active has drained it; announcing it" /run/logs/$standby.log
+# unpinned NS: NS's VIP:80 sends to every real server again, and sloppy_tcp is back to 0.
+unpinned() {
+	[ "$(in_ns $1 ipvsadm -Ln -t $VIP:80 | awk '$1 == "->" && $2 != "RemoteAddress:Port" {print $4}' | tr '\n' ' ')" = "1 1 1 " ] &&
+		[ "$(in_ns $1 cat /proc/sys/net/ipv4/vs/sloppy_tcp)" = 0 ]
+}
+wait_until "$standby schedules as the spec says again: weights 1 1 1, sloppy_tcp 0" 10 unpinned $standby
 start_director $active
 sleep 2
 expect_eq "the old director restarted as standby: still one holder" "$standby" "$(holders)"

@@ -90,21 +90,17 @@ ok_count() { awk -v from="$1" -v to="$2" '$1 >= from && $1 <= to' /run/ok.ms | w
 failed_at() { sort -n /run/fail.ms | awk -v from="$1" -v to="$2" '$1 >= from && $1 <= to {print $1 - from, $2}' | tr '\n' ',' | sed 's/,$//; s/,/, /g'; }
 # failures KIND FROM TO: the attempts started in [FROM, TO] that failed with KIND.
 failures() { awk -v k="$1" -v from="$2" -v to="$3" '$2 == k && $1 >= from && $1 <= to' /run/fail.ms | wc -l; }
-# reset_spread FROM TO: ms between the first and the last reset attempt started in [FROM, TO].
-reset_spread() { awk -v from="$1" -v to="$2" '$2 == "reset" && $1 >= from && $1 <= to {if (min == "" || $1 < min) min = $1; if ($1 > max) max = $1} END {print max - min + 0}' /run/fail.ms; }
 
-# planned_checks LABEL FROM TO: what a planned handover in [FROM, TO] may cost the client loop.
-# The director handing over keeps the VIP until the new holder has it and has announced it, so no
-# attempt may time out. A connection in its first packets at the instant of the switch is the
-# kernel's limit (IPVS syncs a connection after its third packet, in batches, and the new
-# director's stack resets what it does not know): such connections are reset, and only those -
-# at most two, started within 60 ms of each other (the client starts one every 20 ms).
+# planned_checks LABEL FROM TO: a planned handover in [FROM, TO] costs the client loop nothing.
+# The taker adds the VIP without announcing it; both directors send new connections to one real
+# server and the taker picks up connections it first sees mid-flow (sloppy_tcp), so one whose SYN
+# the old holder scheduled goes on to the same real server; only then is the VIP announced. No
+# attempt may time out, be reset or be refused.
 planned_checks() {
-	check "$1: no client attempt timed out (none waited for a director)" [ "$(failures timeout $2 $3)" = 0 ]
-	check "$1: no attempt failed but by a reset" [ "$(failures error $2 $3)" = 0 ]
-	check "$1: at most two attempts reset, in flight at the switch (within 60 ms)" few_resets $2 $3
+	for _kind in timeout reset error; do
+		check "$1: no client attempt failed ($_kind)" [ "$(failures $_kind $2 $3)" = 0 ]
+	done
 }
-few_resets() { [ "$(failures reset $1 $2)" -le 2 ] && [ "$(reset_spread $1 $2)" -le 60 ]; }
 
 # The long-lived connection: a line every 100 ms for N seconds through the VIP's port 7.
 # Lines sent while no director forwards come back once TCP retransmits them (its backoff can

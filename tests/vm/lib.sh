@@ -181,11 +181,12 @@ client_failures() {
 # weight_of VIP ADDR: the weight the director gives ADDR:80 in VIP:80's IPVS service.
 weight_of() { in_ns director ipvsadm -Ln -t "$1:80" | awk -v rs="$2:80" '$2 == rs {print $4}'; }
 
-# stop_pidfile NAME: SIGTERM to the process in /run/NAME.pid, and wait (5 s at most) for it to go.
+# stop_pidfile NAME: SIGTERM to the process in /run/NAME.pid, and wait (15 s at most: a director
+# hands its VIPs over first) for it to go.
 stop_pidfile() {
 	kill -TERM "$(cat "/run/$1.pid")" 2>/dev/null
 	_i=0
-	while kill -0 "$(cat "/run/$1.pid")" 2>/dev/null && [ $_i -lt 50 ]; do
+	while kill -0 "$(cat "/run/$1.pid")" 2>/dev/null && [ $_i -lt 150 ]; do
 		sleep 0.1
 		_i=$((_i + 1))
 	done

@@ -161,7 +161,7 @@ impl Agent {
         let mac = macs.values().next().cloned();
         self.ha.after_resync(ready, r.on_interfaces(), mac);
         if let Some(announcer) = &self.announcer {
-            announcer.hold(&r.desired.state.addresses, |vip| self.ha.holds(vip));
+            announcer.hold(&r.desired.state.addresses, |vip| self.ha.announces(vip));
         }
         self.ha
             .record_sync(&r.after.daemons.keys().copied().collect());
@@ -199,9 +199,7 @@ impl Agent {
                 watches.push(Watch {
                     vip: s.vip,
                     ifname,
-                    active_mac: (!self.ha.holds(s.vip))
-                        .then(|| self.ha.active_peer_mac(s.vip))
-                        .flatten(),
+                    active_mac: self.ha.expected_mac(s.vip),
                 });
             }
         }

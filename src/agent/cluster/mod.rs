@@ -259,7 +259,7 @@ pub async fn run<D: DataPlane>(
                     agent.reporter.flush(LAST_REPORT).await;
                     return Ok(());
                 }
-                handing_over = Some(Instant::now() + crate::ha::director::HANDOVER_TIMEOUT);
+                handing_over = Some(Instant::now() + crate::ha::director::HANDOVER_LIMIT);
             }
         }
         // Coalesce a burst of watch events into one resync. The first change after a quiet
@@ -546,6 +546,8 @@ impl Agent {
                     .map(|s| s.vip)
                     .collect(),
             ),
+            unannounced: self.ha.unannounced(),
+            announce: self.ha.take_announcements(),
         };
         let resynced = match converge::resync(dp, store, &assignments, settings).await {
             Ok(r) => r,

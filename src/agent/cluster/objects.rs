@@ -170,6 +170,7 @@ impl Agent {
                     director: r.director.then(|| DirectorRole {
                         holds_vip: held.contains(&service.vip),
                         interface: self.opts.interface.clone(),
+                        handover: self.ha.handover(service.vip),
                     }),
                     real_server: r.real_server,
                     health: health.remove(&service.id).unwrap_or_default(),
