@@ -70,8 +70,10 @@ impl Agent {
             self.known_peers = targets.clone();
         }
         self.ha.peers().set_targets(targets);
-        // A director publishes where its peers reach it: its node's address (IPv4 first).
-        let directs = roles.iter().any(|r| r.director);
+        // A director publishes where its peers reach it: its node's address (IPv4 first). One
+        // that no longer directs but still holds a VIP is handing it over: the taker must go on
+        // hearing it, and it the taker, until it lets go.
+        let directs = roles.iter().any(|r| r.director) || !self.ha.held().is_empty();
         let address = node
             .addresses
             .iter()
