@@ -172,6 +172,22 @@ impl Kernel {
         results
     }
 
+    /// Gratuitous ARP / unsolicited NA for a director's VIP. The VIP works without it:
+    /// neighbours just learn it on their next ARP, so a failure is only a warning.
+    async fn announce(&self, address: &HostAddress) {
+        let sent = announce(
+            &self.addrs,
+            &address.ifname,
+            address.addr,
+            self.announcements,
+            Duration::from_millis(100),
+        )
+        .await;
+        if let Err(e) = sent {
+            warn!("announcing {} on {}: {e}", address.addr, address.ifname);
+        }
+    }
+
     async fn apply_other(&mut self, op: &Op) -> anyhow::Result<()> {
         match op {
             Op::AddAddress {
@@ -181,18 +197,8 @@ impl Kernel {
                 self.addrs
                     .add(&address.ifname, address.addr, address.prefix_len)
                     .await?;
-                if *send
-                    && let Err(e) = announce(
-                        &self.addrs,
-                        &address.ifname,
-                        address.addr,
-                        self.announcements,
-                        Duration::from_millis(100),
-                    )
-                    .await
-                {
-                    // The VIP works without it; neighbours just learn it on their next ARP.
-                    warn!("announcing {} on {}: {e}", address.addr, address.ifname);
+                if *send {
+                    self.announce(address).await;
                 }
                 Ok(())
             }
@@ -201,18 +207,7 @@ impl Kernel {
                 .del(&address.ifname, address.addr, address.prefix_len)
                 .await?),
             Op::Announce { address } => {
-                if let Err(e) = announce(
-                    &self.addrs,
-                    &address.ifname,
-                    address.addr,
-                    self.announcements,
-                    Duration::from_millis(100),
-                )
-                .await
-                {
-                    // As for AddAddress: neighbours learn it on their next ARP.
-                    warn!("announcing {} on {}: {e}", address.addr, address.ifname);
-                }
+                self.announce(address).await;
                 Ok(())
             }
             Op::SetSysctl { name, value, .. } | Op::RestoreSysctl { name, value } => {

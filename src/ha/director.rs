@@ -774,6 +774,17 @@ mod tests {
         }
     }
 
+    /// A settled pair: the one holding the VIP first.
+    async fn active_and_standby() -> (Ha, Ha) {
+        let (mut a, mut b) = pair().await;
+        settle(&mut a, &mut b, 15).await;
+        if a.holds(VIP.parse().unwrap()) {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    }
+
     fn holders(a: &Ha, b: &Ha) -> usize {
         let vip = VIP.parse().unwrap();
         usize::from(a.holds(vip)) + usize::from(b.holds(vip))
@@ -802,10 +813,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_planned_handover_pins_both_sides_until_the_taker_has_announced_the_vip() {
-        let (mut a, mut b) = pair().await;
-        settle(&mut a, &mut b, 15).await;
         let vip = VIP.parse().unwrap();
-        let (mut active, mut standby) = if a.holds(vip) { (a, b) } else { (b, a) };
+        let (mut active, mut standby) = active_and_standby().await;
         assert_eq!(active.leave(), 1, "the standby is ready");
         assert!(!active.handed_over());
         // The standby takes the VIP quietly, pinned; the old holder then pins too.
@@ -858,10 +867,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_taker_that_dies_while_the_vip_moves_unpins_the_old_holder() {
-        let (mut a, mut b) = pair().await;
-        settle(&mut a, &mut b, 15).await;
         let vip = VIP.parse().unwrap();
-        let (mut active, mut standby) = if a.holds(vip) { (a, b) } else { (b, a) };
+        let (mut active, mut standby) = active_and_standby().await;
         active.leave();
         let t0 = Instant::now();
         while active.handover(vip).is_none() {
@@ -913,10 +920,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_leaving_director_keeps_the_vip_until_the_standby_has_it_on_its_interface() {
-        let (mut a, mut b) = pair().await;
-        settle(&mut a, &mut b, 15).await;
         let vip = VIP.parse().unwrap();
-        let (mut active, mut standby) = if a.holds(vip) { (a, b) } else { (b, a) };
+        let (mut active, mut standby) = active_and_standby().await;
         assert_eq!(active.leave(), 1);
         // The standby hears it and takes the VIP; its resync has not added the address yet.
         let t0 = Instant::now();
