@@ -22,7 +22,7 @@ use crate::ipvs::{
     Dest, DestKey, IpvsError, IpvsHandle, IpvsWorker, Request, ServiceConfig, ServiceEntry,
     worker::Connect,
 };
-use crate::netdev::{Addresses, Sysctls, announce};
+use crate::netdev::{Addresses, Repeats, Sysctls, announce};
 
 use super::converge::{DataPlane, Scope, expand_sysctls};
 
@@ -35,6 +35,9 @@ pub struct Kernel {
     sysctls: Sysctls,
     /// Gratuitous ARP / unsolicited NA count after a director takes a VIP.
     announcements: u32,
+    /// The repeats of each address's last announcement still to go out; removing the address
+    /// stops them.
+    repeats: BTreeMap<HostAddress, Repeats>,
     /// For `--dry-run`: where ip_vs is not loaded, plan against an empty IPVS table instead of
     /// failing (and never load it: a dry run changes nothing), so an admin sees the whole plan.
     dry_run: bool,
@@ -54,6 +57,7 @@ impl Kernel {
             addrs: Addresses::connect()?,
             sysctls: Sysctls::system(),
             announcements: 3,
+            repeats: BTreeMap::new(),
             dry_run,
         })
     }
@@ -174,7 +178,7 @@ impl Kernel {
 
     /// Gratuitous ARP / unsolicited NA for a director's VIP. The VIP works without it:
     /// neighbours just learn it on their next ARP, so a failure is only a warning.
-    async fn announce(&self, address: &HostAddress) {
+    async fn announce(&mut self, address: &HostAddress) {
         let sent = announce(
             &self.addrs,
             &address.ifname,
@@ -183,8 +187,11 @@ impl Kernel {
             Duration::from_millis(100),
         )
         .await;
-        if let Err(e) = sent {
-            warn!("announcing {} on {}: {e}", address.addr, address.ifname);
+        match sent {
+            Ok(repeats) => {
+                self.repeats.insert(address.clone(), repeats);
+            }
+            Err(e) => warn!("announcing {} on {}: {e}", address.addr, address.ifname),
         }
     }
 
@@ -202,10 +209,13 @@ impl Kernel {
                 }
                 Ok(())
             }
-            Op::DelAddress { address } => Ok(self
-                .addrs
-                .del(&address.ifname, address.addr, address.prefix_len)
-                .await?),
+            Op::DelAddress { address } => {
+                self.repeats.remove(address);
+                Ok(self
+                    .addrs
+                    .del(&address.ifname, address.addr, address.prefix_len)
+                    .await?)
+            }
             Op::Announce { address } => {
                 self.announce(address).await;
                 Ok(())

@@ -237,10 +237,10 @@ fn kernel_addresses_and_announcements_in_netns() {
         assert_eq!(interface_for(v4, &during).as_deref(), Some("d0"));
         assert_eq!(interface_for(v6, &during).as_deref(), Some("d0"));
 
-        announce(&addrs, "d0", v4, 2, Duration::from_millis(10))
+        let _v4_repeats = announce(&addrs, "d0", v4, 2, Duration::from_millis(10))
             .await
             .unwrap();
-        announce(&addrs, "d0", v6, 1, Duration::ZERO).await.unwrap();
+        let _v6_repeats = announce(&addrs, "d0", v6, 1, Duration::ZERO).await.unwrap();
         let err = announce(&addrs, "lo", v4, 1, Duration::ZERO)
             .await
             .unwrap_err();
@@ -273,6 +273,90 @@ fn kernel_addresses_and_announcements_in_netns() {
 
     wait_for_neigh(&peer, "10.10.24.88", "d0p", &mac);
     wait_for_neigh(&peer, "fd00:24::88", "d0p", &mac);
+}
+
+/// Whether `ip neigh show ADDR dev IF` in `ns` holds `lladdr` within `within`, waiting on the
+/// runtime (so the announcement's own task goes on sending meanwhile).
+async fn neigh_becomes(
+    ns: &Netns,
+    addr: &str,
+    ifname: &str,
+    lladdr: &str,
+    within: Duration,
+) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if ns
+            .ip(&["neigh", "show", addr, "dev", ifname])
+            .contains(&format!("lladdr {lladdr} "))
+        {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+#[ignore = "needs root and a network namespace"]
+fn announcement_repeats_follow_after_it_returns_and_stop_once_dropped() {
+    let director = Netns::new("rep");
+    let peer = Netns::new("reppeer");
+    director.ip(&[
+        "link", "add", "d0", "type", "veth", "peer", "name", "d0p", "netns", &peer.0,
+    ]);
+    director.ip(&["link", "set", "d0", "up"]);
+    director.ip(&["addr", "add", "10.10.24.10/24", "dev", "d0"]);
+    peer.ip(&["link", "set", "d0p", "up"]);
+    peer.ip(&["addr", "add", "10.10.24.20/24", "dev", "d0p"]);
+    // The peer's entry for the VIP, made wrong again after each announcement it learnt from:
+    // only a later announcement can put our MAC back.
+    let wrong = "02:00:00:00:00:01";
+    let forget = || {
+        peer.ip(&[
+            "neigh",
+            "replace",
+            "10.10.24.88",
+            "lladdr",
+            wrong,
+            "dev",
+            "d0p",
+            "nud",
+            "stale",
+        ]);
+    };
+    forget();
+    let vip = addr("10.10.24.88");
+    let interval = Duration::from_millis(500);
+    director.run(async || {
+        let addrs = Addresses::connect().unwrap();
+        addrs.add("d0", vip, 32).await.unwrap();
+        let mac = addrs.link("d0").await.unwrap().mac.expect("veth has a MAC");
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        let learnt = async |within| neigh_becomes(&peer, "10.10.24.88", "d0p", &mac, within).await;
+
+        // Kept: the first of three has left when announce returns, the others follow.
+        let repeats = announce(&addrs, "d0", vip, 3, interval).await.unwrap();
+        assert!(learnt(interval / 2).await, "the first announcement");
+        forget();
+        assert!(
+            learnt(interval * 3).await,
+            "a repeat after announce returned"
+        );
+        drop(repeats);
+
+        // Dropped (the VIP let go): nothing more goes out.
+        let repeats = announce(&addrs, "d0", vip, 3, interval).await.unwrap();
+        assert!(learnt(interval / 2).await, "the first announcement");
+        drop(repeats);
+        forget();
+        assert!(
+            !learnt(interval * 3).await,
+            "a repeat went out after its Repeats were dropped"
+        );
+    });
 }
 
 #[test]

@@ -25,7 +25,7 @@ mod kernel_tests;
 mod probe_kernel_tests;
 
 pub use crate::netdev::addr::{AddrEntry, Addresses, LinkEntry};
-pub use crate::netdev::announce::announce;
+pub use crate::netdev::announce::{Repeats, announce};
 pub use crate::netdev::error::NetdevError;
 pub use crate::netdev::probe::{sender_for, who_has};
 pub use crate::netdev::sysctl::Sysctls;

@@ -202,7 +202,7 @@ fn send_request(socket: &AsyncFd<Socket>, link: &LinkEntry, request: &[u8]) -> R
         MsgFlags::empty(),
     )?;
     if sent != request.len() {
-        // As in `announce::send_frame`: packet sockets send whole frames.
+        // As in `announce::FramePort::send`: packet sockets send whole frames.
         return Err(Errno::EMSGSIZE);
     }
     Ok(())

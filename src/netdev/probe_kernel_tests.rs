@@ -248,11 +248,12 @@ fn probe_finds_both_of_two_holders_but_never_the_director_itself() {
         assert_eq!(sender, "10.10.24.10".parse::<IpAddr>().unwrap());
         let announcing = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
+            // Kept while it probes: the repeats go out from their own task.
             announce(&addrs, "lan0", vip, 3, Duration::from_millis(50))
                 .await
-                .unwrap();
+                .unwrap()
         };
-        let (got, ()) = tokio::join!(answers(&link, vip, sender, WAIT), announcing);
+        let (got, _repeats) = tokio::join!(answers(&link, vip, sender, WAIT), announcing);
         got.unwrap()
     });
     let got = holders("ipv4 two holders", &got);
