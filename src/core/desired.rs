@@ -156,8 +156,13 @@ fn object_state(
             if pinned && key.protocol == Protocol::Tcp {
                 pin(&mut dests);
             }
-            let config = service.config.clone();
-            state.services.insert(key, ServiceState { config, dests });
+            state.services.insert(
+                key,
+                ServiceState {
+                    config: service.config.clone(),
+                    dests,
+                },
+            );
         }
         if pinned && role.handover == Some(Handover::Taking) {
             let (name, value) = SLOPPY_TCP;
