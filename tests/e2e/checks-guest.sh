@@ -42,6 +42,7 @@ for rs in rs1 rs2 rs3; do httpd_stop $rs; done
 wait_until "Ready False NoHealthyBackend" 20 is_reason web Ready NoHealthyBackend
 echo "message: $(message web Ready)"
 expect_eq "kubectl get lvs: BACKENDS 0/3" "10.10.24.88 80/TCP director 0/3 False" "$(columns web)"
+describe web
 for rs in rs1 rs2 rs3; do httpd_start $rs; done
 wait_until "Ready again with 3/3, with no one's help" 30 sh -c '[ "$(kubectl --kubeconfig /lvs/admin.kubeconfig get lvs web -o jsonpath="{.status.backendSummary}")" = 3/3 ]'
 expect_eq "and serving (6 requests)" 0 "$(failures 6)"

@@ -50,8 +50,24 @@ wait_until "web is Ready with two directors" 30 is_ready web
 expect_eq "director2's heartbeat Lease publishes its peer address" 10.10.24.11:7408 \
 	"$($K -n lvs-operator get lease lvs-agent-director2 -o 'jsonpath={.metadata.annotations.lvs-operator\.io/peer}')"
 
+# lease_writes_start NAME: count the writes of Lease NAME from now on (kubectl --watch-only prints
+# one line per change); lease_writes_stop prints how many there were, and over how many seconds.
+lease_writes_start() {
+	$K -n lvs-operator get lease "$1" --watch-only -o 'jsonpath={.spec.holderIdentity}{"\n"}' >/run/lease-$1.watch 2>/dev/null &
+	echo $! >/run/lease-$1.pid
+	cut -d' ' -f1 /proc/uptime >/run/lease-$1.t0
+}
+lease_writes_stop() {
+	kill "$(cat /run/lease-$1.pid)" 2>/dev/null
+	awk -v t0="$(cat /run/lease-$1.t0)" '{printf "%.0f", $1 - t0}' /proc/uptime
+	echo " s: $(grep -c . /run/lease-$1.watch) writes"
+}
+VIP_LEASE=lvs-vip-$(echo $VIP | tr . -)
+
 echo "=== failover: unplanned"
+lease_writes_start $VIP_LEASE
 failover_trials $CLUSTER_FAILOVER_TRIALS "unplanned failover"
+echo "API writes of failover: the VIP Lease $VIP_LEASE over $CLUSTER_FAILOVER_TRIALS takeovers, $(lease_writes_stop $VIP_LEASE)"
 wait_until "web is Ready again" 30 is_ready web
 
 echo "=== failover: unplanned, with the API server stopped"
@@ -88,6 +104,10 @@ $K patch lvsaddresspool lan --type=merge -p '{"spec":{"addresses":["10.10.24.80/
 wait_until "web is Ready" 30 is_ready web
 
 echo "=== failover: what kubectl shows"
+# From here to the next takeover, nothing changes hands: the VIP Lease is not written at all, and
+# each director renews its heartbeat Lease once per 10 s.
+lease_writes_start $VIP_LEASE
+lease_writes_start lvs-agent-director
 active=$(holders)
 standby=$(other $active)
 wait_until "status.director is the node that holds the VIP ($active)" 30 status_director_is $active
@@ -115,6 +135,7 @@ expect_eq "with the reason DuplicateVIPHolder" DuplicateVIPHolder \
 check "and a Warning event" sh -c "$K describe lvs web | grep -q 'Warning  DuplicateVIPHolder'"
 in_ns $standby $IP addr del $VIP/32 dev eth0
 wait_until "Degraded clears once it is gone" 30 degraded_is False
+echo "API writes without a takeover: the VIP Lease $VIP_LEASE in $(lease_writes_stop $VIP_LEASE); director's heartbeat Lease in $(lease_writes_stop lvs-agent-director)"
 
 echo "=== failover: the standby is also a real server"
 # Its VIP is then on its lo. Were the VIP's IPVS services programmed there too, the standby

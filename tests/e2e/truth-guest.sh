@@ -26,9 +26,11 @@ warned() {
 }
 # has_message NAME TYPE TEXT: the condition's message contains TEXT.
 has_message() { message "$1" "$2" | grep -qF -- "$3"; }
+# describe NAME: what `kubectl describe lvs NAME` shows of its status (each real server's health
+# and reason, the conditions, the directors) and its events.
 describe() {
-	echo "--- kubectl describe lvs $1 (conditions and events)"
-	$K describe lvs "$1" | sed -n '/Conditions:/,$p' | grep -vE '^\s*(Last Transition Time|Observed Generation):' | head -n 60
+	echo "--- kubectl describe lvs $1 (status and events)"
+	$K describe lvs "$1" | sed -n '/^Status:/,$p' | grep -vE '^\s*Observed Generation:' | head -n 120
 }
 
 echo "=== truth 1a. the director's agent stops: nothing may read healthy"
@@ -88,6 +90,7 @@ check "the controller logged losing the API server (warn)" grep -q "WARN.*lost t
 check "and getting it back, with how long it was away (info)" grep -q "INFO.*answers again, after" /run/logs/controller.log
 check "an agent did the same" grep -q "answers again, after" /run/logs/director.log
 grep -h "lost the API server\|answers again\|expired" /run/logs/controller.log | tail -n 4
+describe web
 $K patch lvs web --type=merge -p '{"spec":{"scheduler":"rr"}}' >/dev/null
 
 echo "=== truth 3. summaries that match what serves"
@@ -188,6 +191,7 @@ done
 expect_eq "rs3 never held the loser's VIP on lo (25 looks over 5 s)" 0 $touched
 expect_eq "rs3's ARP sysctls never changed" "$sysctls_before" "$(in_ns rs3 sysctl -n net.ipv4.conf.all.arp_ignore net.ipv4.conf.all.arp_announce | tr '\n' ' ')"
 expect_eq "the loser is rejected: Accepted False VIPConflict" "False VIPConflict" "$(condition loser Accepted) $(reason loser Accepted)"
+describe loser
 $K delete lvs loser >/dev/null
 $K patch lvs web --type=json -p '[{"op":"add","path":"/spec/backends/-","value":{"address":"10.10.24.23"}}]' >/dev/null
 wait_until "web is Ready with 3/3 again" 30 sh -c "[ \"\$(kubectl --kubeconfig /lvs/admin.kubeconfig get lvs web -o jsonpath='{.status.backendSummary}')\" = 3/3 ]"
