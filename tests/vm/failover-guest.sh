@@ -18,7 +18,8 @@
 #   5. periodic gratuitous ARP heals a client's stale neighbour entry (--garp-refresh 1s);
 #   6. an IPv6 VIP: the same unplanned failovers (FAILOVER6_TRIALS), announced with unsolicited
 #      neighbour advertisements;
-#   7. the heartbeats and failovers in /metrics.
+#   7. ten VIPs moved by one failover reach the taker together (within 1 s of the first);
+#   8. the heartbeats and failovers in /metrics.
 
 FAILOVER_TRIALS=${FAILOVER_TRIALS:-10}
 . /lvs/failover-lib.sh
