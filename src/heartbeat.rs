@@ -80,3 +80,53 @@ pub fn read(lease: &Lease) -> Option<(String, Timestamp)> {
     }
     Some((node, spec.renew_time.as_ref()?.0))
 }
+
+/// When the controller counts `node`'s agent as last heard of: when it renewed its heartbeat,
+/// or, for a node still heard of when the controller's watch of the heartbeats went blind
+/// (`blind`: the first and the last failure of the watch's latest outage), the end of that
+/// blindness, whichever is later. An API outage stops the agents' renewals as it stops the
+/// watch, so its end must not read as every node going silent at once (their real servers
+/// would get weight 0 until each agent renewed); a node already silent before it stays so.
+pub fn heard(
+    renewed: Timestamp,
+    blind: Option<(Timestamp, Timestamp)>,
+    timeout: Duration,
+) -> Timestamp {
+    match blind {
+        Some((began, ended)) if ended > renewed => {
+            let alive_when_blind = Duration::try_from(began.duration_since(renewed))
+                .map_or(true, |age| age <= timeout);
+            if alive_when_blind { ended } else { renewed }
+        }
+        _ => renewed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_000_000 + s).unwrap()
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_node_renewing_before_an_outage_is_heard_of_until_its_end() {
+        // Renewed at 0, the watch failed from 5 to 40: heard of at 40, not 0.
+        assert_eq!(heard(at(0), Some((at(5), at(40))), TIMEOUT), at(40));
+    }
+
+    #[test]
+    fn a_node_silent_before_the_outage_stays_silent() {
+        // Renewed at 0, silent by 30; the outage came at 50.
+        assert_eq!(heard(at(0), Some((at(50), at(90))), TIMEOUT), at(0));
+    }
+
+    #[test]
+    fn a_renewal_after_the_outage_counts_as_it_is() {
+        assert_eq!(heard(at(100), Some((at(5), at(40))), TIMEOUT), at(100));
+        assert_eq!(heard(at(7), None, TIMEOUT), at(7));
+    }
+}

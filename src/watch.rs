@@ -10,11 +10,12 @@
 //! stream never yields an error, so nothing downstream (a Controller's shared trigger backoff)
 //! can slow it down.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt, TryStreamExt, future};
+use k8s_openapi::jiff::Timestamp;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, ExponentialBackoff};
@@ -37,21 +38,72 @@ pub fn resilient<K>(
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
+    resilient_noting(api, config, what, Blind::default())
+}
+
+/// [`resilient`], telling `blind` when the watch could not see the API server.
+pub fn resilient_noting<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    what: impl Into<String>,
+    blind: Blind,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
     // managedFields are never read here, and on an object many managers write (the controller,
     // kubectl) they can outweigh the rest: keep them out of every cache.
     let stream = watcher::watcher(api, config).modify(|o| o.managed_fields_mut().clear());
-    recovering(stream, what.into())
+    recovering(stream, what.into(), blind)
+}
+
+/// When a watch last could not see the API server: from the first error of its latest outage
+/// to the last one (a resource version that expired counts: what changed meanwhile was not
+/// seen either). What it follows may have changed unseen in that time; the controller uses it
+/// so that the end of an API outage does not read as every agent's heartbeat going silent at
+/// once (they could not renew them through the outage either).
+#[derive(Clone, Debug, Default)]
+pub struct Blind(Arc<Mutex<BlindState>>);
+
+#[derive(Debug, Default)]
+struct BlindState {
+    /// The first and the last error of the latest outage.
+    window: Option<(Timestamp, Timestamp)>,
+    /// The watch's latest result was an error.
+    failing: bool,
+}
+
+impl Blind {
+    /// The first and the last failure of the watch's latest outage, if it ever had one.
+    pub fn window(&self) -> Option<(Timestamp, Timestamp)> {
+        self.0.lock().expect("never poisoned").window
+    }
+
+    fn failed(&self, at: Timestamp) {
+        let mut s = self.0.lock().expect("never poisoned");
+        let began = match (s.failing, s.window) {
+            (true, Some((began, _))) => began,
+            _ => at,
+        };
+        s.window = Some((began, at));
+        s.failing = true;
+    }
+
+    fn answered(&self) {
+        self.0.lock().expect("never poisoned").failing = false;
+    }
 }
 
 fn recovering<T>(
     stream: impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static,
     what: String,
+    blind: Blind,
 ) -> impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static
 where
     T: Send + 'static,
 {
     let expired = Arc::new(AtomicBool::new(false));
-    let mut outage = Outage::default();
+    let mut outage = Outage { since: None, blind };
     let mark = expired.clone();
     stream
         .inspect(move |event| outage.observe(&what, event))
@@ -107,13 +159,17 @@ impl Backoff for Quick {
 }
 
 /// Tells when a watch lost the API server and when it got it back.
-#[derive(Default)]
 struct Outage {
     since: Option<Instant>,
+    blind: Blind,
 }
 
 impl Outage {
     fn observe<K>(&mut self, what: &str, event: &Result<watcher::Event<K>, watcher::Error>) {
+        match event {
+            Err(_) => self.blind.failed(Timestamp::now()),
+            Ok(_) => self.blind.answered(),
+        }
         match (event, self.since) {
             (Err(e), _) if is_expired(e) => {
                 info!("watch of {what}: resource version expired (410 Gone); listing again now");
@@ -140,6 +196,29 @@ impl Outage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blindness_spans_an_outage_from_its_first_error_to_its_last() {
+        let blind = Blind::default();
+        assert_eq!(
+            blind.window(),
+            None,
+            "a watch that never failed saw everything"
+        );
+        let t = |s: i64| Timestamp::from_second(1_000 + s).unwrap();
+        blind.failed(t(0));
+        blind.failed(t(5));
+        blind.failed(t(9));
+        assert_eq!(blind.window(), Some((t(0), t(9))));
+        blind.answered();
+        assert_eq!(blind.window(), Some((t(0), t(9))), "kept after it answers");
+        blind.failed(t(60));
+        assert_eq!(
+            blind.window(),
+            Some((t(60), t(60))),
+            "a new outage starts afresh"
+        );
+    }
 
     #[test]
     fn an_expiry_retries_at_once_and_other_errors_back_off_to_a_few_seconds_at_most() {

@@ -313,6 +313,7 @@ pub fn test_context(world: World, settings: Settings) -> (Arc<Context>, ApiServe
         slices: store(world.slices),
         k8s_services: store(world.k8s_services),
         heartbeats: store(world.heartbeats),
+        heartbeats_blind: crate::watch::Blind::default(),
         pools: store(world.pools),
         namespaces: store(Vec::new()),
         reports: store(world.reports),

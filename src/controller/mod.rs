@@ -235,11 +235,13 @@ pub async fn run_controller(
     .touched_objects();
 
     let (heartbeats, heartbeat_writer) = reflector::store::<Lease>();
+    let heartbeats_blind = watch::Blind::default();
     let mut heartbeat_changes = HeartbeatChanges::new(settings.report_timeout);
-    let heartbeat_triggers = watch::resilient(
+    let heartbeat_triggers = watch::resilient_noting(
         Api::<Lease>::namespaced(client.clone(), &agent_namespace),
         watcher::Config::default().labels(crate::heartbeat::LABEL),
         "agent heartbeat Leases",
+        heartbeats_blind.clone(),
     )
     .reflect(heartbeat_writer)
     .filter_map(move |event| {
@@ -318,6 +320,7 @@ pub async fn run_controller(
             slices,
             k8s_services,
             heartbeats,
+            heartbeats_blind,
             pools,
             namespaces,
             reports,

@@ -72,6 +72,8 @@ pub struct Stores {
     pub k8s_services: Store<PartialObjectMeta<Service>>,
     /// The agents' heartbeat Leases.
     pub heartbeats: Store<Lease>,
+    /// When the watch of those Leases last could not see the API server.
+    pub heartbeats_blind: crate::watch::Blind,
     /// The agents' reports, one per node.
     pub reports: Store<LvsNodeReport>,
     /// The address pools, and the namespaces (metadata only: their labels) they admit.
@@ -372,12 +374,15 @@ async fn apply(object: &LvsService, ctx: &Context, api: &Api<LvsService>) -> Res
     let nodes = ctx.stores.nodes.state();
     let slices = ctx.stores.slices.state();
     let services = ctx.stores.services.state();
+    let blind = ctx.stores.heartbeats_blind.window();
+    let timeout = ctx.settings.report_timeout;
     let heartbeats: BTreeMap<String, Timestamp> = ctx
         .stores
         .heartbeats
         .state()
         .iter()
         .filter_map(|l| crate::heartbeat::read(l))
+        .map(|(node, renewed)| (node, crate::heartbeat::heard(renewed, blind, timeout)))
         .collect();
 
     let pools = Pools::new(ctx.stores.pools.state().iter().map(|p| p.as_ref()));

@@ -72,6 +72,7 @@ wait_until "the director gives rs2 its weight back" 20 has_text "-r 10.10.24.22:
 
 echo "=== truth 2. the API server goes away for 30 s; a change made right after it returns shows in status within 5 s"
 gen_before=$(jsonpath web '{.metadata.generation}')
+director_lines=$(wc -l </run/logs/director.log)
 wget -qO- "$CONTROL/apiserver/stop" >/dev/null || fail "stopping the API server through the host"
 sleep 30
 wget -qO- "$CONTROL/apiserver/start" >/dev/null || fail "starting the API server through the host"
@@ -90,6 +91,12 @@ check "the controller logged losing the API server (warn)" grep -q "WARN.*lost t
 check "and getting it back, with how long it was away (info)" grep -q "INFO.*answers again, after" /run/logs/controller.log
 check "an agent did the same" grep -q "answers again, after" /run/logs/director.log
 grep -h "lost the API server\|answers again\|expired" /run/logs/controller.log | tail -n 4
+# The agents could not renew their heartbeats through the outage either: its end is no silence
+# of theirs, and no real server may lose its weight for it.
+sleep $((HEARTBEAT + 2))
+zeroed=$(tail -n +$((director_lines + 1)) /run/logs/director.log | grep -c 'applied: ipvsadm -e .* -w 0$')
+expect_eq "no real server got weight 0 when the API server came back" 0 "$zeroed"
+expect_eq "kubectl get lvs: BACKENDS 3/3, READY" "10.10.24.88 80/TCP director 3/3 True" "$(columns web)"
 describe web
 $K patch lvs web --type=merge -p '{"spec":{"scheduler":"rr"}}' >/dev/null
 
