@@ -160,22 +160,27 @@ fn addr(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-#[test]
-#[ignore = "needs root and a network namespace"]
-fn kernel_addresses_and_announcements_in_netns() {
-    let director = Netns::new("dir");
-    let peer = Netns::new("peer");
-    // A veth pair rather than a dummy: the peer end, in its own namespace,
-    // shows whether the announcements really left and parsed (and the dummy
-    // driver is not built into every kernel).
+/// A director (`d0`, 10.10.24.10/24) and a peer (`d0p`, 10.10.24.20/24) in namespaces of their
+/// own, joined by a veth pair rather than a dummy: the peer end shows whether announcements
+/// really left and parsed (and the dummy driver is not built into every kernel).
+fn director_and_peer(tag: &str) -> (Netns, Netns) {
+    let director = Netns::new(tag);
+    let peer = Netns::new(&format!("{tag}peer"));
     director.ip(&[
         "link", "add", "d0", "type", "veth", "peer", "name", "d0p", "netns", &peer.0,
     ]);
     director.ip(&["link", "set", "d0", "up"]);
     director.ip(&["addr", "add", "10.10.24.10/24", "dev", "d0"]);
-    director.ip(&["addr", "add", "fd00:24::10/64", "dev", "d0", "nodad"]);
     peer.ip(&["link", "set", "d0p", "up"]);
     peer.ip(&["addr", "add", "10.10.24.20/24", "dev", "d0p"]);
+    (director, peer)
+}
+
+#[test]
+#[ignore = "needs root and a network namespace"]
+fn kernel_addresses_and_announcements_in_netns() {
+    let (director, peer) = director_and_peer("dir");
+    director.ip(&["addr", "add", "fd00:24::10/64", "dev", "d0", "nodad"]);
     peer.ip(&["addr", "add", "fd00:24::20/64", "dev", "d0p", "nodad"]);
     // Stale entries with a wrong MAC: an announcement must override them.
     // (Without an entry, both protocols ignore unsolicited news by default.)
@@ -302,15 +307,7 @@ async fn neigh_becomes(
 #[test]
 #[ignore = "needs root and a network namespace"]
 fn announcement_repeats_follow_after_it_returns_and_stop_once_dropped() {
-    let director = Netns::new("rep");
-    let peer = Netns::new("reppeer");
-    director.ip(&[
-        "link", "add", "d0", "type", "veth", "peer", "name", "d0p", "netns", &peer.0,
-    ]);
-    director.ip(&["link", "set", "d0", "up"]);
-    director.ip(&["addr", "add", "10.10.24.10/24", "dev", "d0"]);
-    peer.ip(&["link", "set", "d0p", "up"]);
-    peer.ip(&["addr", "add", "10.10.24.20/24", "dev", "d0p"]);
+    let (director, peer) = director_and_peer("rep");
     // The peer's entry for the VIP, made wrong again after each announcement it learnt from:
     // only a later announcement can put our MAC back.
     let wrong = "02:00:00:00:00:01";
