@@ -33,6 +33,9 @@ use super::metrics::{HaMetrics, PeerLabels, VipLabels};
 use super::peers::{Claims, Peer, Peers};
 use crate::core::Handover;
 
+/// A peer's claim on one VIP: its name, what this director hears of it, and its state for the VIP.
+type Claim<'a> = (&'a String, &'a Peer, &'a VipState);
+
 /// How a VIP came to this director, for the status and the failover Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Takeover {
@@ -225,33 +228,12 @@ impl Ha {
     /// [`HANDOVER_TIMEOUT`] passes), else let go of at once.
     pub fn decide(&mut self, candidates: &BTreeSet<IpAddr>) -> BTreeSet<IpAddr> {
         let snapshot = self.peers.snapshot();
-        let settings = self.peers.settings().clone();
-        let quiet = self.started.elapsed() < self.quiet();
-        for vip in self.held.keys().copied().collect::<Vec<_>>() {
-            if candidates.contains(&vip) {
-                continue;
-            }
-            let since = self.leaving.get(&vip).copied();
-            match (since, ready_standby(&snapshot, vip)) {
-                (None, Some(to)) => {
-                    info!("{vip}: no longer directed here; handing over to {to}");
-                    self.leaving.insert(vip, Instant::now());
-                }
-                (Some(t), _)
-                    if t.elapsed() < HANDOVER_TIMEOUT || self.draining.contains_key(&vip) => {}
-                _ => {
-                    info!("{vip}: no longer directed here; letting go");
-                    self.held.remove(&vip);
-                    self.leaving.remove(&vip);
-                    self.last_swap = Instant::now();
-                }
-            }
-        }
+        self.leave_non_candidates(candidates, &snapshot);
         let mut all = candidates.clone();
         all.extend(self.leaving.keys().filter(|v| self.held.contains_key(v)));
         let candidates = &all;
         for vip in candidates {
-            let claims: Vec<(&String, &Peer, &VipState)> = snapshot
+            let claims: Vec<Claim<'_>> = snapshot
                 .iter()
                 .filter_map(|(node, p)| {
                     let state = p.last.vips.iter().find(|v| v.vip == *vip)?;
@@ -272,118 +254,19 @@ impl Ha {
                 );
                 self.draining.remove(vip);
             }
-            let peers: Vec<Candidate<'_>> = claims
-                .iter()
-                .filter(|(_, p, _)| p.alive)
-                .map(|(node, p, v)| Candidate {
-                    node,
-                    priority: p.last.priority,
-                    active: v.active,
-                    term: v.term,
-                    ready: v.ready,
-                    leaving: v.leaving,
-                })
-                .collect();
-            let holding = self.held.get(vip);
-            let view = View {
-                vip: *vip,
-                me: Candidate {
-                    node: &settings.node,
-                    priority: settings.priority,
-                    active: holding.is_some(),
-                    term: holding.map_or(0, |h| h.term),
-                    ready: self.ready.contains(vip),
-                    leaving: self.leaving.contains_key(vip),
-                },
-                peers,
-                lease_holder: self.lease_holders.get(vip).map(String::as_str),
-                fenced: self.fenced.contains(vip),
-            };
-            // A director the Lease names, alive by the API server, that this one has never heard:
-            // the two do not know each other's address yet (a director just joined). Its
-            // silence is no evidence of death; wait until the heartbeats flow.
-            let unheard_holder = view.lease_holder.is_some_and(|h| {
-                h != settings.node && self.live_holders.contains(vip) && !snapshot.contains_key(h)
-            });
-            let hold = should_hold(&view) && !(holding.is_none() && (quiet || unheard_holder));
-            let fenced = view.fenced;
-            let by = view
-                .peers
-                .iter()
-                .find(|p| p.active && !p.leaving)
-                .map(|p| (p.node.to_string(), p.term));
-            match (holding.is_some(), hold) {
+            let holding = self.held.contains_key(vip);
+            // False while this director hands the VIP over and has not drained it yet.
+            let settled = match (holding, self.should_hold(*vip, &claims, &snapshot)) {
                 (false, true) => {
-                    // Past every term seen, dead directors' included: ours is the newest claim.
-                    let term = claims.iter().map(|(_, _, v)| v.term).max().unwrap_or(0) + 1;
-                    let before = claims
-                        .iter()
-                        .filter(|(_, _, v)| v.active)
-                        .max_by_key(|(_, _, v)| v.term);
-                    let takeover = Takeover {
-                        from: before.map(|(node, ..)| node.to_string()),
-                        silent_for: before.and_then(|(_, p, v)| {
-                            (!p.alive && !v.leaving).then_some(p.silent_for).flatten()
-                        }),
-                        at: SystemTime::now(),
-                    };
-                    match (&takeover.from, takeover.silent_for) {
-                        (Some(from), Some(silent)) => warn!(
-                            "{vip}: taking over from {from} (silent for {} ms), term {term}",
-                            silent.as_millis()
-                        ),
-                        (Some(from), None) => {
-                            info!("{vip}: {from} hands it over; taking it, term {term}")
-                        }
-                        (None, _) => info!("{vip}: no director holds it; taking it, term {term}"),
-                    }
-                    if takeover.from.is_some() {
-                        self.failovers += 1;
-                        let vip = vip.to_string();
-                        self.metrics
-                            .failovers
-                            .get_or_create(&VipLabels { vip })
-                            .inc();
-                    }
-                    // Handed over: quiet until the old holder has drained (module docs).
-                    if before.is_some_and(|(_, p, v)| p.alive && v.leaving) {
-                        self.unannounced.insert(*vip, Instant::now());
-                    }
-                    self.takeovers.insert(*vip, takeover);
-                    self.last_swap = Instant::now();
-                    self.held.insert(
-                        *vip,
-                        Held {
-                            term,
-                            adopted: false,
-                        },
-                    );
+                    self.take(*vip, &claims);
+                    true
                 }
-                (true, false) => {
-                    if !fenced
-                        && self.leaving.contains_key(vip)
-                        && let Some((node, _, v)) = taker
-                        && !self.drain(*vip, node, v)
-                    {
-                        continue;
-                    }
-                    match (by, fenced) {
-                        (_, true) => {
-                            warn!("{vip}: another director took its Lease; letting go of the VIP")
-                        }
-                        (Some((node, term)), _) => {
-                            info!("{vip}: {node} holds it (term {term}); letting go, standing by")
-                        }
-                        (None, _) => info!("{vip}: letting go"),
-                    }
-                    self.held.remove(vip);
-                    self.fenced.remove(vip);
-                    self.leaving.remove(vip);
-                    self.last_swap = Instant::now();
-                }
-                _ => {}
+                (true, false) => self.let_go(*vip, &claims, taker),
+                _ => true,
+            };
+            if settled {
+                self.announce_when_drained(*vip, &claims);
             }
-            self.announce_when_drained(*vip, &claims);
         }
         let held = &self.held;
         self.draining.retain(|vip, _| held.contains_key(vip));
@@ -395,6 +278,158 @@ impl Ha {
         self.publish(candidates);
         self.record(candidates, &snapshot);
         self.held.keys().copied().collect()
+    }
+
+    /// Held VIPs that are no longer candidates: handed over to a ready standby (they stay held
+    /// until it claims them, [`HANDOVER_TIMEOUT`] at most), else let go of at once.
+    fn leave_non_candidates(
+        &mut self,
+        candidates: &BTreeSet<IpAddr>,
+        snapshot: &BTreeMap<String, Peer>,
+    ) {
+        for vip in self.held.keys().copied().collect::<Vec<_>>() {
+            if candidates.contains(&vip) {
+                continue;
+            }
+            let since = self.leaving.get(&vip).copied();
+            match (since, ready_standby(snapshot, vip)) {
+                (None, Some(to)) => {
+                    info!("{vip}: no longer directed here; handing over to {to}");
+                    self.leaving.insert(vip, Instant::now());
+                }
+                (Some(t), _)
+                    if t.elapsed() < HANDOVER_TIMEOUT || self.draining.contains_key(&vip) => {}
+                _ => {
+                    info!("{vip}: no longer directed here; letting go");
+                    self.held.remove(&vip);
+                    self.leaving.remove(&vip);
+                    self.last_swap = Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Whether this director should hold `vip`, by [`should_hold`] over what it knows of its
+    /// peers' `claims`; a VIP not held yet is not taken during the quiet start, nor while the
+    /// Lease names a live director this one has never heard.
+    fn should_hold(
+        &self,
+        vip: IpAddr,
+        claims: &[Claim<'_>],
+        snapshot: &BTreeMap<String, Peer>,
+    ) -> bool {
+        let settings = self.peers.settings();
+        let holding = self.held.get(&vip);
+        let view = View {
+            vip,
+            me: Candidate {
+                node: &settings.node,
+                priority: settings.priority,
+                active: holding.is_some(),
+                term: holding.map_or(0, |h| h.term),
+                ready: self.ready.contains(&vip),
+                leaving: self.leaving.contains_key(&vip),
+            },
+            peers: claims
+                .iter()
+                .filter(|(_, p, _)| p.alive)
+                .map(|(node, p, v)| Candidate {
+                    node,
+                    priority: p.last.priority,
+                    active: v.active,
+                    term: v.term,
+                    ready: v.ready,
+                    leaving: v.leaving,
+                })
+                .collect(),
+            lease_holder: self.lease_holders.get(&vip).map(String::as_str),
+            fenced: self.fenced.contains(&vip),
+        };
+        // A director the Lease names, alive by the API server, that this one has never heard:
+        // the two do not know each other's address yet (a director just joined). Its silence is
+        // no evidence of death; wait until the heartbeats flow.
+        let unheard_holder = view.lease_holder.is_some_and(|h| {
+            h != settings.node && self.live_holders.contains(&vip) && !snapshot.contains_key(h)
+        });
+        let quiet = self.started.elapsed() < self.quiet();
+        should_hold(&view) && !(holding.is_none() && (quiet || unheard_holder))
+    }
+
+    /// Takes `vip`, with a term past every claim seen (dead directors' included: ours is the
+    /// newest), counting a failover when another director held it.
+    fn take(&mut self, vip: IpAddr, claims: &[Claim<'_>]) {
+        let term = claims.iter().map(|(_, _, v)| v.term).max().unwrap_or(0) + 1;
+        let before = claims
+            .iter()
+            .filter(|(_, _, v)| v.active)
+            .max_by_key(|(_, _, v)| v.term);
+        let takeover = Takeover {
+            from: before.map(|(node, ..)| node.to_string()),
+            silent_for: before
+                .and_then(|(_, p, v)| (!p.alive && !v.leaving).then_some(p.silent_for).flatten()),
+            at: SystemTime::now(),
+        };
+        match (&takeover.from, takeover.silent_for) {
+            (Some(from), Some(silent)) => warn!(
+                "{vip}: taking over from {from} (silent for {} ms), term {term}",
+                silent.as_millis()
+            ),
+            (Some(from), None) => info!("{vip}: {from} hands it over; taking it, term {term}"),
+            (None, _) => info!("{vip}: no director holds it; taking it, term {term}"),
+        }
+        if takeover.from.is_some() {
+            self.failovers += 1;
+            let vip = vip.to_string();
+            self.metrics
+                .failovers
+                .get_or_create(&VipLabels { vip })
+                .inc();
+        }
+        // Handed over: quiet until the old holder has drained (module docs).
+        if before.is_some_and(|(_, p, v)| p.alive && v.leaving) {
+            self.unannounced.insert(vip, Instant::now());
+        }
+        self.takeovers.insert(vip, takeover);
+        self.last_swap = Instant::now();
+        self.held.insert(
+            vip,
+            Held {
+                term,
+                adopted: false,
+            },
+        );
+    }
+
+    /// Lets go of `vip`, unless it is being handed over to `taker` and has not drained yet
+    /// (false then: it stays held).
+    fn let_go(&mut self, vip: IpAddr, claims: &[Claim<'_>], taker: Option<&Claim<'_>>) -> bool {
+        let fenced = self.fenced.contains(&vip);
+        if !fenced
+            && self.leaving.contains_key(&vip)
+            && let Some((node, _, v)) = taker
+            && !self.drain(vip, node, v)
+        {
+            return false;
+        }
+        let by = claims
+            .iter()
+            .filter(|(_, p, _)| p.alive)
+            .find(|(_, _, v)| v.active && !v.leaving);
+        match (by, fenced) {
+            (_, true) => warn!("{vip}: another director took its Lease; letting go of the VIP"),
+            (Some((node, _, v)), _) => {
+                info!(
+                    "{vip}: {node} holds it (term {}); letting go, standing by",
+                    v.term
+                )
+            }
+            (None, _) => info!("{vip}: letting go"),
+        }
+        self.held.remove(&vip);
+        self.fenced.remove(&vip);
+        self.leaving.remove(&vip);
+        self.last_swap = Instant::now();
+        true
     }
 
     /// The old holder's side of a handover whose taker (`to`) has the VIP on its interface:
@@ -420,7 +455,7 @@ impl Ha {
 
     /// The taker's side: a VIP taken quietly is announced once the old holder has drained, has
     /// let go, or [`QUIET_MAX`] passed.
-    fn announce_when_drained(&mut self, vip: IpAddr, claims: &[(&String, &Peer, &VipState)]) {
+    fn announce_when_drained(&mut self, vip: IpAddr, claims: &[Claim<'_>]) {
         let Some(since) = self.unannounced.get(&vip).copied() else {
             return;
         };
@@ -732,285 +767,5 @@ fn ready_standby(snapshot: &BTreeMap<String, Peer>, vip: IpAddr) -> Option<Strin
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::peers::Settings;
-    use super::*;
-
-    fn settings(node: &str) -> Settings {
-        Settings {
-            node: node.into(),
-            priority: 100,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            interval: Duration::from_millis(20),
-            dead_after: Duration::from_millis(100),
-        }
-    }
-
-    async fn pair() -> (Ha, Ha) {
-        let a = Peers::start(settings("a"), vec![]).unwrap();
-        let b = Peers::start(settings("b"), vec![]).unwrap();
-        a.set_targets(vec![b.local_addr().unwrap()]);
-        b.set_targets(vec![a.local_addr().unwrap()]);
-        (
-            Ha::new(a, HaMetrics::default()),
-            Ha::new(b, HaMetrics::default()),
-        )
-    }
-
-    const VIP: &str = "10.10.24.88";
-
-    fn vips() -> BTreeSet<IpAddr> {
-        [VIP.parse().unwrap()].into()
-    }
-
-    /// Runs both directors' loops (decide, "program", publish) until `done` or 5 s.
-    async fn settle(a: &mut Ha, b: &mut Ha, rounds: usize) {
-        for _ in 0..rounds {
-            for ha in [&mut *a, &mut *b] {
-                let held = ha.decide(&vips());
-                ha.after_resync(vips(), held, None);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// A settled pair: the one holding the VIP first.
-    async fn active_and_standby() -> (Ha, Ha) {
-        let (mut a, mut b) = pair().await;
-        settle(&mut a, &mut b, 15).await;
-        if a.holds(VIP.parse().unwrap()) {
-            (a, b)
-        } else {
-            (b, a)
-        }
-    }
-
-    fn holders(a: &Ha, b: &Ha) -> usize {
-        let vip = VIP.parse().unwrap();
-        usize::from(a.holds(vip)) + usize::from(b.holds(vip))
-    }
-
-    #[tokio::test]
-    async fn two_fresh_directors_elect_one_and_the_other_takes_over_when_it_dies() {
-        let (mut a, mut b) = pair().await;
-        settle(&mut a, &mut b, 15).await;
-        assert_eq!(holders(&a, &b), 1, "exactly one holds the VIP");
-        let vip = VIP.parse().unwrap();
-        let (active, mut standby) = if a.holds(vip) { (a, b) } else { (b, a) };
-        let name = active.peers().settings().node.clone();
-        drop(active);
-        let t0 = Instant::now();
-        while !standby.holds(vip) {
-            assert!(t0.elapsed() < Duration::from_secs(5));
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            standby.decide(&vips());
-        }
-        let takeover = standby.takeover(vip).unwrap();
-        assert_eq!(takeover.from.as_deref(), Some(name.as_str()));
-        assert!(takeover.silent_for.unwrap() >= Duration::from_millis(100));
-        assert_eq!(standby.failovers, 1);
-    }
-
-    #[tokio::test]
-    async fn a_planned_handover_pins_both_sides_until_the_taker_has_announced_the_vip() {
-        let vip = VIP.parse().unwrap();
-        let (mut active, mut standby) = active_and_standby().await;
-        assert_eq!(active.leave(), 1, "the standby is ready");
-        assert!(!active.handed_over());
-        // The standby takes the VIP quietly, pinned; the old holder then pins too.
-        let t0 = Instant::now();
-        while active.handover(vip).is_none() {
-            assert!(t0.elapsed() < Duration::from_secs(2));
-            assert!(standby.take_announcements().is_empty());
-            settle(&mut active, &mut standby, 1).await;
-        }
-        assert_eq!(active.handover(vip), Some(Handover::Giving));
-        assert_eq!(standby.handover(vip), Some(Handover::Taking));
-        assert!(standby.holds(vip) && standby.unannounced().contains(&vip));
-        assert!(!standby.announces(vip) && !active.announces(vip));
-        // Announced once the old holder has pinned its services (one resync), not before.
-        let mut announced = BTreeSet::new();
-        while announced.is_empty() {
-            assert!(t0.elapsed() < Duration::from_secs(3));
-            assert!(
-                active.holds(vip),
-                "the old holder keeps the VIP until it is announced"
-            );
-            settle(&mut active, &mut standby, 1).await;
-            announced = standby.take_announcements();
-        }
-        assert_eq!(announced, vips());
-        assert!(standby.unannounced().is_empty() && standby.announces(vip));
-        // The taker stays pinned a while longer, then schedules as the spec says.
-        assert_eq!(standby.handover(vip), Some(Handover::Taking));
-        let wake = standby.next_wake().unwrap();
-        assert!(wake <= PINNED_AFTER, "{wake:?}");
-        // The old holder lets go a moment later: packets already on their way still arrive.
-        let at = Instant::now();
-        while !active.handed_over() {
-            assert!(at.elapsed() < LINGER + Duration::from_secs(1));
-            assert_eq!(active.handover(vip), Some(Handover::Giving));
-            settle(&mut active, &mut standby, 1).await;
-        }
-        assert!(at.elapsed() >= LINGER - Duration::from_millis(100));
-        assert!(standby.holds(vip) && !active.holds(vip));
-        assert_eq!(active.handover(vip), None);
-        tokio::time::sleep(PINNED_AFTER).await;
-        standby.decide(&vips());
-        assert_eq!(standby.handover(vip), None);
-        let takeover = standby.takeover(vip).unwrap();
-        assert_eq!(
-            takeover.silent_for, None,
-            "planned: nobody was declared dead"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_taker_that_dies_while_the_vip_moves_unpins_the_old_holder() {
-        let vip = VIP.parse().unwrap();
-        let (mut active, mut standby) = active_and_standby().await;
-        active.leave();
-        let t0 = Instant::now();
-        while active.handover(vip).is_none() {
-            assert!(t0.elapsed() < Duration::from_secs(2));
-            settle(&mut active, &mut standby, 1).await;
-        }
-        drop(standby);
-        let t0 = Instant::now();
-        while active.handover(vip).is_some() {
-            assert!(t0.elapsed() < Duration::from_secs(2));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            active.decide(&vips());
-        }
-        assert!(active.holds(vip), "with no standby left, it keeps serving");
-    }
-
-    #[tokio::test]
-    async fn a_director_handing_a_vip_over_lets_its_lease_go_to_the_taker_without_being_fenced() {
-        let peers = Peers::start(settings("a"), vec![]).unwrap();
-        let mut a = Ha::new(peers, HaMetrics::default());
-        let vip: IpAddr = VIP.parse().unwrap();
-        a.held.insert(
-            vip,
-            Held {
-                term: 1,
-                adopted: false,
-            },
-        );
-        a.set_lease(vip, Some("a".into()), true);
-        assert!(a.took(vip), "its Lease should name it");
-        a.leaving.insert(vip, Instant::now());
-        assert!(
-            !a.took(vip),
-            "handing it over: the taker claims the Lease, not a"
-        );
-        a.set_lease(vip, Some("b".into()), true);
-        assert!(
-            !a.fenced.contains(&vip),
-            "a hands it over: the Lease moving is expected"
-        );
-        a.leaving.clear();
-        a.set_lease(vip, Some("a".into()), true);
-        a.set_lease(vip, Some("b".into()), true);
-        assert!(
-            a.fenced.contains(&vip),
-            "taken while a held it, not handing it over"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_leaving_director_keeps_the_vip_until_the_standby_has_it_on_its_interface() {
-        let vip = VIP.parse().unwrap();
-        let (mut active, mut standby) = active_and_standby().await;
-        assert_eq!(active.leave(), 1);
-        // The standby hears it and takes the VIP; its resync has not added the address yet.
-        let t0 = Instant::now();
-        while !standby.holds(vip) {
-            assert!(t0.elapsed() < Duration::from_secs(5));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            standby.decide(&vips());
-        }
-        standby.after_resync(vips(), BTreeSet::new(), None);
-        for _ in 0..10 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            active.decide(&vips());
-            active.after_resync(vips(), [vip].into(), None);
-        }
-        assert!(
-            active.holds(vip),
-            "no client has been told yet where the VIP went"
-        );
-        // The address is on the standby's interface: the claim goes out, and the handover
-        // goes on (drained, announced).
-        standby.after_resync(vips(), [vip].into(), None);
-        let t0 = Instant::now();
-        while active.holds(vip) {
-            assert!(t0.elapsed() < DRAIN_MAX);
-            standby.decide(&vips());
-            standby.after_resync(vips(), [vip].into(), None);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            active.decide(&vips());
-        }
-        assert!(active.handed_over());
-    }
-
-    #[tokio::test]
-    async fn with_no_ready_standby_leaving_keeps_the_vip() {
-        let peers = Peers::start(settings("alone"), vec![]).unwrap();
-        let mut ha = Ha::new(peers, HaMetrics::default());
-        ha.adopt(vips());
-        assert_eq!(ha.leave(), 0);
-        assert!(ha.handed_over());
-        assert_eq!(ha.decide(&vips()), vips());
-    }
-
-    #[tokio::test]
-    async fn a_joining_director_does_not_take_a_vip_whose_live_holder_it_has_not_heard_yet() {
-        // "b" joined; the heartbeats with "a" do not flow yet (neither knows the other's address).
-        let peers = Peers::start(settings("b"), vec![]).unwrap();
-        let mut b = Ha::new(peers, HaMetrics::default());
-        let vip: IpAddr = VIP.parse().unwrap();
-        b.set_lease(vip, Some("a".into()), true);
-        b.after_resync(vips(), BTreeSet::new(), None);
-        tokio::time::sleep(Duration::from_millis(200)).await; // past the quiet period
-        assert!(b.decide(&vips()).is_empty(), "a is alive by the API server");
-        // a's heartbeat Lease went stale: a is gone, and b takes the VIP.
-        b.set_lease(vip, Some("a".into()), false);
-        assert_eq!(b.decide(&vips()), vips());
-    }
-
-    #[tokio::test]
-    async fn a_vip_held_before_a_restart_is_let_go_when_its_lease_names_a_live_director() {
-        let peers = Peers::start(settings("b"), vec![]).unwrap();
-        let mut b = Ha::new(peers, HaMetrics::default());
-        let vip: IpAddr = VIP.parse().unwrap();
-        b.adopt(vips());
-        assert!(!b.took(vip), "adopted, not taken: its Lease is not claimed");
-        b.set_lease(vip, Some("a".into()), false);
-        assert_eq!(
-            b.decide(&vips()),
-            vips(),
-            "a's agent is gone: b keeps serving"
-        );
-        b.set_lease(vip, Some("a".into()), true);
-        assert!(b.decide(&vips()).is_empty(), "a took it over meanwhile");
-    }
-
-    #[tokio::test]
-    async fn a_restarted_director_that_held_the_vip_yields_to_the_one_that_took_over() {
-        let (mut a, mut b) = pair().await;
-        let vip: IpAddr = VIP.parse().unwrap();
-        // b took over (term 1) while a was down; a comes back still holding the VIP (term 0).
-        b.held.insert(
-            vip,
-            Held {
-                term: 1,
-                adopted: false,
-            },
-        );
-        a.adopt(vips());
-        settle(&mut a, &mut b, 15).await;
-        assert!(b.holds(vip));
-        assert!(!a.holds(vip));
-    }
-}
+#[path = "director_tests.rs"]
+mod tests;
