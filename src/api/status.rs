@@ -81,8 +81,11 @@ pub struct BackendStatus {
     /// The node that has this address, when it is a node of the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-    /// The weight the director uses: the configured one, or 0 while draining or while the real
-    /// server is unhealthy (see `health`).
+    /// The weight the controller gives the directors: the configured one, or 0 while draining or
+    /// while its node fails it (silent, or without the VIP on `lo`). A real server that only the
+    /// active director's own checks fail keeps this weight here and reads `health: Unhealthy`: that
+    /// director gives it 0 in its table itself, and restores it when the checks pass, without
+    /// waiting for the API server.
     #[serde(default)]
     pub weight: i32,
     /// The active director has this real server in its IPVS table at the current generation.
@@ -95,7 +98,8 @@ pub struct BackendStatus {
     /// The endpoint is terminating and the real server is being drained.
     #[serde(default)]
     pub draining: bool,
-    /// Whether it takes new connections: Unhealthy ones get weight 0 until they are Healthy again.
+    /// Whether it takes new connections: the directors give Unhealthy ones weight 0 until they
+    /// are Healthy again.
     #[serde(default)]
     pub health: BackendHealth,
     /// Why it is not Healthy, e.g. `node rs2 has not reported within 30s`.
