@@ -280,3 +280,25 @@ async fn a_restarted_director_that_held_the_vip_yields_to_the_one_that_took_over
     assert!(b.holds(vip));
     assert!(!a.holds(vip));
 }
+
+#[tokio::test]
+async fn only_a_director_with_a_peer_keeps_its_sync_daemons_after_taking_a_vip() {
+    let (a, b) = active_and_standby().await;
+    assert!(
+        a.keeps_sync_daemons(),
+        "it just took the VIP, with a standby to sync with"
+    );
+    assert!(b.keeps_sync_daemons());
+    let alone = Peers::start(settings("alone"), vec![]).unwrap();
+    let mut alone = Ha::new(alone, HaMetrics::default());
+    for _ in 0..10 {
+        let held = alone.decide(&vips());
+        alone.after_resync(vips(), held, None);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(alone.holds(VIP.parse().unwrap()));
+    assert!(
+        !alone.keeps_sync_daemons(),
+        "no peer: nothing to sync with, no daemon to keep"
+    );
+}

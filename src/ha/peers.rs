@@ -190,6 +190,12 @@ impl Peers {
         }
     }
 
+    /// Whether this director has another to fail over with: one it sends to, or one heard.
+    pub fn any(&self) -> bool {
+        let state = self.shared.state.lock().expect("peers lock");
+        !state.targets.is_empty() || !state.peers.is_empty()
+    }
+
     /// Every peer heard since the start, alive or not.
     pub fn snapshot(&self) -> BTreeMap<String, Peer> {
         self.shared.state.lock().expect("peers lock").peers.clone()
