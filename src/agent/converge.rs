@@ -10,6 +10,7 @@ use crate::core::{
     Plan, REAL_SERVER_SYSCTLS, SLOPPY_TCP, ServiceKey, assign_marks, desired, hold_ejected, linger,
     plan, sync_daemons, wanted_marks, wanted_services,
 };
+use crate::ipvs::{SyncDaemon, SyncRole};
 
 use super::ledger::LedgerStore;
 
@@ -126,6 +127,10 @@ pub struct Settings {
     /// Stop none of our sync daemons this time (a director that just took or let go of a VIP:
     /// see [`crate::ha::director::SYNC_GRACE`]); the ones it wants are started all the same.
     pub keep_sync_daemons: bool,
+    /// A standby runs the backup daemon: some other director may send it connections. A sole
+    /// director's backup would receive nothing, and it came and went with each VIP it had not
+    /// taken yet, changing the `sync` every object reports.
+    pub sync_backup: bool,
     /// The VIPs of every object that exists, when the agent sees them all (cluster mode): a
     /// real server's VIP outside them has no director left and does not linger on `lo`.
     pub directed: Option<BTreeSet<IpAddr>>,
@@ -154,17 +159,12 @@ pub async fn resync<D: DataPlane>(
     if let Some(id) = settings.sync_id {
         desired.state.daemons = sync_daemons(assignments, &|vip| lans.interface_for(vip), id);
     }
-    if settings.keep_sync_daemons {
-        for role in &ledger.daemons {
-            if let Some(running) = observed.daemons.get(role) {
-                desired
-                    .state
-                    .daemons
-                    .entry(*role)
-                    .or_insert_with(|| running.clone());
-            }
-        }
-    }
+    wanted_daemons(
+        &mut desired.state.daemons,
+        (settings.sync_backup, settings.keep_sync_daemons),
+        &ledger,
+        &observed,
+    );
     let before = ledger.clone();
     let lingering = linger(
         &mut desired,
@@ -238,6 +238,27 @@ pub async fn resync<D: DataPlane>(
         lingering,
         lans,
     })
+}
+
+/// The sync daemons to run, from those the assignments ask for: no backup without a peer to
+/// receive from (`backup` false), and during the grace after a take (`keep`) every one of ours
+/// that runs is kept.
+fn wanted_daemons(
+    daemons: &mut BTreeMap<SyncRole, SyncDaemon>,
+    (backup, keep): (bool, bool),
+    ledger: &Ledger,
+    observed: &NodeState,
+) {
+    if !backup {
+        daemons.remove(&SyncRole::Backup);
+    }
+    if keep {
+        for role in &ledger.daemons {
+            if let Some(running) = observed.daemons.get(role) {
+                daemons.entry(*role).or_insert_with(|| running.clone());
+            }
+        }
+    }
 }
 
 /// A handover's announcements: a VIP taken quietly is added without one, and announced on its
@@ -531,6 +552,53 @@ mod tests {
         announcements(&mut plan, &desired, &desired, &none, &quiet);
         let ops: Vec<String> = plan.ops.iter().map(ToString::to_string).collect();
         assert_eq!(ops, ["arping -U -c 3 -I eth0 10.10.24.88"]);
+    }
+
+    #[test]
+    fn a_backup_daemon_runs_only_with_a_peer_and_ours_are_kept_through_the_grace() {
+        let master = SyncDaemon::new(SyncRole::Master, "eth0", 0);
+        let backup = SyncDaemon::new(SyncRole::Backup, "eth0", 0);
+        let asked: BTreeMap<_, _> = [
+            (SyncRole::Master, master.clone()),
+            (SyncRole::Backup, backup.clone()),
+        ]
+        .into();
+        let none = (Ledger::default(), NodeState::default());
+        let wanted = |flags, (ledger, observed): &(Ledger, NodeState)| {
+            let mut d = asked.clone();
+            wanted_daemons(&mut d, flags, ledger, observed);
+            d.into_keys().collect::<Vec<_>>()
+        };
+        assert_eq!(
+            wanted((true, false), &none),
+            [SyncRole::Master, SyncRole::Backup]
+        );
+        assert_eq!(wanted((false, false), &none), [SyncRole::Master]);
+
+        // Ours runs, a foreign backup does not count: the grace keeps only what the ledger owns.
+        let mut ledger = Ledger::default();
+        ledger.daemons.insert(SyncRole::Backup);
+        let mut observed = NodeState::default();
+        observed.daemons.insert(SyncRole::Backup, backup.clone());
+        let ours = (ledger, observed.clone());
+        let foreign = (Ledger::default(), observed);
+        let mut d = BTreeMap::from([(SyncRole::Master, master.clone())]);
+        wanted_daemons(&mut d, (true, true), &ours.0, &ours.1);
+        assert_eq!(
+            d.get(&SyncRole::Backup),
+            Some(&backup),
+            "kept through the grace"
+        );
+        let mut d = BTreeMap::from([(SyncRole::Master, master.clone())]);
+        wanted_daemons(&mut d, (true, false), &ours.0, &ours.1);
+        assert_eq!(
+            d.get(&SyncRole::Backup),
+            None,
+            "stopped once the grace is over"
+        );
+        let mut d = BTreeMap::from([(SyncRole::Master, master)]);
+        wanted_daemons(&mut d, (true, true), &foreign.0, &foreign.1);
+        assert_eq!(d.get(&SyncRole::Backup), None, "not ours: not ours to keep");
     }
 
     #[test]

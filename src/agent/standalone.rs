@@ -139,6 +139,8 @@ pub async fn resync<D: DataPlane>(
         // Connections are synced between directors that fail over to each other.
         sync_id: (director && beside.ha.is_some()).then_some(opts.sync_id),
         keep_sync_daemons: beside.ha.as_ref().is_some_and(|ha| ha.keeps_sync_daemons()),
+        // With `ha` there are peers (`--peer`); without, no daemon runs at all.
+        sync_backup: true,
         now: converge::now(),
         drain_timeout: opts.drain_timeout.as_secs(),
         dry_run: opts.dry_run,

@@ -533,6 +533,7 @@ impl Agent {
                 .any(|r| r.director)
                 .then_some(self.opts.failover.sync_id),
             keep_sync_daemons: self.ha.keeps_sync_daemons(),
+            sync_backup: self.ha.peers().any(),
             now: converge::now(),
             drain_timeout: self.opts.drain_timeout.as_secs(),
             dry_run: false,
