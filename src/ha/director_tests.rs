@@ -1,17 +1,7 @@
 //! Tests of [`super::Ha`]: two directors exchanging heartbeats over loopback.
 
-use super::super::peers::Settings;
+use super::super::peers::test_settings as settings;
 use super::*;
-
-fn settings(node: &str) -> Settings {
-    Settings {
-        node: node.into(),
-        priority: 100,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        interval: Duration::from_millis(20),
-        dead_after: Duration::from_millis(100),
-    }
-}
 
 async fn pair() -> (Ha, Ha) {
     let a = Peers::start(settings("a"), vec![]).unwrap();

@@ -402,19 +402,22 @@ async fn watchdog(shared: Arc<Shared>) {
     }
 }
 
+/// A test director's heartbeat settings: on loopback, fast (20 ms, dead after 100 ms).
+#[cfg(test)]
+pub(super) fn test_settings(node: &str) -> Settings {
+    Settings {
+        node: node.into(),
+        priority: 100,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        interval: Duration::from_millis(20),
+        dead_after: Duration::from_millis(100),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_settings as settings;
     use super::*;
-
-    fn settings(node: &str) -> Settings {
-        Settings {
-            node: node.into(),
-            priority: 100,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            interval: Duration::from_millis(20),
-            dead_after: Duration::from_millis(100),
-        }
-    }
 
     fn claims(active: bool) -> Claims {
         Claims {
