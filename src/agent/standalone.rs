@@ -75,6 +75,21 @@ impl Outcome {
     }
 }
 
+/// A manifest modified less than this long ago may be half written (`cat > web.yaml` empties
+/// it first): it is read once it has been left alone this long. Read at once, an empty file had
+/// removed its objects' services for one resync.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Waits, a second at most, until no file under PATH was modified in the last [`SETTLE`].
+async fn settled(path: &Path) {
+    for _ in 0..5 {
+        match manifest::youngest(path) {
+            Some(age) if age < SETTLE => tokio::time::sleep(SETTLE - age).await,
+            _ => return,
+        }
+    }
+}
+
 /// Reads PATH and keeps the valid objects; the invalid ones become one message per field.
 fn load(path: &Path) -> std::io::Result<(Vec<VirtualService>, Vec<String>)> {
     let mut valid = Vec::new();
@@ -107,6 +122,7 @@ pub async fn resync<D: DataPlane>(
     opts: &Options<'_>,
     beside: &mut Beside,
 ) -> anyhow::Result<Outcome> {
+    settled(opts.path).await;
     let (services, mut rejected) = load(opts.path).map_err(|e| {
         anyhow::anyhow!(
             "reading {}: {e}; leaving the data plane as it is",
@@ -394,5 +410,26 @@ pub async fn run<D: DataPlane>(
                 handing_over = Some(Instant::now() + crate::ha::director::HANDOVER_LIMIT);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_manifest_just_written_is_read_once_it_has_been_left_alone() {
+        let dir = std::env::temp_dir().join(format!("lvs-settle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // What `cat > web.yaml` leaves for a moment.
+        std::fs::write(dir.join("web.yaml"), "").unwrap();
+        let t = std::time::Instant::now();
+        settled(&dir).await;
+        let waited = t.elapsed();
+        assert!(waited >= SETTLE - Duration::from_millis(20), "{waited:?}");
+        let t = std::time::Instant::now();
+        settled(&dir).await;
+        assert!(t.elapsed() < SETTLE, "left alone since: read at once");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

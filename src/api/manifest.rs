@@ -94,8 +94,8 @@ fn field_error(path: String, message: String) -> FieldError {
     FieldError::new(path, message)
 }
 
-/// Reads a file, or every `*.yaml`/`*.yml` file of a directory in name order.
-pub fn read_path(path: &Path) -> std::io::Result<Vec<Document>> {
+/// A file, or every `*.yaml`/`*.yml` file of a directory in name order.
+fn files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = if path.is_dir() {
         std::fs::read_dir(path)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -105,8 +105,23 @@ pub fn read_path(path: &Path) -> std::io::Result<Vec<Document>> {
         vec![path.to_path_buf()]
     };
     files.sort();
+    Ok(files)
+}
+
+/// How long ago the most recently modified of the files [`read_path`] reads was modified, if
+/// any can tell. A file written in place (`cat > web.yaml`) is empty or partial for a moment.
+pub fn youngest(path: &Path) -> Option<std::time::Duration> {
+    files(path)
+        .ok()?
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok()?.modified().ok()?.elapsed().ok())
+        .min()
+}
+
+/// Reads a file, or every `*.yaml`/`*.yml` file of a directory in name order.
+pub fn read_path(path: &Path) -> std::io::Result<Vec<Document>> {
     let mut docs = Vec::new();
-    for file in files {
+    for file in files(path)? {
         let text = std::fs::read_to_string(&file)?;
         docs.extend(parse_documents(&file.display().to_string(), &text));
     }
